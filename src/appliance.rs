@@ -1,0 +1,393 @@
+//! Wires the stages together: the stack reports new flows, the appliance
+//! decides (rules, DNS names, `unmatched`), hands the flow to DNS, egress or
+//! a responder, and records what happened.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+
+use crate::dns::{DnsPolicy, Resolver};
+use crate::egress::{self, ConnectError, UdpNat};
+use crate::events::{now_rfc3339, Event, EventSink, FlowEvent};
+use crate::model::{Decision, DecisionKind, FlowMeta, JailNet, Protocol};
+use crate::rules::{Action, FlowKey, RuleSet, Unmatched};
+use crate::sniff::{self, Sniff};
+use crate::stack::{Datagram, Flow, FlowHandler, HeldOutcome, StackHandle, SynVerdict};
+
+/// Everything the appliance needs to decide about flows.
+pub struct ApplianceConfig {
+    pub net: JailNet,
+    pub rules: RuleSet,
+    pub unmatched: Unmatched,
+    pub events: EventSink,
+}
+
+struct Pending {
+    decision: Decision,
+    started: Instant,
+    upstream: Option<TcpStream>,
+}
+
+struct Inner {
+    net: JailNet,
+    rules: RwLock<Arc<RuleSet>>,
+    unmatched: RwLock<Unmatched>,
+    resolver: Resolver,
+    events: EventSink,
+    stack: OnceLock<StackHandle>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    udp: UdpNat,
+    active: AtomicU64,
+}
+
+/// The `FlowHandler` the stack calls; cheap to clone.
+#[derive(Clone)]
+pub struct Appliance {
+    inner: Arc<Inner>,
+}
+
+impl Appliance {
+    pub fn new(cfg: ApplianceConfig) -> Self {
+        let rules = Arc::new(cfg.rules);
+        let resolver = Resolver::new(
+            cfg.net,
+            DnsPolicy {
+                rules: rules.clone(),
+                unmatched: cfg.unmatched,
+            },
+            cfg.events.clone(),
+        );
+        Appliance {
+            inner: Arc::new(Inner {
+                net: cfg.net,
+                rules: RwLock::new(rules),
+                unmatched: RwLock::new(cfg.unmatched),
+                resolver,
+                events: cfg.events,
+                stack: OnceLock::new(),
+                pending: Mutex::new(HashMap::new()),
+                udp: UdpNat::default(),
+                active: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Gives the appliance the stack it answers for (once, at start).
+    pub fn attach(&self, stack: StackHandle) {
+        let _ = self.inner.stack.set(stack);
+    }
+
+    /// Flows accepted and not yet finished.
+    pub fn active_flows(&self) -> u64 {
+        self.inner.active.load(Ordering::Relaxed)
+    }
+
+    fn rules(&self) -> Arc<RuleSet> {
+        self.inner
+            .rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn unmatched(&self) -> Unmatched {
+        *self.inner.unmatched.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stack(&self) -> Option<&StackHandle> {
+        self.inner.stack.get()
+    }
+
+    /// Where a flow to `dst` goes and why.
+    pub fn decide(&self, host: Option<&str>, dst: SocketAddr) -> Decision {
+        let net = &self.inner.net;
+        let pass = |reason: String, upstream: Option<SocketAddr>, name: Option<(String, u16)>, service: Option<String>| Decision {
+            kind: DecisionKind::Pass,
+            reason,
+            upstream,
+            upstream_name: name,
+            service,
+        };
+        let refuse = |reason: String, service: Option<String>| Decision {
+            kind: DecisionKind::Refuse,
+            reason,
+            upstream: None,
+            upstream_name: None,
+            service,
+        };
+        let rules = self.rules();
+        // Where a pass of this flow would connect.
+        let target = || -> (Option<SocketAddr>, Option<(String, u16)>) {
+            if net.is_gateway(dst.ip()) {
+                return (
+                    Some(SocketAddr::new(JailNet::host_loopback_for(dst.ip()), dst.port())),
+                    None,
+                );
+            }
+            if Resolver::is_fake(dst.ip()) {
+                if let Some(h) = host {
+                    if let Some(addr) = rules.host_address(h) {
+                        return (Some(SocketAddr::new(addr, dst.port())), None);
+                    }
+                    return (None, Some((h.to_string(), dst.port())));
+                }
+                return (None, None);
+            }
+            (Some(dst), None)
+        };
+        if let Some(claim) = rules.claim(FlowKey { host, dst }) {
+            let service = Some(claim.service.name.clone());
+            return match claim.service.action {
+                Action::Pass => {
+                    let (up, name) = target();
+                    pass(claim.why, up, name, service)
+                }
+                Action::Refuse => refuse(claim.why, service),
+            };
+        }
+        if net.is_gateway(dst.ip()) {
+            let (up, _) = target();
+            return pass("gateway: the host's loopback".into(), up, None, None);
+        }
+        if let Some(h) = host {
+            if let Some(addr) = rules.host_address(h) {
+                return pass(
+                    format!("hosts: {h} → {addr}"),
+                    Some(SocketAddr::new(addr, dst.port())),
+                    None,
+                    None,
+                );
+            }
+        }
+        match self.unmatched() {
+            Unmatched::Refuse => refuse("unmatched: refuse (no rule claims this flow)".into(), None),
+            Unmatched::Pass => {
+                let (up, name) = target();
+                pass("unmatched: pass".into(), up, name, None)
+            }
+        }
+    }
+
+    fn record_flow(&self, meta: &FlowMeta, decision: &Decision, protocol: &Protocol, started: Instant, up: u64, down: u64, error: Option<String>) {
+        let host = protocol
+            .hostname()
+            .map(str::to_string)
+            .or_else(|| meta.host.clone());
+        self.inner.events.record(Event::Flow(FlowEvent {
+            time: now_rfc3339(),
+            flow_id: meta.id,
+            transport: "tcp",
+            src: meta.src.ip(),
+            src_port: meta.src.port(),
+            dst: meta.dst.ip(),
+            dst_port: meta.dst.port(),
+            host,
+            protocol: protocol.label(),
+            decision: decision.kind.label(),
+            reason: decision.reason.clone(),
+            service: decision.service.clone(),
+            upstream: decision.upstream.map(|u| u.to_string()),
+            bytes_up: up,
+            bytes_down: down,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            error,
+        }));
+    }
+
+    /// Connects upstream for a held SYN, then lets the stack answer it.
+    async fn connect_held(self, meta: FlowMeta, decision: Decision, started: Instant) {
+        let Some(stack) = self.stack().cloned() else {
+            return;
+        };
+        let target = match (decision.upstream, &decision.upstream_name) {
+            (Some(t), _) => Ok(t),
+            (None, Some((name, port))) => self
+                .inner
+                .resolver
+                .resolve_on_host(name, meta.dst.is_ipv6())
+                .await
+                .map(|ip| SocketAddr::new(ip, *port))
+                .map_err(|e| format!("cannot resolve {name} on the host: {e}")),
+            (None, None) => Err("no upstream address is known for this destination".to_string()),
+        };
+        let result = match target {
+            Ok(t) => egress::connect(t).await.map_err(|e| {
+                let outcome = match e {
+                    ConnectError::Refused(_) => HeldOutcome::Refuse,
+                    ConnectError::Unreachable(..) | ConnectError::Other(..) => HeldOutcome::Unreachable,
+                    ConnectError::TimedOut(_) => HeldOutcome::Drop,
+                };
+                (outcome, e.to_string())
+            }).map(|s| (s, t)),
+            Err(msg) => Err((HeldOutcome::Unreachable, msg)),
+        };
+        match result {
+            Ok((stream, t)) => {
+                let mut decision = decision;
+                decision.upstream = Some(t);
+                self.inner
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        meta.id,
+                        Pending {
+                            decision,
+                            started,
+                            upstream: Some(stream),
+                        },
+                    );
+                stack.resolve(meta.id, HeldOutcome::Accept);
+            }
+            Err((outcome, msg)) => {
+                stack.resolve(meta.id, outcome);
+                self.record_flow(&meta, &decision, &Protocol::None, started, 0, 0, Some(msg));
+            }
+        }
+    }
+
+    async fn run_pass(self, meta: FlowMeta, flow: Flow, pending: Pending) {
+        let Some(upstream) = pending.upstream else {
+            return;
+        };
+        let report = egress::splice(flow, upstream).await;
+        let protocol = match sniff::classify(&report.first_bytes, true) {
+            Sniff::Done(p) => p,
+            Sniff::NeedMore => Protocol::Unknown,
+        };
+        self.record_flow(
+            &meta,
+            &pending.decision,
+            &protocol,
+            pending.started,
+            report.bytes_up,
+            report.bytes_down,
+            report.error,
+        );
+    }
+
+    async fn run_dns_tcp(self, meta: FlowMeta, flow: Flow, decision: Decision) {
+        let started = Instant::now();
+        let res = self.inner.resolver.serve_tcp(flow).await;
+        self.record_flow(&meta, &decision, &Protocol::Dns, started, 0, 0, res.err().map(|e| e.to_string()));
+    }
+}
+
+fn dns_decision() -> Decision {
+    Decision {
+        kind: DecisionKind::Mock,
+        reason: "meshwrap's DNS resolver".into(),
+        upstream: None,
+        upstream_name: None,
+        service: Some("dns".into()),
+    }
+}
+
+impl FlowHandler for Appliance {
+    fn on_syn(&self, meta: &mut FlowMeta) -> SynVerdict {
+        let net = self.inner.net;
+        meta.host = self.inner.resolver.name_of(meta.dst.ip());
+        if net.is_resolver(meta.dst.ip()) {
+            return if meta.dst.port() == 53 {
+                SynVerdict::Accept
+            } else {
+                SynVerdict::Refuse
+            };
+        }
+        let started = Instant::now();
+        if self.in_jail_subnet(meta.dst.ip()) && !net.is_gateway(meta.dst.ip()) {
+            let decision = Decision {
+                kind: DecisionKind::Refuse,
+                reason: "nothing listens at this address of the jail's own subnet".into(),
+                upstream: None,
+                upstream_name: None,
+                service: None,
+            };
+            self.record_flow(meta, &decision, &Protocol::None, started, 0, 0, None);
+            return SynVerdict::Refuse;
+        }
+        let decision = self.decide(meta.host.as_deref(), meta.dst);
+        match decision.kind {
+            DecisionKind::Refuse => {
+                self.record_flow(meta, &decision, &Protocol::None, started, 0, 0, None);
+                SynVerdict::Refuse
+            }
+            DecisionKind::Pass => {
+                let this = self.clone();
+                let m = meta.clone();
+                tokio::spawn(this.connect_held(m, decision, started));
+                SynVerdict::Hold
+            }
+            DecisionKind::Mock => SynVerdict::Accept,
+        }
+    }
+
+    fn on_flow(&self, meta: FlowMeta, flow: Flow) {
+        let this = self.clone();
+        self.inner.active.fetch_add(1, Ordering::Relaxed);
+        let pending = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&meta.id);
+        tokio::spawn(async move {
+            let is_dns = this.inner.net.is_resolver(meta.dst.ip());
+            match pending {
+                Some(p) => this.clone().run_pass(meta, flow, p).await,
+                None if is_dns => this.clone().run_dns_tcp(meta, flow, dns_decision()).await,
+                None => {
+                    // No responder claims it (responders arrive with the
+                    // rules for them): end it and say so.
+                    flow.abort();
+                }
+            }
+            this.inner.active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    fn on_udp(&self, d: Datagram, stack: &StackHandle) {
+        if d.dst.port() == 53 {
+            let this = self.clone();
+            let stack = stack.clone();
+            tokio::spawn(async move {
+                if let Some(reply) = this.inner.resolver.answer(&d.payload, "udp").await {
+                    stack.send_udp(d.dst, d.src, &reply);
+                }
+            });
+            return;
+        }
+        let host = self.inner.resolver.name_of(d.dst.ip());
+        let decision = self.decide(host.as_deref(), d.dst);
+        match (decision.kind, decision.upstream) {
+            (DecisionKind::Pass, Some(target)) if !self.in_jail_subnet(d.dst.ip()) || self.inner.net.is_gateway(d.dst.ip()) => {
+                self.inner.udp.send(stack, d.src, d.dst, target, d.payload);
+            }
+            _ => {
+                stack.stats().packets_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Appliance {
+    /// Addresses of the jail's own subnet other than the gateway and the
+    /// resolver have nothing behind them.
+    fn in_jail_subnet(&self, ip: IpAddr) -> bool {
+        let net = &self.inner.net;
+        match ip {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX << (32 - u32::from(net.prefix_v4));
+                u32::from(v4) & mask == u32::from(net.sut_v4) & mask
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX << (128 - u32::from(net.prefix_v6));
+                u128::from(v6) & mask == u128::from(net.sut_v6) & mask
+            }
+        }
+    }
+}

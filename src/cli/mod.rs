@@ -1,0 +1,282 @@
+//! The command line: arguments, running the jail, exit codes and the run
+//! summary. Errors get their context here; the library's are typed.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::appliance::{Appliance, ApplianceConfig};
+use crate::events::EventSink;
+use crate::jail::{Jail, JailSpec};
+use crate::model::JailNet;
+use crate::rules::{FlowKey, RuleSet, Unmatched};
+use crate::stack::Stack;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshwrap",
+    version,
+    about = "Run a program in a network jail whose every connection is mocked, passed out or refused",
+    long_about = "Runs CMD in new network and mount namespaces (plus a user namespace when not root) \
+whose only network is a TUN device served by meshwrap's userspace TCP/IP stack. DNS is answered \
+by meshwrap; every connection is matched against the rules and mocked, passed out to the real \
+destination or refused, and recorded.\n\nExamples:\n  meshwrap -- curl -sS http://host.meshwrap.internal:8000/\n  \
+meshwrap --unmatched refuse -- npm test\n  meshwrap --rules rules/dev.yaml --events run.jsonl -- ./my-service",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate rule files without running anything.
+    Check {
+        /// Rule files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Ask the rules about a flow.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Tell which service would claim a flow to HOST:PORT, and why.
+    Explain {
+        /// Rule files, merged in order.
+        #[arg(long = "rules", required = true)]
+        rules: Vec<PathBuf>,
+        /// The hostname the SUT would use.
+        #[arg(long)]
+        host: Option<String>,
+        /// The destination port.
+        #[arg(long)]
+        port: u16,
+        /// The destination address (default: a fake address for HOST).
+        #[arg(long)]
+        addr: Option<std::net::IpAddr>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Rule file (YAML); repeat to merge several, in order.
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// What happens to connections no rule claims [default: refuse, or the
+    /// rules file's `unmatched:`]. The flag wins over the file.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub unmatched: Option<Unmatched>,
+    /// Write one JSON object per event (flows, DNS answers) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Do not print the summary table on exit.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// More logging on stderr (-v info, -vv debug, -vvv trace). MESHWRAP_LOG
+    /// takes a tracing filter and wins over this.
+    #[arg(long, short, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The program to run in the jail, and its arguments (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Entry point: returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_tracing(cli.run.verbose);
+    let res = match cli.command {
+        Some(Command::Check { files }) => check(&files),
+        Some(Command::Rules {
+            command: RulesCommand::Explain { rules, host, port, addr },
+        }) => explain(&rules, host.as_deref(), port, addr),
+        None => run(cli.run),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshwrap: {e:#}");
+            2
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHWRAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn check(files: &[PathBuf]) -> Result<i32> {
+    let mut failed = false;
+    for f in files {
+        match RuleSet::load(std::slice::from_ref(f)) {
+            Ok(set) => eprintln!(
+                "{}: ok ({} services, {} hosts)",
+                f.display(),
+                set.services.len(),
+                set.hosts.len()
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if !failed && files.len() > 1 {
+        // The merge can fail where each file alone is fine (conflicts).
+        if let Err(e) = RuleSet::load(files) {
+            eprintln!("{e}");
+            failed = true;
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn explain(files: &[PathBuf], host: Option<&str>, port: u16, addr: Option<std::net::IpAddr>) -> Result<i32> {
+    let set = RuleSet::load(files)?;
+    let ip = addr.unwrap_or_else(|| "198.18.0.1".parse().expect("literal"));
+    let dst = std::net::SocketAddr::new(ip, port);
+    let key = FlowKey { host, dst };
+    let who = host.map(|h| format!("{h}:{port}")).unwrap_or_else(|| dst.to_string());
+    match set.claim(key) {
+        Some(c) => println!("{who} is claimed by {}", c.why),
+        None => {
+            let hosts = host.and_then(|h| set.host_address(h));
+            match hosts {
+                Some(a) => println!("{who}: no service claims it; `hosts:` sends it to {a}"),
+                None => println!(
+                    "{who}: no service claims it; it follows `unmatched` ({})",
+                    match set.unmatched {
+                        Some(Unmatched::Pass) => "pass, from the rules",
+                        Some(Unmatched::Refuse) => "refuse, from the rules",
+                        None => "refuse unless --unmatched says otherwise",
+                    }
+                ),
+            }
+        }
+    }
+    for (svc, verdict) in set.explain(key) {
+        match verdict {
+            Ok(why) => println!("  ✓ {} ({}): {why}", svc.name, svc.origin),
+            Err(why) => println!("  ✗ {} ({}): {why}", svc.name, svc.origin),
+        }
+    }
+    Ok(0)
+}
+
+fn resolv_conf(net: &JailNet) -> String {
+    format!(
+        "# written by meshwrap: every query goes to meshwrap's resolver\nnameserver {}\nnameserver {}\noptions edns0 timeout:2 attempts:2\n",
+        net.dns_v4, net.dns_v6
+    )
+}
+
+fn run(args: RunArgs) -> Result<i32> {
+    if args.command.is_empty() {
+        bail!("nothing to run: give a command after `--`, e.g. `meshwrap -- curl http://host.meshwrap.internal:8000/` (see --help)");
+    }
+    let rules = RuleSet::load(&args.rules)?;
+    let unmatched = args.unmatched.or(rules.unmatched).unwrap_or(Unmatched::Refuse);
+    let events = match &args.events {
+        Some(p) => EventSink::with_file(p).with_context(|| format!("cannot write events to {}", p.display()))?,
+        None => EventSink::new(),
+    };
+    let net = JailNet::default();
+    let spec = JailSpec {
+        command: args.command.clone(),
+        net,
+        binds: Vec::new(),
+        env: Vec::new(),
+    };
+    // Fork the jail while still single-threaded: the runtime comes after.
+    let mut jail = Jail::spawn(&spec, &resolv_conf(&net))?;
+    let tun = jail.take_tun().context("the jail sent no TUN device")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let appliance = Appliance::new(ApplianceConfig {
+        net,
+        rules,
+        unmatched,
+        events: events.clone(),
+    });
+    let code = runtime.block_on(supervise(&jail, tun, net, appliance))?;
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    drop(jail);
+    let summary = events.finish();
+    if !args.quiet {
+        eprint!("{summary}");
+    }
+    Ok(code)
+}
+
+/// Serves the jail's network until the SUT exits; returns its exit code.
+async fn supervise(jail: &Jail, tun: std::os::fd::OwnedFd, net: JailNet, appliance: Appliance) -> Result<i32> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the fd is a TUN device we own; the AsyncDevice takes it over.
+    let dev = unsafe { tun_rs::AsyncDevice::from_fd(tun.into_raw_fd()) }.context("cannot use the TUN device")?;
+    let stack = Stack::new(dev, net, Arc::new(appliance.clone()));
+    appliance.attach(stack.handle());
+    tokio::spawn(stack.run());
+    if let Err(e) = jail.start() {
+        eprintln!("meshwrap: {e}");
+        return Ok(e.exit_code());
+    }
+    let pid = jail.pid();
+    let forward = tokio::spawn(forward_signals(pid));
+    let code = tokio::task::spawn_blocking(move || Jail::wait(pid))
+        .await
+        .unwrap_or(1);
+    forward.abort();
+    // Let flows that were closing finish so their events are complete.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    while appliance.active_flows() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(code)
+}
+
+async fn forward_signals(pid: nix::unistd::Pid) {
+    use nix::sys::signal::{kill, Signal};
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return;
+    };
+    loop {
+        let sig = tokio::select! {
+            _ = int.recv() => Signal::SIGINT,
+            _ = term.recv() => Signal::SIGTERM,
+            _ = hup.recv() => Signal::SIGHUP,
+        };
+        let _ = kill(pid, sig);
+    }
+}

@@ -1,0 +1,75 @@
+//! UDP pass-out, NAT style: one host socket per (SUT address, destination)
+//! pair, forgotten after a minute without traffic.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::stack::StackHandle;
+
+const IDLE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Default)]
+pub struct UdpNat {
+    assoc: Arc<Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::UnboundedSender<Vec<u8>>>>>,
+}
+
+impl UdpNat {
+    /// Sends `payload` from the SUT's `src` towards `target` on the host
+    /// side; replies come back into the jail as if from `seen_dst`.
+    pub fn send(&self, stack: &StackHandle, src: SocketAddr, seen_dst: SocketAddr, target: SocketAddr, payload: Vec<u8>) {
+        let key = (src, seen_dst);
+        let mut map = self.assoc.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(&key) {
+            if tx.send(payload.clone()).is_ok() {
+                return;
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(payload);
+        map.insert(key, tx);
+        let this = self.clone();
+        let stack = stack.clone();
+        tokio::spawn(async move {
+            let _ = associate(rx, &stack, src, seen_dst, target).await;
+            this.assoc
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        });
+    }
+}
+
+async fn associate(
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    stack: &StackHandle,
+    src: SocketAddr,
+    seen_dst: SocketAddr,
+    target: SocketAddr,
+) -> std::io::Result<()> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let sock = UdpSocket::bind(bind).await?;
+    sock.connect(target).await?;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(p) => { let _ = sock.send(&p).await; }
+                None => return Ok(()),
+            },
+            r = sock.recv(&mut buf) => match r {
+                Ok(n) => stack.send_udp(seen_dst, src, &buf[..n]),
+                Err(_) => {}
+            },
+            _ = tokio::time::sleep(IDLE) => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Events: one JSON object per decision or exchange, written as JSON lines
+//! to `--events FILE` and kept in memory for the exit summary.
+
+mod summary;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::model::FlowId;
+
+pub use summary::Summary;
+
+/// One flow, reported when it ends (or when it is refused).
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowEvent {
+    pub time: String,
+    pub flow_id: FlowId,
+    pub transport: &'static str,
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    pub host: Option<String>,
+    pub protocol: &'static str,
+    pub decision: &'static str,
+    pub reason: String,
+    pub service: Option<String>,
+    /// Where a passed flow was connected on the host side.
+    pub upstream: Option<String>,
+    /// Bytes the SUT sent.
+    pub bytes_up: u64,
+    /// Bytes the SUT received.
+    pub bytes_down: u64,
+    pub duration_ms: f64,
+    pub error: Option<String>,
+}
+
+/// One DNS question answered by the virtual resolver.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsEvent {
+    pub time: String,
+    pub name: String,
+    pub qtype: String,
+    pub answers: Vec<String>,
+    /// Where the answer came from: fake, hosts, gateway, host-resolver,
+    /// nxdomain, nodata, error.
+    pub source: &'static str,
+    pub transport: &'static str,
+}
+
+/// Something the user should know that is not a flow (for example a
+/// classification failure or a setup warning).
+#[derive(Debug, Clone, Serialize)]
+pub struct NoticeEvent {
+    pub time: String,
+    pub flow_id: Option<FlowId>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Event {
+    Flow(FlowEvent),
+    Dns(DnsEvent),
+    Notice(NoticeEvent),
+}
+
+/// RFC 3339 UTC timestamp for the `time` field.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[derive(Default)]
+struct Inner {
+    writer: Option<BufWriter<File>>,
+    flows: Vec<FlowEvent>,
+    dns_count: u64,
+    write_error: Option<String>,
+}
+
+/// Shared, cheap to clone; every stage records through it.
+#[derive(Clone, Default)]
+pub struct EventSink {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl EventSink {
+    /// A sink that keeps events in memory only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A sink that also appends JSON lines to `path` (truncated first).
+    pub fn with_file(path: &Path) -> std::io::Result<Self> {
+        let file = File::create(path)?;
+        let sink = Self::default();
+        sink.lock().writer = Some(BufWriter::new(file));
+        Ok(sink)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn record(&self, event: Event) {
+        let mut inner = self.lock();
+        if let Some(w) = inner.writer.as_mut() {
+            // Each line is flushed so a test or `tail -f` sees it at once.
+            let res = serde_json::to_writer(&mut *w, &event)
+                .map_err(std::io::Error::other)
+                .and_then(|_| w.write_all(b"\n"))
+                .and_then(|_| w.flush());
+            if let Err(e) = res {
+                if inner.write_error.is_none() {
+                    tracing::warn!("cannot write events file: {e}");
+                    inner.write_error = Some(e.to_string());
+                }
+            }
+        }
+        match event {
+            Event::Flow(f) => inner.flows.push(f),
+            Event::Dns(_) => inner.dns_count += 1,
+            Event::Notice(_) => {}
+        }
+    }
+
+    pub fn notice(&self, flow_id: Option<FlowId>, message: impl Into<String>) {
+        self.record(Event::Notice(NoticeEvent {
+            time: now_rfc3339(),
+            flow_id,
+            message: message.into(),
+        }));
+    }
+
+    /// Flushes the events file and builds the exit summary.
+    pub fn finish(&self) -> Summary {
+        let mut inner = self.lock();
+        if let Some(w) = inner.writer.as_mut() {
+            let _ = w.flush();
+        }
+        Summary::from_flows(&inner.flows, inner.dns_count)
+    }
+}

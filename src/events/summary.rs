@@ -1,0 +1,135 @@
+//! The table printed on stderr when the SUT exits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::FlowEvent;
+
+#[derive(Debug, Default, Clone)]
+struct Row {
+    flows: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    errors: u64,
+    protocol: &'static str,
+}
+
+/// Flows grouped by destination and decision, plus a rules snippet for
+/// every refused destination.
+#[derive(Debug, Default)]
+pub struct Summary {
+    rows: BTreeMap<(String, &'static str), Row>,
+    refused: BTreeMap<String, (Option<String>, u16, &'static str)>,
+    dns_queries: u64,
+}
+
+impl Summary {
+    pub fn from_flows(flows: &[FlowEvent], dns_queries: u64) -> Self {
+        let mut s = Summary {
+            dns_queries,
+            ..Default::default()
+        };
+        for f in flows {
+            let host = f.host.clone().unwrap_or_else(|| f.dst.to_string());
+            let dest = if host.contains(':') {
+                format!("[{host}]:{}", f.dst_port)
+            } else {
+                format!("{host}:{}", f.dst_port)
+            };
+            let row = s.rows.entry((dest.clone(), f.decision)).or_default();
+            row.flows += 1;
+            row.bytes_up += f.bytes_up;
+            row.bytes_down += f.bytes_down;
+            row.errors += u64::from(f.error.is_some());
+            if row.protocol.is_empty() || row.protocol == "none" {
+                row.protocol = f.protocol;
+            }
+            if f.decision == "refuse" {
+                s.refused
+                    .entry(dest)
+                    .or_insert((f.host.clone(), f.dst_port, f.protocol));
+            }
+        }
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// A service name derived from a hostname: `api.pay.test` → `api-pay-test`.
+fn service_name(host: &str, port: u16) -> String {
+    let base: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("{}-{port}", base.trim_matches('-'))
+}
+
+/// Which responder a port usually calls for, to make the snippet useful.
+fn mock_hint(port: u16, protocol: &str) -> &'static str {
+    match (protocol, port) {
+        ("resp", _) | (_, 6379) => "redis: {}",
+        ("kafka", _) | (_, 9092) => "kafka: { topics: {} }",
+        ("mongo", _) | (_, 27017) => "mongo: {}",
+        _ => "http: { routes: [] }",
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "meshwrap summary ({} DNS queries)", self.dns_queries)?;
+        if self.rows.is_empty() {
+            return writeln!(f, "  no connections");
+        }
+        let width = self
+            .rows
+            .keys()
+            .map(|(d, _)| d.len())
+            .max()
+            .unwrap_or(0)
+            .max(11);
+        writeln!(
+            f,
+            "  {:<width$}  {:<8} {:<8} {:>6} {:>12} {:>12} {:>6}",
+            "destination", "decision", "protocol", "flows", "bytes up", "bytes down", "errors"
+        )?;
+        for ((dest, decision), row) in &self.rows {
+            writeln!(
+                f,
+                "  {:<width$}  {:<8} {:<8} {:>6} {:>12} {:>12} {:>6}",
+                dest, decision, row.protocol, row.flows, row.bytes_up, row.bytes_down, row.errors
+            )?;
+        }
+        if !self.refused.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "  refused destinations; to let them through or mock them, add to a rules file:"
+            )?;
+            writeln!(f, "  services:")?;
+            for (dest, (host, port, protocol)) in &self.refused {
+                let (name, matcher) = match host {
+                    Some(h) => (service_name(h, *port), format!("{{ host: {h}, port: {port} }}")),
+                    None => {
+                        let ip = dest.rsplit_once(':').map(|(a, _)| a).unwrap_or(dest);
+                        let ip = ip.trim_matches(|c| c == '[' || c == ']');
+                        (
+                            service_name(ip, *port),
+                            format!("{{ cidr: \"{ip}\", port: {port} }}"),
+                        )
+                    }
+                };
+                writeln!(f, "    - name: {name}")?;
+                writeln!(f, "      match: {matcher}")?;
+                writeln!(
+                    f,
+                    "      pass: {{}}            # or mock it: {}",
+                    mock_hint(*port, protocol)
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! Small types that travel between the stages of a connection's path.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use serde::Serialize;
+
+/// Identifies one flow (TCP connection or UDP association) for the whole run.
+pub type FlowId = u64;
+
+/// The addresses of the jail's network. The SUT sits at `sut_*`; the
+/// gateway addresses stand for the host's loopback (like slirp4netns's
+/// 10.0.2.2) and the resolver addresses answer DNS.
+#[derive(Debug, Clone, Copy)]
+pub struct JailNet {
+    pub sut_v4: Ipv4Addr,
+    pub gateway_v4: Ipv4Addr,
+    pub dns_v4: Ipv4Addr,
+    pub prefix_v4: u8,
+    pub sut_v6: Ipv6Addr,
+    pub gateway_v6: Ipv6Addr,
+    pub dns_v6: Ipv6Addr,
+    pub prefix_v6: u8,
+    pub mtu: u16,
+}
+
+impl Default for JailNet {
+    fn default() -> Self {
+        JailNet {
+            sut_v4: Ipv4Addr::new(10, 0, 2, 100),
+            gateway_v4: Ipv4Addr::new(10, 0, 2, 2),
+            dns_v4: Ipv4Addr::new(10, 0, 2, 3),
+            prefix_v4: 24,
+            sut_v6: Ipv6Addr::new(0xfd00, 0x6d77, 0, 0, 0, 0, 0, 0x100),
+            gateway_v6: Ipv6Addr::new(0xfd00, 0x6d77, 0, 0, 0, 0, 0, 2),
+            dns_v6: Ipv6Addr::new(0xfd00, 0x6d77, 0, 0, 0, 0, 0, 3),
+            prefix_v6: 64,
+            mtu: 65520,
+        }
+    }
+}
+
+impl JailNet {
+    /// Name that resolves to the gateway, i.e. the host's loopback.
+    pub const HOST_NAME: &'static str = "host.meshwrap.internal";
+
+    pub fn is_gateway(&self, ip: IpAddr) -> bool {
+        ip == IpAddr::V4(self.gateway_v4) || ip == IpAddr::V6(self.gateway_v6)
+    }
+
+    pub fn is_resolver(&self, ip: IpAddr) -> bool {
+        ip == IpAddr::V4(self.dns_v4) || ip == IpAddr::V6(self.dns_v6)
+    }
+
+    /// The host loopback address of the same family as `ip`.
+    pub fn host_loopback_for(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        }
+    }
+}
+
+/// What the stack knows about a new flow when its first packet arrives.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowMeta {
+    pub id: FlowId,
+    pub transport: Transport,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// The hostname the SUT asked DNS for, when the destination came from
+    /// meshwrap's resolver. Later refined by SNI or a Host header.
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// The application protocol a flow was classified as from its first bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// A TLS ClientHello; `sni` is the server name if the client sent one.
+    Tls { sni: Option<String> },
+    /// HTTP/1.x request line; `host` from the Host header if seen.
+    Http1 { host: Option<String> },
+    /// The HTTP/2 connection preface (prior knowledge, h2c).
+    Http2,
+    /// Redis RESP (array or inline command).
+    Resp,
+    /// A Kafka request header.
+    Kafka,
+    /// A MongoDB wire-protocol message.
+    Mongo,
+    /// DNS over TCP.
+    Dns,
+    /// Bytes that match none of the above.
+    Unknown,
+    /// The client sent nothing before the sniff timeout (server speaks
+    /// first, e.g. SMTP, MySQL) or closed without sending.
+    None,
+}
+
+impl Protocol {
+    /// Short label for events, metrics and the summary.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Protocol::Tls { .. } => "tls",
+            Protocol::Http1 { .. } => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Resp => "resp",
+            Protocol::Kafka => "kafka",
+            Protocol::Mongo => "mongo",
+            Protocol::Dns => "dns",
+            Protocol::Unknown => "unknown",
+            Protocol::None => "none",
+        }
+    }
+
+    /// A hostname the protocol itself carries (SNI, Host header).
+    pub fn hostname(&self) -> Option<&str> {
+        match self {
+            Protocol::Tls { sni } => sni.as_deref(),
+            Protocol::Http1 { host } => host.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What happens to a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionKind {
+    /// Connected to the real destination and bytes copied both ways.
+    Pass,
+    /// Reset (TCP) or dropped (UDP).
+    Refuse,
+    /// Answered in-process by a responder.
+    Mock,
+}
+
+impl DecisionKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            DecisionKind::Pass => "pass",
+            DecisionKind::Refuse => "refuse",
+            DecisionKind::Mock => "mock",
+        }
+    }
+}
+
+/// A decision together with why it was taken and where a passed flow goes.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    pub reason: String,
+    /// For pass: the real address to connect to from the host namespace.
+    pub upstream: Option<SocketAddr>,
+    /// For pass: a name to resolve on the host at connect time when the
+    /// destination is a fake IP without a fixed upstream.
+    pub upstream_name: Option<(String, u16)>,
+    /// The service that claimed the flow, if any.
+    pub service: Option<String>,
+}

@@ -1,0 +1,369 @@
+//! Rules: the YAML files that say which flows are mocked, passed or
+//! refused, loaded with errors that point at file, line, column and field.
+
+mod glob;
+mod schema;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub use glob::HostGlob;
+pub use schema::{Cidr, MatchSpec, PortRange, RulesFile, ServiceSpec, Unmatched};
+
+/// A rules error with the place it was found.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {field}: {message}")]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        /// Dotted path of the offending field, e.g. `services[0].match.port`.
+        field: String,
+        message: String,
+    },
+}
+
+/// What a service does with the flows it claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pass,
+    Refuse,
+}
+
+/// A validated service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub hosts: Vec<HostGlob>,
+    pub ports: Vec<PortRange>,
+    pub cidrs: Vec<Cidr>,
+    pub action: Action,
+    /// `file:line` where the service was defined, for explanations.
+    pub origin: String,
+}
+
+/// Why a service claimed (or did not claim) a flow.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    pub service: &'a Service,
+    pub why: String,
+}
+
+/// The flow attributes a service is matched against.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowKey<'a> {
+    pub host: Option<&'a str>,
+    pub dst: SocketAddr,
+}
+
+impl Service {
+    /// `Ok(why)` if the service claims the flow, `Err(why not)` otherwise.
+    pub fn check(&self, flow: FlowKey<'_>) -> Result<String, String> {
+        let mut why = Vec::new();
+        if !self.hosts.is_empty() {
+            let Some(host) = flow.host else {
+                return Err("the flow has no hostname".into());
+            };
+            match self.hosts.iter().find(|g| g.matches(host)) {
+                Some(g) => why.push(format!("host {host} matches `{g}`")),
+                None => return Err(format!("host {host} matches none of its host patterns")),
+            }
+        }
+        if !self.ports.is_empty() {
+            let port = flow.dst.port();
+            if !self.ports.iter().any(|r| r.contains(port)) {
+                return Err(format!("port {port} is not among its ports"));
+            }
+            why.push(format!("port {port}"));
+        }
+        if !self.cidrs.is_empty() {
+            let ip = flow.dst.ip();
+            match self.cidrs.iter().find(|c| c.contains(ip)) {
+                Some(c) => why.push(format!("address {ip} in {}/{}", c.addr, c.prefix)),
+                None => return Err(format!("address {ip} is in none of its CIDRs")),
+            }
+        }
+        Ok(why.join(", "))
+    }
+}
+
+/// All rule files merged in order.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub unmatched: Option<Unmatched>,
+    /// Name (lower case, no trailing dot) → address.
+    pub hosts: BTreeMap<String, IpAddr>,
+    pub services: Vec<Service>,
+}
+
+impl RuleSet {
+    /// Loads and merges files in order. Later files add services after the
+    /// earlier ones; a host defined twice with different addresses is an
+    /// error; the last `unmatched` wins.
+    pub fn load(files: &[PathBuf]) -> Result<RuleSet, RulesError> {
+        let mut set = RuleSet::default();
+        let mut host_origin: BTreeMap<String, String> = BTreeMap::new();
+        let mut service_origin: BTreeMap<String, String> = BTreeMap::new();
+        for file in files {
+            let text = std::fs::read_to_string(file).map_err(|source| RulesError::Read {
+                file: file.clone(),
+                source,
+            })?;
+            let parsed = parse_str(file, &text)?;
+            if parsed.unmatched.is_some() {
+                set.unmatched = parsed.unmatched;
+            }
+            for (name, addr) in parsed.hosts {
+                let key = name.trim_end_matches('.').to_ascii_lowercase();
+                let (line, column) = locate(&text, &name);
+                if let Some(prev) = set.hosts.get(&key) {
+                    if *prev != addr {
+                        return Err(RulesError::Invalid {
+                            file: file.clone(),
+                            line,
+                            column,
+                            field: format!("hosts.{name}"),
+                            message: format!(
+                                "conflicts with {prev} given at {}",
+                                host_origin.get(&key).cloned().unwrap_or_default()
+                            ),
+                        });
+                    }
+                }
+                host_origin.insert(key.clone(), format!("{}:{line}", file.display()));
+                set.hosts.insert(key, addr);
+            }
+            for (i, spec) in parsed.services.into_iter().enumerate() {
+                let (line, column) = locate_service(&text, &spec.name);
+                let invalid = |field: &str, message: String| RulesError::Invalid {
+                    file: file.clone(),
+                    line,
+                    column,
+                    field: format!("services[{i}]{field}"),
+                    message,
+                };
+                if spec.name.trim().is_empty() {
+                    return Err(invalid(".name", "a service needs a name".into()));
+                }
+                if let Some(prev) = service_origin.get(&spec.name) {
+                    return Err(invalid(
+                        ".name",
+                        format!("service `{}` is already defined at {prev}", spec.name),
+                    ));
+                }
+                let m = &spec.matcher;
+                if m.host.0.is_empty() && m.port.0.is_empty() && m.cidr.0.is_empty() {
+                    return Err(invalid(
+                        ".match",
+                        "give at least one of `host`, `port`, `cidr`".into(),
+                    ));
+                }
+                let actions: Vec<(&str, Action)> = [
+                    spec.pass.map(|_| ("pass", Action::Pass)),
+                    spec.refuse.map(|_| ("refuse", Action::Refuse)),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let action = match actions.as_slice() {
+                    [(_, a)] => *a,
+                    [] => {
+                        return Err(invalid(
+                            "",
+                            format!(
+                                "service `{}` needs one action key: `pass` or `refuse`",
+                                spec.name
+                            ),
+                        ))
+                    }
+                    many => {
+                        let names: Vec<&str> = many.iter().map(|(n, _)| *n).collect();
+                        return Err(invalid(
+                            "",
+                            format!(
+                                "service `{}` has several action keys ({}); keep one",
+                                spec.name,
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                };
+                let origin = format!("{}:{line}", file.display());
+                service_origin.insert(spec.name.clone(), origin.clone());
+                set.services.push(Service {
+                    name: spec.name,
+                    hosts: spec.matcher.host.0,
+                    ports: spec.matcher.port.0,
+                    cidrs: spec.matcher.cidr.0,
+                    action,
+                    origin,
+                });
+            }
+        }
+        Ok(set)
+    }
+
+    /// The first service that claims the flow.
+    pub fn claim(&self, flow: FlowKey<'_>) -> Option<Claim<'_>> {
+        self.services.iter().find_map(|s| {
+            s.check(flow).ok().map(|why| Claim {
+                service: s,
+                why: format!("service `{}` ({}): {why}", s.name, s.origin),
+            })
+        })
+    }
+
+    /// Every service with the reason it does or does not claim the flow,
+    /// in rule order (for `meshwrap rules explain`).
+    pub fn explain(&self, flow: FlowKey<'_>) -> Vec<(&Service, Result<String, String>)> {
+        self.services.iter().map(|s| (s, s.check(flow))).collect()
+    }
+
+    /// Whether some service names this host by a pattern, so that DNS
+    /// should hand it a fake address.
+    pub fn claims_host(&self, host: &str) -> bool {
+        self.services
+            .iter()
+            .any(|s| s.hosts.iter().any(|g| g.matches(host)))
+    }
+
+    pub fn host_address(&self, host: &str) -> Option<IpAddr> {
+        self.hosts
+            .get(&host.trim_end_matches('.').to_ascii_lowercase())
+            .copied()
+    }
+}
+
+/// Parses one file's text; `file` only labels errors.
+pub fn parse_str(file: &Path, text: &str) -> Result<RulesFile, RulesError> {
+    if text.trim().is_empty() {
+        return Ok(RulesFile::default());
+    }
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, RulesFile>(de).map_err(|err| {
+        let field = err.path().to_string();
+        let inner = err.into_inner();
+        let (line, column) = inner
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let message = strip_position(&inner.to_string());
+        RulesError::Invalid {
+            file: file.to_path_buf(),
+            line,
+            column,
+            field: if field == "." { "(top level)".into() } else { field },
+            message,
+        }
+    })
+}
+
+/// serde_norway appends " at line L column C"; we print the position first.
+fn strip_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Line and column (1-based) of the first occurrence of a key in the text.
+fn locate(text: &str, needle: &str) -> (usize, usize) {
+    for (i, line) in text.lines().enumerate() {
+        if let Some(col) = line.find(needle) {
+            return (i + 1, col + 1);
+        }
+    }
+    (1, 1)
+}
+
+/// Position of the `name:` line of the service called `name` (the last
+/// one, so a duplicate points at the second definition).
+fn locate_service(text: &str, name: &str) -> (usize, usize) {
+    let mut found = (1, 1);
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start().trim_start_matches("- ").trim_start();
+        if let Some(rest) = t.strip_prefix("name:") {
+            let v = rest.trim().trim_matches(|c| c == '"' || c == '\'');
+            let v = v.split(" #").next().unwrap_or(v).trim();
+            if v == name {
+                found = (i + 1, line.find("name:").map(|c| c + 1).unwrap_or(1));
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<RuleSet, RulesError> {
+        let dir = std::env::temp_dir().join(format!("meshwrap-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("r{}.yaml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        RuleSet::load(&[path])
+    }
+
+    #[test]
+    fn unknown_field_has_position_and_path() {
+        let err = load_str("unmatched: pass\nservices:\n  - name: a\n    match: { hots: x }\n    pass: {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":4:"), "{err}");
+        assert!(err.contains("services[0].match"), "{err}");
+        assert!(err.contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_in_hosts() {
+        let err = load_str("hosts:\n  a.test: 300.1.1.1\n").unwrap_err().to_string();
+        assert!(err.contains(":2:"), "{err}");
+        assert!(err.contains("hosts.a.test"), "{err}");
+    }
+
+    #[test]
+    fn services_match_in_order() {
+        let set = load_str(
+            "services:\n  - name: web\n    match: { host: \"*.pay.test\", port: [80, \"8000-8100\"] }\n    pass: {}\n  - name: any443\n    match: { port: 443 }\n    refuse: true\n",
+        )
+        .unwrap();
+        let k = |h: Option<&'static str>, p: u16| FlowKey {
+            host: h,
+            dst: SocketAddr::new("198.18.0.1".parse().unwrap(), p),
+        };
+        assert_eq!(set.claim(k(Some("api.pay.test"), 8080)).unwrap().service.name, "web");
+        assert_eq!(set.claim(k(Some("api.pay.test"), 443)).unwrap().service.name, "any443");
+        assert!(set.claim(k(None, 80)).is_none());
+        assert!(set.claims_host("x.pay.test"));
+    }
+
+    #[test]
+    fn one_action_required_and_duplicates_rejected() {
+        let err = load_str("services:\n  - name: a\n    match: { port: 1 }\n").unwrap_err().to_string();
+        assert!(err.contains("needs one action"), "{err}");
+        let err = load_str(
+            "services:\n  - name: a\n    match: { port: 1 }\n    pass: {}\n  - name: a\n    match: { port: 2 }\n    pass: {}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(":5:"), "{err}");
+    }
+
+    #[test]
+    fn cidr_contains() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.2.3.4".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        let c: Cidr = "::/0".parse().unwrap();
+        assert!(c.contains("fd00::1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,1 @@
+"""Helper servers and clients for the meshwrap integration tests."""
