@@ -238,6 +238,14 @@ def tool_version(argv):
     return text[0].strip() if text else "?"
 
 
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def deb_version(pkg):
     if not shutil.which("dpkg-query"):
         return None
@@ -751,6 +759,7 @@ def main():
         "slirp4netns": tool_version(["slirp4netns", "--version"]) if shutil.which("slirp4netns") else "missing",
         "pasta": ("passt " + (deb_version("passt") or "?")) if shutil.which("pasta") else "missing",
         "meshwrap": args.meshwrap,
+        "load average at start": loadavg(),
     }
 
     probe_srv = ProbeServer()
@@ -829,6 +838,7 @@ def main():
             elif len(s) > 1 and min(s) == 0:
                 results[n]["notes"].append(f"{t}: some samples were 0")
 
+    meta["load average at end"] = loadavg() + " (anything above ~0.3 at start means other work shared the 2 cores)"
     table = render(results, order, meta)
     print(table, flush=True)
     if args.json:

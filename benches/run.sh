@@ -9,7 +9,9 @@
 #   bash benches/run.sh --help           # all options of benches/netbench.py
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+src="${BASH_SOURCE[0]}"
+if [[ "$src" == */* ]]; then here="${src%/*}"; else here=.; fi
+here="$(cd "$here" && pwd)"
 
 # tool -> Debian package
 declare -A pkg=(

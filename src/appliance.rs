@@ -95,7 +95,11 @@ impl Appliance {
     }
 
     fn unmatched(&self) -> Unmatched {
-        *self.inner.unmatched.read().unwrap_or_else(|e| e.into_inner())
+        *self
+            .inner
+            .unmatched
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn stack(&self) -> Option<&StackHandle> {
@@ -105,7 +109,10 @@ impl Appliance {
     /// Where a flow to `dst` goes and why.
     pub fn decide(&self, host: Option<&str>, dst: SocketAddr) -> Decision {
         let net = &self.inner.net;
-        let pass = |reason: String, upstream: Option<SocketAddr>, name: Option<(String, u16)>, service: Option<String>| Decision {
+        let pass = |reason: String,
+                    upstream: Option<SocketAddr>,
+                    name: Option<(String, u16)>,
+                    service: Option<String>| Decision {
             kind: DecisionKind::Pass,
             reason,
             upstream,
@@ -124,7 +131,10 @@ impl Appliance {
         let target = || -> (Option<SocketAddr>, Option<(String, u16)>) {
             if net.is_gateway(dst.ip()) {
                 return (
-                    Some(SocketAddr::new(JailNet::host_loopback_for(dst.ip()), dst.port())),
+                    Some(SocketAddr::new(
+                        JailNet::host_loopback_for(dst.ip()),
+                        dst.port(),
+                    )),
                     None,
                 );
             }
@@ -164,7 +174,9 @@ impl Appliance {
             }
         }
         match self.unmatched() {
-            Unmatched::Refuse => refuse("unmatched: refuse (no rule claims this flow)".into(), None),
+            Unmatched::Refuse => {
+                refuse("unmatched: refuse (no rule claims this flow)".into(), None)
+            }
             Unmatched::Pass => {
                 let (up, name) = target();
                 pass("unmatched: pass".into(), up, name, None)
@@ -172,7 +184,17 @@ impl Appliance {
         }
     }
 
-    fn record_flow(&self, meta: &FlowMeta, decision: &Decision, protocol: &Protocol, started: Instant, up: u64, down: u64, error: Option<String>) {
+    /// Records a finished (or refused) flow; `(up, down)` are the bytes the
+    /// SUT sent and received.
+    fn record_flow(
+        &self,
+        meta: &FlowMeta,
+        decision: &Decision,
+        protocol: &Protocol,
+        started: Instant,
+        (up, down): (u64, u64),
+        error: Option<String>,
+    ) {
         let host = protocol
             .hostname()
             .map(str::to_string)
@@ -215,14 +237,19 @@ impl Appliance {
             (None, None) => Err("no upstream address is known for this destination".to_string()),
         };
         let result = match target {
-            Ok(t) => egress::connect(t).await.map_err(|e| {
-                let outcome = match e {
-                    ConnectError::Refused(_) => HeldOutcome::Refuse,
-                    ConnectError::Unreachable(..) | ConnectError::Other(..) => HeldOutcome::Unreachable,
-                    ConnectError::TimedOut(_) => HeldOutcome::Drop,
-                };
-                (outcome, e.to_string())
-            }).map(|s| (s, t)),
+            Ok(t) => egress::connect(t)
+                .await
+                .map_err(|e| {
+                    let outcome = match e {
+                        ConnectError::Refused(_) => HeldOutcome::Refuse,
+                        ConnectError::Unreachable(..) | ConnectError::Other(..) => {
+                            HeldOutcome::Unreachable
+                        }
+                        ConnectError::TimedOut(_) => HeldOutcome::Drop,
+                    };
+                    (outcome, e.to_string())
+                })
+                .map(|s| (s, t)),
             Err(msg) => Err((HeldOutcome::Unreachable, msg)),
         };
         match result {
@@ -245,7 +272,14 @@ impl Appliance {
             }
             Err((outcome, msg)) => {
                 stack.resolve(meta.id, outcome);
-                self.record_flow(&meta, &decision, &Protocol::None, started, 0, 0, Some(msg));
+                self.record_flow(
+                    &meta,
+                    &decision,
+                    &Protocol::None,
+                    started,
+                    (0, 0),
+                    Some(msg),
+                );
             }
         }
     }
@@ -264,8 +298,7 @@ impl Appliance {
             &pending.decision,
             &protocol,
             pending.started,
-            report.bytes_up,
-            report.bytes_down,
+            (report.bytes_up, report.bytes_down),
             report.error,
         );
     }
@@ -273,7 +306,14 @@ impl Appliance {
     async fn run_dns_tcp(self, meta: FlowMeta, flow: Flow, decision: Decision) {
         let started = Instant::now();
         let res = self.inner.resolver.serve_tcp(flow).await;
-        self.record_flow(&meta, &decision, &Protocol::Dns, started, 0, 0, res.err().map(|e| e.to_string()));
+        self.record_flow(
+            &meta,
+            &decision,
+            &Protocol::Dns,
+            started,
+            (0, 0),
+            res.err().map(|e| e.to_string()),
+        );
     }
 }
 
@@ -307,13 +347,13 @@ impl FlowHandler for Appliance {
                 upstream_name: None,
                 service: None,
             };
-            self.record_flow(meta, &decision, &Protocol::None, started, 0, 0, None);
+            self.record_flow(meta, &decision, &Protocol::None, started, (0, 0), None);
             return SynVerdict::Refuse;
         }
         let decision = self.decide(meta.host.as_deref(), meta.dst);
         match decision.kind {
             DecisionKind::Refuse => {
-                self.record_flow(meta, &decision, &Protocol::None, started, 0, 0, None);
+                self.record_flow(meta, &decision, &Protocol::None, started, (0, 0), None);
                 SynVerdict::Refuse
             }
             DecisionKind::Pass => {
@@ -364,11 +404,16 @@ impl FlowHandler for Appliance {
         let host = self.inner.resolver.name_of(d.dst.ip());
         let decision = self.decide(host.as_deref(), d.dst);
         match (decision.kind, decision.upstream) {
-            (DecisionKind::Pass, Some(target)) if !self.in_jail_subnet(d.dst.ip()) || self.inner.net.is_gateway(d.dst.ip()) => {
+            (DecisionKind::Pass, Some(target))
+                if !self.in_jail_subnet(d.dst.ip()) || self.inner.net.is_gateway(d.dst.ip()) =>
+            {
                 self.inner.udp.send(stack, d.src, d.dst, target, d.payload);
             }
             _ => {
-                stack.stats().packets_dropped.fetch_add(1, Ordering::Relaxed);
+                stack
+                    .stats()
+                    .packets_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }

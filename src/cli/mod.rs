@@ -101,7 +101,13 @@ pub fn main() -> i32 {
     let res = match cli.command {
         Some(Command::Check { files }) => check(&files),
         Some(Command::Rules {
-            command: RulesCommand::Explain { rules, host, port, addr },
+            command:
+                RulesCommand::Explain {
+                    rules,
+                    host,
+                    port,
+                    addr,
+                },
         }) => explain(&rules, host.as_deref(), port, addr),
         None => run(cli.run),
     };
@@ -156,12 +162,19 @@ fn check(files: &[PathBuf]) -> Result<i32> {
     Ok(if failed { 1 } else { 0 })
 }
 
-fn explain(files: &[PathBuf], host: Option<&str>, port: u16, addr: Option<std::net::IpAddr>) -> Result<i32> {
+fn explain(
+    files: &[PathBuf],
+    host: Option<&str>,
+    port: u16,
+    addr: Option<std::net::IpAddr>,
+) -> Result<i32> {
     let set = RuleSet::load(files)?;
     let ip = addr.unwrap_or_else(|| "198.18.0.1".parse().expect("literal"));
     let dst = std::net::SocketAddr::new(ip, port);
     let key = FlowKey { host, dst };
-    let who = host.map(|h| format!("{h}:{port}")).unwrap_or_else(|| dst.to_string());
+    let who = host
+        .map(|h| format!("{h}:{port}"))
+        .unwrap_or_else(|| dst.to_string());
     match set.claim(key) {
         Some(c) => println!("{who} is claimed by {}", c.why),
         None => {
@@ -200,9 +213,13 @@ fn run(args: RunArgs) -> Result<i32> {
         bail!("nothing to run: give a command after `--`, e.g. `meshwrap -- curl http://host.meshwrap.internal:8000/` (see --help)");
     }
     let rules = RuleSet::load(&args.rules)?;
-    let unmatched = args.unmatched.or(rules.unmatched).unwrap_or(Unmatched::Refuse);
+    let unmatched = args
+        .unmatched
+        .or(rules.unmatched)
+        .unwrap_or(Unmatched::Refuse);
     let events = match &args.events {
-        Some(p) => EventSink::with_file(p).with_context(|| format!("cannot write events to {}", p.display()))?,
+        Some(p) => EventSink::with_file(p)
+            .with_context(|| format!("cannot write events to {}", p.display()))?,
         None => EventSink::new(),
     };
     let net = JailNet::default();
@@ -236,19 +253,28 @@ fn run(args: RunArgs) -> Result<i32> {
 }
 
 /// Serves the jail's network until the SUT exits; returns its exit code.
-async fn supervise(jail: &Jail, tun: std::os::fd::OwnedFd, net: JailNet, appliance: Appliance) -> Result<i32> {
+async fn supervise(
+    jail: &Jail,
+    tun: std::os::fd::OwnedFd,
+    net: JailNet,
+    appliance: Appliance,
+) -> Result<i32> {
     use std::os::fd::IntoRawFd;
     // SAFETY: the fd is a TUN device we own; the AsyncDevice takes it over.
-    let dev = unsafe { tun_rs::AsyncDevice::from_fd(tun.into_raw_fd()) }.context("cannot use the TUN device")?;
+    let dev = unsafe { tun_rs::AsyncDevice::from_fd(tun.into_raw_fd()) }
+        .context("cannot use the TUN device")?;
     let stack = Stack::new(dev, net, Arc::new(appliance.clone()));
     appliance.attach(stack.handle());
     tokio::spawn(stack.run());
+    // Handlers go in before the SUT starts: a signal in the first moments
+    // must be forwarded, not kill meshwrap.
+    let signals = SignalStreams::install().context("cannot install signal handlers")?;
     if let Err(e) = jail.start() {
         eprintln!("meshwrap: {e}");
         return Ok(e.exit_code());
     }
     let pid = jail.pid();
-    let forward = tokio::spawn(forward_signals(pid));
+    let forward = tokio::spawn(signals.forward(pid));
     let code = tokio::task::spawn_blocking(move || Jail::wait(pid))
         .await
         .unwrap_or(1);
@@ -261,22 +287,32 @@ async fn supervise(jail: &Jail, tun: std::os::fd::OwnedFd, net: JailNet, applian
     Ok(code)
 }
 
-async fn forward_signals(pid: nix::unistd::Pid) {
-    use nix::sys::signal::{kill, Signal};
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return;
-    };
-    loop {
-        let sig = tokio::select! {
-            _ = int.recv() => Signal::SIGINT,
-            _ = term.recv() => Signal::SIGTERM,
-            _ = hup.recv() => Signal::SIGHUP,
-        };
-        let _ = kill(pid, sig);
+/// SIGINT, SIGTERM and SIGHUP, caught so they reach the SUT instead.
+struct SignalStreams {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl SignalStreams {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(SignalStreams {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn forward(mut self, pid: nix::unistd::Pid) {
+        use nix::sys::signal::{kill, Signal};
+        loop {
+            let sig = tokio::select! {
+                _ = self.int.recv() => Signal::SIGINT,
+                _ = self.term.recv() => Signal::SIGTERM,
+                _ = self.hup.recv() => Signal::SIGHUP,
+            };
+            let _ = kill(pid, sig);
+        }
     }
 }

@@ -87,7 +87,10 @@ impl Resolver {
     }
 
     fn policy(&self) -> DnsPolicy {
-        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, NameTable> {
@@ -190,11 +193,19 @@ impl Resolver {
             _ => false,
         };
         if name == JailNet::HOST_NAME {
-            let ips = [IpAddr::V4(self.net.gateway_v4), IpAddr::V6(self.net.gateway_v6)];
+            let ips = [
+                IpAddr::V4(self.net.gateway_v4),
+                IpAddr::V6(self.net.gateway_v6),
+            ];
             return (Source::Gateway, ips.into_iter().filter(want).collect());
         }
         if name == "localhost" || name.ends_with(".localhost") {
-            let ips: [IpAddr; 2] = ["127.0.0.1".parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)), IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)];
+            let ips: [IpAddr; 2] = [
+                "127.0.0.1"
+                    .parse()
+                    .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ];
             return (Source::Localhost, ips.into_iter().filter(want).collect());
         }
         if name.is_empty() {
@@ -206,8 +217,15 @@ impl Resolver {
         if in_hosts || claimed || policy.unmatched == Unmatched::Refuse {
             return match self.table().fake_for(name) {
                 Ok((v4, v6)) => (
-                    if in_hosts { Source::Hosts } else { Source::Fake },
-                    [IpAddr::V4(v4), IpAddr::V6(v6)].into_iter().filter(want).collect(),
+                    if in_hosts {
+                        Source::Hosts
+                    } else {
+                        Source::Fake
+                    },
+                    [IpAddr::V4(v4), IpAddr::V6(v6)]
+                        .into_iter()
+                        .filter(want)
+                        .collect(),
                 ),
                 Err(e) => {
                     self.events.notice(None, format!("DNS {name}: {e}"));
@@ -246,12 +264,17 @@ impl Resolver {
             .find(|ip| ip.is_ipv6() == prefer_v6)
             .or(ips.first())
             .copied()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{name}: no address")))
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("{name}: no address"))
+            })
     }
 
     /// Serves DNS over TCP (two-byte length prefix per message) until the
     /// client closes.
-    pub async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) -> std::io::Result<()> {
+    pub async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+    ) -> std::io::Result<()> {
         loop {
             let mut len = [0u8; 2];
             match stream.read_exact(&mut len).await {

@@ -77,7 +77,9 @@ where
         first: Vec::new(),
     };
     let mut upstream = upstream;
-    let res = tokio::io::copy_bidirectional_with_sizes(&mut tap, &mut upstream, 256 * 1024, 256 * 1024).await;
+    let res =
+        tokio::io::copy_bidirectional_with_sizes(&mut tap, &mut upstream, 256 * 1024, 256 * 1024)
+            .await;
     let mut report = SpliceReport {
         first_bytes: std::mem::take(&mut tap.first),
         ..Default::default()
@@ -99,7 +101,11 @@ struct Tap<F> {
 }
 
 impl<F: AsyncRead + Unpin> AsyncRead for Tap<F> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if self.first.len() < SNIFF_BYTES {
@@ -113,7 +119,11 @@ impl<F: AsyncRead + Unpin> AsyncRead for Tap<F> {
 }
 
 impl<F: AsyncWrite + Unpin> AsyncWrite for Tap<F> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

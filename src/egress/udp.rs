@@ -13,15 +13,25 @@ use crate::stack::StackHandle;
 
 const IDLE: Duration = Duration::from_secs(60);
 
+/// (SUT address, address the SUT sent to) → the association's task.
+type Associations = HashMap<(SocketAddr, SocketAddr), mpsc::UnboundedSender<Vec<u8>>>;
+
 #[derive(Clone, Default)]
 pub struct UdpNat {
-    assoc: Arc<Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::UnboundedSender<Vec<u8>>>>>,
+    assoc: Arc<Mutex<Associations>>,
 }
 
 impl UdpNat {
     /// Sends `payload` from the SUT's `src` towards `target` on the host
     /// side; replies come back into the jail as if from `seen_dst`.
-    pub fn send(&self, stack: &StackHandle, src: SocketAddr, seen_dst: SocketAddr, target: SocketAddr, payload: Vec<u8>) {
+    pub fn send(
+        &self,
+        stack: &StackHandle,
+        src: SocketAddr,
+        seen_dst: SocketAddr,
+        target: SocketAddr,
+        payload: Vec<u8>,
+    ) {
         let key = (src, seen_dst);
         let mut map = self.assoc.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = map.get(&key) {
@@ -65,9 +75,8 @@ async fn associate(
                 Some(p) => { let _ = sock.send(&p).await; }
                 None => return Ok(()),
             },
-            r = sock.recv(&mut buf) => match r {
-                Ok(n) => stack.send_udp(seen_dst, src, &buf[..n]),
-                Err(_) => {}
+            r = sock.recv(&mut buf) => if let Ok(n) = r {
+                stack.send_udp(seen_dst, src, &buf[..n]);
             },
             _ = tokio::time::sleep(IDLE) => return Ok(()),
         }

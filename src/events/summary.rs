@@ -111,7 +111,10 @@ impl fmt::Display for Summary {
             writeln!(f, "  services:")?;
             for (dest, (host, port, protocol)) in &self.refused {
                 let (name, matcher) = match host {
-                    Some(h) => (service_name(h, *port), format!("{{ host: {h}, port: {port} }}")),
+                    Some(h) => (
+                        service_name(h, *port),
+                        format!("{{ host: {h}, port: {port} }}"),
+                    ),
                     None => {
                         let ip = dest.rsplit_once(':').map(|(a, _)| a).unwrap_or(dest);
                         let ip = ip.trim_matches(|c| c == '[' || c == ']');

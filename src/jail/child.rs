@@ -99,13 +99,22 @@ fn setup(plan: &Plan) -> Result<OwnedFd, String> {
         write_file("/proc/self/uid_map", &format!("0 {} 1", plan.uid))?;
         write_file("/proc/self/gid_map", &format!("0 {} 1", plan.gid))?;
     }
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("cannot make the jail's mounts private: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make the jail's mounts private: {e}"))?;
     // Addresses must be usable at once: no duplicate address detection on
     // a link that has only us on it, and no router solicitations.
     for key in ["default", "all"] {
         let _ = write_file(&format!("/proc/sys/net/ipv6/conf/{key}/accept_dad"), "0");
-        let _ = write_file(&format!("/proc/sys/net/ipv6/conf/{key}/router_solicitations"), "0");
+        let _ = write_file(
+            &format!("/proc/sys/net/ipv6/conf/{key}/router_solicitations"),
+            "0",
+        );
     }
     let tun = open_tun(plan.net.mtu)?;
     super::netlink::configure(TUN_NAME, &plan.net).map_err(|e| format!("network setup: {e}"))?;
@@ -156,6 +165,18 @@ fn bind_file(src: &std::path::Path, dst: &std::path::Path) -> Result<(), String>
             return Ok(());
         }
     };
-    mount(Some(src), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| format!("cannot bind-mount {} over {}: {e}", src.display(), target.display()))
+    mount(
+        Some(src),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot bind-mount {} over {}: {e}",
+            src.display(),
+            target.display()
+        )
+    })
 }

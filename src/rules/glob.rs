@@ -20,7 +20,9 @@ impl HostGlob {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*')))
         {
-            return Err(format!("`{pattern}`: character `{c}` is not allowed in a hostname pattern"));
+            return Err(format!(
+                "`{pattern}`: character `{c}` is not allowed in a hostname pattern"
+            ));
         }
         Ok(HostGlob(p))
     }
@@ -86,7 +88,9 @@ mod tests {
         assert!(g.matches("api.pay.test"));
         assert!(g.matches("EU.api.pay.test."));
         assert!(!g.matches("pay.test"));
-        assert!(HostGlob::new("api.pay.test").unwrap().matches("API.pay.test"));
+        assert!(HostGlob::new("api.pay.test")
+            .unwrap()
+            .matches("API.pay.test"));
         assert!(HostGlob::new("*").unwrap().matches("anything"));
         assert!(HostGlob::new("a*b*c").unwrap().matches("axxbyyc"));
         assert!(!HostGlob::new("a*b*c").unwrap().matches("axxbyy"));

@@ -260,7 +260,11 @@ pub fn parse_str(file: &Path, text: &str) -> Result<RulesFile, RulesError> {
             file: file.to_path_buf(),
             line,
             column,
-            field: if field == "." { "(top level)".into() } else { field },
+            field: if field == "." {
+                "(top level)".into()
+            } else {
+                field
+            },
             message,
         }
     })
@@ -315,9 +319,11 @@ mod tests {
 
     #[test]
     fn unknown_field_has_position_and_path() {
-        let err = load_str("unmatched: pass\nservices:\n  - name: a\n    match: { hots: x }\n    pass: {}\n")
-            .unwrap_err()
-            .to_string();
+        let err = load_str(
+            "unmatched: pass\nservices:\n  - name: a\n    match: { hots: x }\n    pass: {}\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains(":4:"), "{err}");
         assert!(err.contains("services[0].match"), "{err}");
         assert!(err.contains("hots"), "{err}");
@@ -325,7 +331,9 @@ mod tests {
 
     #[test]
     fn bad_address_in_hosts() {
-        let err = load_str("hosts:\n  a.test: 300.1.1.1\n").unwrap_err().to_string();
+        let err = load_str("hosts:\n  a.test: 300.1.1.1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(":2:"), "{err}");
         assert!(err.contains("hosts.a.test"), "{err}");
     }
@@ -340,15 +348,29 @@ mod tests {
             host: h,
             dst: SocketAddr::new("198.18.0.1".parse().unwrap(), p),
         };
-        assert_eq!(set.claim(k(Some("api.pay.test"), 8080)).unwrap().service.name, "web");
-        assert_eq!(set.claim(k(Some("api.pay.test"), 443)).unwrap().service.name, "any443");
+        assert_eq!(
+            set.claim(k(Some("api.pay.test"), 8080))
+                .unwrap()
+                .service
+                .name,
+            "web"
+        );
+        assert_eq!(
+            set.claim(k(Some("api.pay.test"), 443))
+                .unwrap()
+                .service
+                .name,
+            "any443"
+        );
         assert!(set.claim(k(None, 80)).is_none());
         assert!(set.claims_host("x.pay.test"));
     }
 
     #[test]
     fn one_action_required_and_duplicates_rejected() {
-        let err = load_str("services:\n  - name: a\n    match: { port: 1 }\n").unwrap_err().to_string();
+        let err = load_str("services:\n  - name: a\n    match: { port: 1 }\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("needs one action"), "{err}");
         let err = load_str(
             "services:\n  - name: a\n    match: { port: 1 }\n    pass: {}\n  - name: a\n    match: { port: 2 }\n    pass: {}\n",

@@ -183,9 +183,7 @@ impl<'de> Deserialize<'de> for PortRange {
                 let parse = |s: &str| -> Result<u16, E> {
                     match s.trim().parse::<u16>() {
                         Ok(p) if p > 0 => Ok(p),
-                        _ => Err(E::custom(format!(
-                            "`{s}` is not a port (1-65535) in `{v}`"
-                        ))),
+                        _ => Err(E::custom(format!("`{s}` is not a port (1-65535) in `{v}`"))),
                     }
                 };
                 let (first, last) = match v.split_once('-') {
@@ -216,11 +214,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,

@@ -39,9 +39,7 @@ const RESP_INLINE: &[&str] = &[
 pub fn classify(buf: &[u8], eof: bool) -> Sniff {
     let res = classify_inner(buf);
     match res {
-        Sniff::NeedMore if eof || buf.len() >= MAX_SNIFF_BYTES => {
-            Sniff::Done(fallback(buf))
-        }
+        Sniff::NeedMore if eof || buf.len() >= MAX_SNIFF_BYTES => Sniff::Done(fallback(buf)),
         other => other,
     }
 }
@@ -119,7 +117,9 @@ fn http1(buf: &[u8]) -> Sniff {
     let head = String::from_utf8_lossy(&buf[..end]);
     let host = head.split("\r\n").skip(1).find_map(|line| {
         let (k, v) = line.split_once(':')?;
-        k.trim().eq_ignore_ascii_case("host").then(|| strip_port(v.trim()))
+        k.trim()
+            .eq_ignore_ascii_case("host")
+            .then(|| strip_port(v.trim()))
     });
     Sniff::Done(Protocol::Http1 { host })
 }
@@ -209,10 +209,21 @@ mod tests {
 
     #[test]
     fn http1_with_host() {
-        let s = classify(b"GET / HTTP/1.1\r\nHost: api.test:8080\r\nAccept: */*\r\n\r\n", false);
-        assert_eq!(s, Sniff::Done(Protocol::Http1 { host: Some("api.test".into()) }));
+        let s = classify(
+            b"GET / HTTP/1.1\r\nHost: api.test:8080\r\nAccept: */*\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            s,
+            Sniff::Done(Protocol::Http1 {
+                host: Some("api.test".into())
+            })
+        );
         assert_eq!(classify(b"GE", false), Sniff::NeedMore);
-        assert_eq!(classify(b"GET / HTTP/1.1\r\n", true), Sniff::Done(Protocol::Http1 { host: None }));
+        assert_eq!(
+            classify(b"GET / HTTP/1.1\r\n", true),
+            Sniff::Done(Protocol::Http1 { host: None })
+        );
     }
 
     #[test]
@@ -223,7 +234,10 @@ mod tests {
 
     #[test]
     fn resp_forms() {
-        assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n", false), Sniff::Done(Protocol::Resp));
+        assert_eq!(
+            classify(b"*1\r\n$4\r\nPING\r\n", false),
+            Sniff::Done(Protocol::Resp)
+        );
         assert_eq!(classify(b"PING\r\n", false), Sniff::Done(Protocol::Resp));
         assert_eq!(classify(b"*", false), Sniff::NeedMore);
     }
@@ -250,7 +264,10 @@ mod tests {
     #[test]
     fn empty_and_eof() {
         assert_eq!(classify(b"", true), Sniff::Done(Protocol::None));
-        assert_eq!(classify(b"\x00\x01garbage", true), Sniff::Done(Protocol::Unknown));
+        assert_eq!(
+            classify(b"\x00\x01garbage", true),
+            Sniff::Done(Protocol::Unknown)
+        );
     }
 
     proptest! {

@@ -20,7 +20,8 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u16(&mut self) -> Option<usize> {
-        self.take(2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        self.take(2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
     }
     fn u24(&mut self) -> Option<usize> {
         self.take(3)
@@ -87,7 +88,11 @@ fn parse_hello(body: &[u8]) -> Option<Option<String>> {
                 let n = s.u16()?;
                 let name = s.take(n)?;
                 if name_type == 0 {
-                    return Some(std::str::from_utf8(name).ok().map(|s| s.to_ascii_lowercase()));
+                    return Some(
+                        std::str::from_utf8(name)
+                            .ok()
+                            .map(|s| s.to_ascii_lowercase()),
+                    );
                 }
             }
         }
@@ -134,7 +139,9 @@ mod tests {
         let h = hello("API.pay.test");
         assert_eq!(
             sniff_client_hello(&h),
-            Sniff::Done(Protocol::Tls { sni: Some("api.pay.test".into()) })
+            Sniff::Done(Protocol::Tls {
+                sni: Some("api.pay.test".into())
+            })
         );
         assert_eq!(sniff_client_hello(&h[..20]), Sniff::NeedMore);
         for i in 0..h.len() {

@@ -3,7 +3,9 @@
 //! smoltcp transmits into the stack's output queue. The TUN itself is read
 //! and written by the stack task, so smoltcp never blocks on I/O.
 
-use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::phy::{
+    Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken,
+};
 use smoltcp::time::Instant;
 
 pub(crate) struct PacketIo<'p> {

@@ -134,7 +134,11 @@ impl Drop for Flow {
 }
 
 impl AsyncRead for Flow {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let shared = &self.shared;
         let mut p = shared.lock();
         if !p.inbound.is_empty() {
@@ -163,7 +167,11 @@ impl AsyncRead for Flow {
 }
 
 impl AsyncWrite for Flow {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let shared = &self.shared;
         let mut p = shared.lock();
         if p.reset || p.app_abort {

@@ -230,7 +230,11 @@ impl Stack {
             }
             let deadline = self.timers.first().map(|(t, _)| {
                 let now = smol_now();
-                let wait = if *t > now { (*t - now).into() } else { Duration::ZERO };
+                let wait = if *t > now {
+                    (*t - now).into()
+                } else {
+                    Duration::ZERO
+                };
                 tokio::time::Instant::now() + wait
             });
             let sleep = async {
@@ -336,7 +340,13 @@ impl Stack {
     fn ingest_packet(&mut self, pkt: &[u8]) {
         self.handle.stats.packets_in.fetch_add(1, Ordering::Relaxed);
         match packet::parse(pkt) {
-            Parsed::Tcp { src, dst, syn, ack, rst } => {
+            Parsed::Tcp {
+                src,
+                dst,
+                syn,
+                ack,
+                rst,
+            } => {
                 let tuple = FourTuple { src, dst };
                 if let Some(&id) = self.by_tuple.get(&tuple) {
                     self.feed(id, pkt);
@@ -357,17 +367,29 @@ impl Stack {
                 };
                 self.handler.on_udp(d, &self.handle);
             }
-            Parsed::Echo { src, dst, ident, seq_no, data } => {
+            Parsed::Echo {
+                src,
+                dst,
+                ident,
+                seq_no,
+                data,
+            } => {
                 if self.net.is_gateway(dst) || self.net.is_resolver(dst) {
                     if let Some(p) = packet::echo_reply(dst, src, ident, seq_no, data) {
                         self.out.push(p);
                     }
                 } else {
-                    self.handle.stats.packets_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.handle
+                        .stats
+                        .packets_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
             Parsed::Other => {
-                self.handle.stats.packets_dropped.fetch_add(1, Ordering::Relaxed);
+                self.handle
+                    .stats
+                    .packets_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -380,7 +402,8 @@ impl Stack {
             out: &mut self.out,
             mtu: usize::from(self.net.mtu),
         };
-        self.iface.poll_ingress_single(smol_now(), &mut io, &mut self.empty);
+        self.iface
+            .poll_ingress_single(smol_now(), &mut io, &mut self.empty);
     }
 
     fn new_syn(&mut self, tuple: FourTuple, pkt: &[u8]) {
@@ -447,7 +470,10 @@ impl Stack {
             },
         );
         self.by_tuple.insert(tuple, id);
-        self.handle.stats.flows_active.fetch_add(1, Ordering::Relaxed);
+        self.handle
+            .stats
+            .flows_active
+            .fetch_add(1, Ordering::Relaxed);
         self.feed(id, syn);
         self.service(id);
         self.handler.on_flow(meta, Flow::new(shared));
@@ -462,7 +488,8 @@ impl Stack {
             out: &mut self.out,
             mtu: usize::from(self.net.mtu),
         };
-        self.iface.poll_ingress_single(smol_now(), &mut io, &mut entry.set);
+        self.iface
+            .poll_ingress_single(smol_now(), &mut io, &mut entry.set);
     }
 
     /// Moves bytes between the flow's pipe and its socket, lets smoltcp
@@ -496,7 +523,10 @@ impl Stack {
             let tuple = entry.tuple;
             self.flows.remove(&id);
             self.by_tuple.remove(&tuple);
-            self.handle.stats.flows_active.fetch_sub(1, Ordering::Relaxed);
+            self.handle
+                .stats
+                .flows_active
+                .fetch_sub(1, Ordering::Relaxed);
             return;
         }
         let next = self.iface.poll_at(now, &entry.set).map(|t| {

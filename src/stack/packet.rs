@@ -5,9 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable, Icmpv6Packet,
-    Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket,
-    UdpPacket, UdpRepr,
+    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6Repr,
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket,
+    UdpRepr,
 };
 
 /// What a packet from the SUT is, as far as routing needs to know.
@@ -62,7 +62,11 @@ fn transport<'a>(src: IpAddr, dst: IpAddr, proto: IpProtocol, payload: &'a [u8])
                 return Parsed::Other;
             };
             match Icmpv4Repr::parse(&p, &ChecksumCapabilities::ignored()) {
-                Ok(Icmpv4Repr::EchoRequest { ident, seq_no, data }) => Parsed::Echo {
+                Ok(Icmpv4Repr::EchoRequest {
+                    ident,
+                    seq_no,
+                    data,
+                }) => Parsed::Echo {
                     src,
                     dst,
                     ident,
@@ -80,7 +84,11 @@ fn transport<'a>(src: IpAddr, dst: IpAddr, proto: IpProtocol, payload: &'a [u8])
                 return Parsed::Other;
             };
             match Icmpv6Repr::parse(&s, &d, &p, &ChecksumCapabilities::ignored()) {
-                Ok(Icmpv6Repr::EchoRequest { ident, seq_no, data }) => Parsed::Echo {
+                Ok(Icmpv6Repr::EchoRequest {
+                    ident,
+                    seq_no,
+                    data,
+                }) => Parsed::Echo {
                     src,
                     dst,
                     ident,
@@ -192,21 +200,42 @@ pub(crate) fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Option<Ve
     let (s, d) = (IpAddress::from(src.ip()), IpAddress::from(dst.ip()));
     ip_packet(src.ip(), dst.ip(), IpProtocol::Udp, len, |buf| {
         let mut p = UdpPacket::new_unchecked(buf);
-        repr.emit(&mut p, &s, &d, payload.len(), |b| b.copy_from_slice(payload), &checksums());
+        repr.emit(
+            &mut p,
+            &s,
+            &d,
+            payload.len(),
+            |b| b.copy_from_slice(payload),
+            &checksums(),
+        );
     })
 }
 
 /// The reply to an echo request: from the pinged address back to the SUT.
-pub(crate) fn echo_reply(src: IpAddr, dst: IpAddr, ident: u16, seq_no: u16, data: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn echo_reply(
+    src: IpAddr,
+    dst: IpAddr,
+    ident: u16,
+    seq_no: u16,
+    data: &[u8],
+) -> Option<Vec<u8>> {
     match (src, dst) {
         (IpAddr::V4(_), IpAddr::V4(_)) => {
-            let repr = Icmpv4Repr::EchoReply { ident, seq_no, data };
+            let repr = Icmpv4Repr::EchoReply {
+                ident,
+                seq_no,
+                data,
+            };
             ip_packet(src, dst, IpProtocol::Icmp, repr.buffer_len(), |buf| {
                 repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &checksums());
             })
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let repr = Icmpv6Repr::EchoReply { ident, seq_no, data };
+            let repr = Icmpv6Repr::EchoReply {
+                ident,
+                seq_no,
+                data,
+            };
             ip_packet(src, dst, IpProtocol::Icmpv6, repr.buffer_len(), |buf| {
                 repr.emit(&s, &d, &mut Icmpv6Packet::new_unchecked(buf), &checksums());
             })
@@ -250,9 +279,13 @@ pub(crate) fn host_unreachable(original: &[u8]) -> Option<Vec<u8>> {
                 data,
             };
             let (s, d) = (header.dst_addr, header.src_addr);
-            ip_packet(IpAddr::V6(s), IpAddr::V6(d), IpProtocol::Icmpv6, repr.buffer_len(), |buf| {
-                repr.emit(&s, &d, &mut Icmpv6Packet::new_unchecked(buf), &checksums())
-            })
+            ip_packet(
+                IpAddr::V6(s),
+                IpAddr::V6(d),
+                IpProtocol::Icmpv6,
+                repr.buffer_len(),
+                |buf| repr.emit(&s, &d, &mut Icmpv6Packet::new_unchecked(buf), &checksums()),
+            )
         }
         _ => None,
     }
@@ -268,11 +301,25 @@ mod tests {
         let src: SocketAddr = "10.0.2.3:53".parse().unwrap();
         let dst: SocketAddr = "10.0.2.100:4000".parse().unwrap();
         let pkt = udp(src, dst, b"hello").unwrap();
-        assert_eq!(parse(&pkt), Parsed::Udp { src, dst, payload: b"hello" });
+        assert_eq!(
+            parse(&pkt),
+            Parsed::Udp {
+                src,
+                dst,
+                payload: b"hello"
+            }
+        );
         let src6: SocketAddr = "[fd00:6d77::3]:53".parse().unwrap();
         let dst6: SocketAddr = "[fd00:6d77::100]:4000".parse().unwrap();
         let pkt = udp(src6, dst6, b"x").unwrap();
-        assert_eq!(parse(&pkt), Parsed::Udp { src: src6, dst: dst6, payload: b"x" });
+        assert_eq!(
+            parse(&pkt),
+            Parsed::Udp {
+                src: src6,
+                dst: dst6,
+                payload: b"x"
+            }
+        );
     }
 
     #[test]
@@ -281,7 +328,14 @@ mod tests {
         let b: IpAddr = "10.0.2.100".parse().unwrap();
         let pkt = echo_reply(a, b, 7, 1, b"ping").unwrap();
         assert!(matches!(parse(&pkt), Parsed::Other)); // a reply is not a request
-        let unreachable = host_unreachable(&udp("10.0.2.100:1".parse().unwrap(), "10.0.2.9:2".parse().unwrap(), b"abc").unwrap());
+        let unreachable = host_unreachable(
+            &udp(
+                "10.0.2.100:1".parse().unwrap(),
+                "10.0.2.9:2".parse().unwrap(),
+                b"abc",
+            )
+            .unwrap(),
+        );
         assert!(unreachable.is_some());
     }
 
