@@ -759,7 +759,7 @@ def main():
         "slirp4netns": tool_version(["slirp4netns", "--version"]) if shutil.which("slirp4netns") else "missing",
         "pasta": ("passt " + (deb_version("passt") or "?")) if shutil.which("pasta") else "missing",
         "meshwrap": args.meshwrap,
-        "load average at start": loadavg(),
+        "load average at start": loadavg() + " (well above 0.3: other work is sharing the cores)",
     }
 
     probe_srv = ProbeServer()
@@ -838,7 +838,6 @@ def main():
             elif len(s) > 1 and min(s) == 0:
                 results[n]["notes"].append(f"{t}: some samples were 0")
 
-    meta["load average at end"] = loadavg() + " (anything above ~0.3 at start means other work shared the 2 cores)"
     table = render(results, order, meta)
     print(table, flush=True)
     if args.json:

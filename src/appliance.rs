@@ -14,6 +14,7 @@ use crate::dns::{DnsPolicy, Resolver};
 use crate::egress::{self, ConnectError, UdpNat};
 use crate::events::{now_rfc3339, Event, EventSink, FlowEvent};
 use crate::model::{Decision, DecisionKind, FlowMeta, JailNet, Protocol};
+use crate::responders::{self, Registry, ServeCtx, Upstream};
 use crate::rules::{Action, FlowKey, RuleSet, Unmatched};
 use crate::sniff::{self, Sniff};
 use crate::stack::{Datagram, Flow, FlowHandler, HeldOutcome, StackHandle, SynVerdict};
@@ -42,6 +43,7 @@ struct Inner {
     pending: Mutex<HashMap<u64, Pending>>,
     udp: UdpNat,
     active: AtomicU64,
+    responders: Registry,
 }
 
 /// The `FlowHandler` the stack calls; cheap to clone.
@@ -52,6 +54,7 @@ pub struct Appliance {
 
 impl Appliance {
     pub fn new(cfg: ApplianceConfig) -> Self {
+        let responders = Registry::build(&cfg.rules, &cfg.events);
         let rules = Arc::new(cfg.rules);
         let resolver = Resolver::new(
             cfg.net,
@@ -72,6 +75,7 @@ impl Appliance {
                 pending: Mutex::new(HashMap::new()),
                 udp: UdpNat::default(),
                 active: AtomicU64::new(0),
+                responders,
             }),
         }
     }
@@ -157,6 +161,16 @@ impl Appliance {
                     pass(claim.why, up, name, service)
                 }
                 Action::Refuse => refuse(claim.why, service),
+                Action::Http(_) => {
+                    let (up, name) = target();
+                    Decision {
+                        kind: DecisionKind::Mock,
+                        reason: claim.why,
+                        upstream: up,
+                        upstream_name: name,
+                        service,
+                    }
+                }
             };
         }
         if net.is_gateway(dst.ip()) {
@@ -303,6 +317,60 @@ impl Appliance {
         );
     }
 
+    /// Sniffs a claimed flow and hands it to its service's responder.
+    async fn run_mock(self, meta: FlowMeta, flow: Flow, pending: Pending) {
+        let service = pending.decision.service.clone().unwrap_or_default();
+        let aborter = flow.handle();
+        let (protocol, io) = sniff::sniff_stream(flow).await;
+        let ctx = ServeCtx {
+            meta: FlowMeta {
+                host: protocol
+                    .hostname()
+                    .map(str::to_string)
+                    .or(meta.host.clone()),
+                ..meta.clone()
+            },
+            upstream: match (pending.decision.upstream, &pending.decision.upstream_name) {
+                (Some(a), _) => Upstream::Addr(a),
+                (None, Some((n, p))) => Upstream::Name(n.clone(), *p),
+                (None, None) => Upstream::None,
+            },
+        };
+        let mut error = None;
+        match (&protocol, self.inner.responders.http(&service)) {
+            (Protocol::Http1 { .. } | Protocol::Http2, Some(svc)) => {
+                responders::http::serve(svc, io, ctx, aborter.clone()).await;
+            }
+            (Protocol::Tls { sni }, _) => {
+                error = Some(format!(
+                    "TLS ({}) to service `{service}`, which answers plain HTTP: TLS interception is not available yet",
+                    sni.as_deref().unwrap_or("no SNI")
+                ));
+                aborter.abort();
+            }
+            (Protocol::None, _) => {}
+            (p, _) => {
+                error = Some(format!(
+                    "service `{service}` answers HTTP but the client spoke {}",
+                    p.label()
+                ));
+                aborter.abort();
+            }
+        }
+        if let Some(e) = &error {
+            self.inner.events.notice(Some(meta.id), e.clone());
+        }
+        let (up, down) = aborter.byte_counts();
+        self.record_flow(
+            &meta,
+            &pending.decision,
+            &protocol,
+            pending.started,
+            (up, down),
+            error,
+        );
+    }
+
     async fn run_dns_tcp(self, meta: FlowMeta, flow: Flow, decision: Decision) {
         let started = Instant::now();
         let res = self.inner.resolver.serve_tcp(flow).await;
@@ -362,7 +430,21 @@ impl FlowHandler for Appliance {
                 tokio::spawn(this.connect_held(m, decision, started));
                 SynVerdict::Hold
             }
-            DecisionKind::Mock => SynVerdict::Accept,
+            DecisionKind::Mock => {
+                self.inner
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        meta.id,
+                        Pending {
+                            decision,
+                            started,
+                            upstream: None,
+                        },
+                    );
+                SynVerdict::Accept
+            }
         }
     }
 
@@ -378,6 +460,9 @@ impl FlowHandler for Appliance {
         tokio::spawn(async move {
             let is_dns = this.inner.net.is_resolver(meta.dst.ip());
             match pending {
+                Some(p) if p.decision.kind == DecisionKind::Mock => {
+                    this.clone().run_mock(meta, flow, p).await
+                }
                 Some(p) => this.clone().run_pass(meta, flow, p).await,
                 None if is_dns => this.clone().run_dns_tcp(meta, flow, dns_decision()).await,
                 None => {

@@ -14,6 +14,7 @@ pub mod egress;
 pub mod events;
 pub mod jail;
 pub mod model;
+pub mod responders;
 pub mod rules;
 pub mod sniff;
 pub mod stack;

@@ -82,9 +82,14 @@ pub struct RunArgs {
     /// Write one JSON object per event (flows, DNS answers) to FILE.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
-    /// Do not print the summary table on exit.
+    /// Do not print the summary table on exit (failed expectations are
+    /// still printed).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Do not check the rules' `expect:` entries at exit (they otherwise
+    /// make meshwrap exit 1 when unmet, even if the command succeeded).
+    #[arg(long)]
+    pub no_verify: bool,
     /// More logging on stderr (-v info, -vv debug, -vvv trace). MESHWRAP_LOG
     /// takes a tracing filter and wins over this.
     #[arg(long, short, action = clap::ArgAction::Count)]
@@ -222,6 +227,7 @@ fn run(args: RunArgs) -> Result<i32> {
             .with_context(|| format!("cannot write events to {}", p.display()))?,
         None => EventSink::new(),
     };
+    let expects = rules.expects.clone();
     let net = JailNet::default();
     let spec = JailSpec {
         command: args.command.clone(),
@@ -249,7 +255,25 @@ fn run(args: RunArgs) -> Result<i32> {
     if !args.quiet {
         eprint!("{summary}");
     }
-    Ok(code)
+    if args.no_verify || expects.is_empty() {
+        return Ok(code);
+    }
+    let results = crate::events::verify::check(&expects, &events.http_journal());
+    let failed = results.iter().filter(|r| !r.ok).count();
+    if failed > 0 || !args.quiet {
+        eprintln!(
+            "meshwrap expectations: {} of {} met",
+            results.len() - failed,
+            results.len()
+        );
+        for r in results
+            .iter()
+            .filter(|r| failed == 0 || !r.ok || !args.quiet)
+        {
+            eprint!("{r}");
+        }
+    }
+    Ok(if failed > 0 && code == 0 { 1 } else { code })
 }
 
 /// Serves the jail's network until the SUT exits; returns its exit code.

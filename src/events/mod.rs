@@ -2,6 +2,7 @@
 //! to `--events FILE` and kept in memory for the exit summary.
 
 mod summary;
+pub mod verify;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -53,6 +54,35 @@ pub struct DnsEvent {
     pub transport: &'static str,
 }
 
+/// One HTTP exchange answered by a mocked service.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpEvent {
+    pub time: String,
+    pub flow_id: FlowId,
+    pub service: String,
+    /// The route that answered (its label), if any.
+    pub route: Option<String>,
+    /// `route`, `resource`, `fallback`, `pass` (fallback to the real
+    /// destination) or `error`.
+    pub answered_by: &'static str,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub host: Option<String>,
+    pub version: String,
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// The first `record_bodies` bytes of each body (lossy UTF-8).
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+    pub request_headers: std::collections::BTreeMap<String, String>,
+    /// The fault applied, if any (latency, hang, reset, …).
+    pub fault: Option<&'static str>,
+    pub error: Option<String>,
+}
+
 /// Something the user should know that is not a flow (for example a
 /// classification failure or a setup warning).
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +97,7 @@ pub struct NoticeEvent {
 pub enum Event {
     Flow(FlowEvent),
     Dns(DnsEvent),
+    Http(HttpEvent),
     Notice(NoticeEvent),
 }
 
@@ -81,6 +112,9 @@ pub fn now_rfc3339() -> String {
 struct Inner {
     writer: Option<BufWriter<File>>,
     flows: Vec<FlowEvent>,
+    http: Vec<HttpEvent>,
+    /// Every route of every HTTP service, to list those never called.
+    routes: Vec<(String, String)>,
     dns_count: u64,
     write_error: Option<String>,
 }
@@ -127,6 +161,7 @@ impl EventSink {
         match event {
             Event::Flow(f) => inner.flows.push(f),
             Event::Dns(_) => inner.dns_count += 1,
+            Event::Http(h) => inner.http.push(h),
             Event::Notice(_) => {}
         }
     }
@@ -139,12 +174,28 @@ impl EventSink {
         }));
     }
 
+    /// Declares a service's routes so the summary can list those never
+    /// called.
+    pub fn declare_routes(&self, service: &str, routes: impl IntoIterator<Item = String>) {
+        let mut inner = self.lock();
+        for r in routes {
+            inner.routes.push((service.to_string(), r));
+        }
+    }
+
+    /// The HTTP exchanges so far (the request journal).
+    pub fn http_journal(&self) -> Vec<HttpEvent> {
+        self.lock().http.clone()
+    }
+
     /// Flushes the events file and builds the exit summary.
     pub fn finish(&self) -> Summary {
         let mut inner = self.lock();
         if let Some(w) = inner.writer.as_mut() {
             let _ = w.flush();
         }
-        Summary::from_flows(&inner.flows, inner.dns_count)
+        let mut s = Summary::from_flows(&inner.flows, inner.dns_count);
+        s.add_routes(&inner.routes, &inner.http);
+        s
     }
 }

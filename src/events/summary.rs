@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::FlowEvent;
+use super::{FlowEvent, HttpEvent};
 
 #[derive(Debug, Default, Clone)]
 struct Row {
@@ -21,6 +21,10 @@ pub struct Summary {
     rows: BTreeMap<(String, &'static str), Row>,
     refused: BTreeMap<String, (Option<String>, u16, &'static str)>,
     dns_queries: u64,
+    /// (service, route) → calls, in declaration order; then calls that no
+    /// route answered, by how they were answered.
+    routes: Vec<((String, String), u64)>,
+    other_calls: BTreeMap<(String, &'static str), u64>,
 }
 
 impl Summary {
@@ -51,6 +55,23 @@ impl Summary {
             }
         }
         s
+    }
+
+    /// Counts HTTP calls per declared route.
+    pub fn add_routes(&mut self, declared: &[(String, String)], calls: &[HttpEvent]) {
+        for (svc, route) in declared {
+            let n = calls
+                .iter()
+                .filter(|c| &c.service == svc && c.route.as_deref() == Some(route.as_str()))
+                .count() as u64;
+            self.routes.push(((svc.clone(), route.clone()), n));
+        }
+        for c in calls.iter().filter(|c| c.route.is_none()) {
+            *self
+                .other_calls
+                .entry((c.service.clone(), c.answered_by))
+                .or_default() += 1;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,6 +122,17 @@ impl fmt::Display for Summary {
                 "  {:<width$}  {:<8} {:<8} {:>6} {:>12} {:>12} {:>6}",
                 dest, decision, row.protocol, row.flows, row.bytes_up, row.bytes_down, row.errors
             )?;
+        }
+        if !self.routes.is_empty() || !self.other_calls.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "  HTTP calls per route:")?;
+            for ((svc, route), n) in &self.routes {
+                let note = if *n == 0 { "   <- never called" } else { "" };
+                writeln!(f, "    {svc} / {route}: {n}{note}")?;
+            }
+            for ((svc, by), n) in &self.other_calls {
+                writeln!(f, "    {svc} / (no route, answered by {by}): {n}")?;
+            }
         }
         if !self.refused.is_empty() {
             writeln!(f)?;

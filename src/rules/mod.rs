@@ -2,6 +2,7 @@
 //! refused, loaded with errors that point at file, line, column and field.
 
 mod glob;
+pub mod http;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -9,7 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use glob::HostGlob;
-pub use schema::{Cidr, MatchSpec, PortRange, RulesFile, ServiceSpec, Unmatched};
+pub use schema::{
+    Cidr, CountSpec, ExpectSpec, MatchSpec, PortRange, RulesFile, ServiceSpec, Unmatched,
+};
+
+use std::sync::Arc;
 
 /// A rules error with the place it was found.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +37,21 @@ pub enum RulesError {
 }
 
 /// What a service does with the flows it claims.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Action {
     Pass,
     Refuse,
+    Http(Arc<http::HttpSpec>),
+}
+
+impl Action {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Refuse => "refuse",
+            Action::Http(_) => "http",
+        }
+    }
 }
 
 /// A validated service.
@@ -102,6 +118,7 @@ pub struct RuleSet {
     /// Name (lower case, no trailing dot) → address.
     pub hosts: BTreeMap<String, IpAddr>,
     pub services: Vec<Service>,
+    pub expects: Vec<ExpectSpec>,
 }
 
 impl RuleSet {
@@ -166,20 +183,25 @@ impl RuleSet {
                         "give at least one of `host`, `port`, `cidr`".into(),
                     ));
                 }
+                let http = match spec.http {
+                    Some(h) => Some(load_http_files(h, file).map_err(|m| invalid(".http", m))?),
+                    None => None,
+                };
                 let actions: Vec<(&str, Action)> = [
                     spec.pass.map(|_| ("pass", Action::Pass)),
                     spec.refuse.map(|_| ("refuse", Action::Refuse)),
+                    http.map(|h| ("http", Action::Http(Arc::new(h)))),
                 ]
                 .into_iter()
                 .flatten()
                 .collect();
                 let action = match actions.as_slice() {
-                    [(_, a)] => *a,
+                    [(_, a)] => a.clone(),
                     [] => {
                         return Err(invalid(
                             "",
                             format!(
-                                "service `{}` needs one action key: `pass` or `refuse`",
+                                "service `{}` needs one action key: `http`, `pass` or `refuse`",
                                 spec.name
                             ),
                         ))
@@ -206,6 +228,41 @@ impl RuleSet {
                     action,
                     origin,
                 });
+            }
+            for (i, e) in parsed.expect.into_iter().enumerate() {
+                set.expects.push(e);
+                let _ = i;
+            }
+        }
+        // Expectations may name services of any file, so check them last.
+        for (i, e) in set.expects.iter().enumerate() {
+            let Some(svc) = set.services.iter().find(|s| s.name == e.service) else {
+                return Err(expect_error(
+                    files,
+                    i,
+                    &e.service,
+                    format!("no service is named `{}`", e.service),
+                ));
+            };
+            if let (Some(route), Action::Http(h)) = (&e.route, &svc.action) {
+                let names: Vec<String> = h
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| route_label(r, i))
+                    .collect();
+                if !names.iter().any(|n| n == route) {
+                    return Err(expect_error(
+                        files,
+                        i,
+                        route,
+                        format!(
+                            "service `{}` has no route `{route}` (routes: {})",
+                            svc.name,
+                            names.join(", ")
+                        ),
+                    ));
+                }
             }
         }
         Ok(set)
@@ -240,6 +297,83 @@ impl RuleSet {
             .get(&host.trim_end_matches('.').to_ascii_lowercase())
             .copied()
     }
+}
+
+/// The name a route is known by in events, summaries and expectations:
+/// its `name:`, else `METHOD /path`, else `route N`.
+pub fn route_label(r: &http::RouteSpec, index: usize) -> String {
+    if let Some(n) = &r.name {
+        return n.clone();
+    }
+    let method = r.when.method.0.first().map(|m| m.to_ascii_uppercase());
+    let path = r.when.path.as_ref().map(|p| p.text.clone()).or_else(|| {
+        r.when
+            .path_regex
+            .as_ref()
+            .map(|p| format!("~{}", p.0.as_str()))
+    });
+    match (method, path) {
+        (Some(m), Some(p)) => format!("{m} {p}"),
+        (None, Some(p)) => format!("* {p}"),
+        (Some(m), None) => format!("{m} *"),
+        (None, None) => format!("route {}", index + 1),
+    }
+}
+
+/// An error about the `i`-th expectation, placed at its text in whichever
+/// file holds it.
+fn expect_error(files: &[PathBuf], i: usize, needle: &str, message: String) -> RulesError {
+    for f in files {
+        if let Ok(text) = std::fs::read_to_string(f) {
+            if text.contains("expect:") && text.contains(needle) {
+                let (line, column) = locate(&text, needle);
+                return RulesError::Invalid {
+                    file: f.clone(),
+                    line,
+                    column,
+                    field: format!("expect[{i}]"),
+                    message,
+                };
+            }
+        }
+    }
+    RulesError::Invalid {
+        file: files.first().cloned().unwrap_or_default(),
+        line: 1,
+        column: 1,
+        field: format!("expect[{i}]"),
+        message,
+    }
+}
+
+/// Reads `file:` bodies, relative to the rules file's folder.
+fn load_http_files(mut h: http::HttpSpec, rules_file: &Path) -> Result<http::HttpSpec, String> {
+    let dir = rules_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut load = |r: &mut http::ResponseSpec| -> Result<(), String> {
+        if let http::BodySpec::File { path, data } = &mut r.body {
+            let full = if path.is_absolute() {
+                path.clone()
+            } else {
+                dir.join(&*path)
+            };
+            *data = std::fs::read(&full)
+                .map_err(|e| format!("cannot read body file {}: {e}", full.display()))?;
+        }
+        Ok(())
+    };
+    for route in &mut h.routes {
+        match &mut route.responses {
+            http::Responses::One(r) => load(r)?,
+            http::Responses::Sequence { items, .. } => items.iter_mut().try_for_each(&mut load)?,
+        }
+    }
+    if let http::Fallback::Respond(r) = &mut h.fallback {
+        load(r)?;
+    }
+    Ok(h)
 }
 
 /// Parses one file's text; `file` only labels errors.

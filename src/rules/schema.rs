@@ -35,6 +35,94 @@ pub struct RulesFile {
     /// Services in order; the first that matches a flow claims it.
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+    /// Calls the SUT must (or must not) make, checked when it exits.
+    #[serde(default)]
+    pub expect: Vec<ExpectSpec>,
+}
+
+/// An expectation on how often a service (or one of its routes) is called.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawExpect")]
+pub struct ExpectSpec {
+    pub service: String,
+    /// A route name (its `name:`, or `METHOD /path` when it has none).
+    pub route: Option<String>,
+    pub count: CountSpec,
+}
+
+/// How many calls are expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountSpec {
+    Exactly(u64),
+    AtLeast(u64),
+    AtMost(u64),
+    Between(u64, u64),
+}
+
+impl CountSpec {
+    pub fn holds(&self, n: u64) -> bool {
+        match *self {
+            CountSpec::Exactly(x) => n == x,
+            CountSpec::AtLeast(x) => n >= x,
+            CountSpec::AtMost(x) => n <= x,
+            CountSpec::Between(a, b) => (a..=b).contains(&n),
+        }
+    }
+}
+
+impl std::fmt::Display for CountSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let times = |n: u64| if n == 1 { "time" } else { "times" };
+        match *self {
+            CountSpec::Exactly(0) => write!(f, "never"),
+            CountSpec::Exactly(n) => write!(f, "exactly {n} {}", times(n)),
+            CountSpec::AtLeast(n) => write!(f, "at least {n} {}", times(n)),
+            CountSpec::AtMost(n) => write!(f, "at most {n} {}", times(n)),
+            CountSpec::Between(a, b) => write!(f, "between {a} and {b} times"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    service: String,
+    #[serde(default)]
+    route: Option<String>,
+    #[serde(default)]
+    times: Option<u64>,
+    #[serde(default)]
+    at_least: Option<u64>,
+    #[serde(default)]
+    at_most: Option<u64>,
+    #[serde(default)]
+    never: Option<bool>,
+}
+
+impl TryFrom<RawExpect> for ExpectSpec {
+    type Error = String;
+    fn try_from(r: RawExpect) -> Result<Self, String> {
+        let count = match (r.times, r.at_least, r.at_most, r.never) {
+            (None, None, None, None) => CountSpec::AtLeast(1),
+            (None, None, None, Some(true)) => CountSpec::Exactly(0),
+            (Some(n), None, None, None) => CountSpec::Exactly(n),
+            (None, Some(a), None, None) => CountSpec::AtLeast(a),
+            (None, None, Some(b), None) => CountSpec::AtMost(b),
+            (None, Some(a), Some(b), None) if a <= b => CountSpec::Between(a, b),
+            (None, Some(_), Some(_), None) => return Err("`at_least` is above `at_most`".into()),
+            _ => {
+                return Err(
+                    "give `times`, `never: true`, or `at_least` and/or `at_most` (not a mix)"
+                        .into(),
+                )
+            }
+        };
+        Ok(ExpectSpec {
+            service: r.service,
+            route: r.route,
+            count,
+        })
+    }
 }
 
 /// A service: which flows it claims and what answers them.
@@ -50,6 +138,9 @@ pub struct ServiceSpec {
     /// Reset claimed flows.
     #[serde(default)]
     pub refuse: Option<EmptySpec>,
+    /// Answer claimed flows with the HTTP responder.
+    #[serde(default)]
+    pub http: Option<super::http::HttpSpec>,
 }
 
 /// An action that takes no settings yet: written `pass: {}` or `pass: true`.
@@ -140,6 +231,16 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 T::deserialize(de::value::I64Deserializer::new(v)).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                T::deserialize(de::value::BoolDeserializer::new(v)).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                T::deserialize(de::value::F64Deserializer::new(v)).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|t| OneOrMany(vec![t]))
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))

@@ -4,7 +4,10 @@
 //! panic, so it can be fed straight from the network (see the property test
 //! and the fuzz target).
 
+mod peek;
 mod tls;
+
+pub use peek::{sniff_stream, Rewind};
 
 use crate::model::Protocol;
 

@@ -55,6 +55,9 @@ pub(crate) struct Pipe {
     pub(crate) app_shutdown: bool,
     /// The flow task asked for a reset (fault injection, protocol error).
     pub(crate) app_abort: bool,
+    /// Reset once every byte written so far reached the SUT (a fault that
+    /// cuts a response in the middle).
+    pub(crate) abort_when_flushed: bool,
     /// The `Flow` was dropped.
     pub(crate) app_dropped: bool,
     /// smoltcp holds received bytes that did not fit `inbound`.
@@ -119,10 +122,45 @@ impl Flow {
         self.shared.mark_dirty();
     }
 
+    /// A handle that can reset the connection and read its byte counts
+    /// from elsewhere (for example from inside an HTTP handler while the
+    /// server owns the flow).
+    pub fn handle(&self) -> FlowHandle {
+        FlowHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Bytes received from and sent to the SUT so far.
     pub fn byte_counts(&self) -> (u64, u64) {
         let p = self.shared.lock();
         (p.bytes_in, p.bytes_out)
+    }
+}
+
+/// Resets a flow, or reads its counters, without owning it.
+#[derive(Clone)]
+pub struct FlowHandle {
+    shared: Arc<FlowShared>,
+}
+
+impl FlowHandle {
+    /// Resets at once; bytes not yet sent are lost.
+    pub fn abort(&self) {
+        self.shared.lock().app_abort = true;
+        self.shared.mark_dirty();
+    }
+
+    /// Bytes received from and sent to the SUT so far.
+    pub fn byte_counts(&self) -> (u64, u64) {
+        let p = self.shared.lock();
+        (p.bytes_in, p.bytes_out)
+    }
+
+    /// Resets after everything written so far was delivered and acknowledged.
+    pub fn abort_after_flush(&self) {
+        self.shared.lock().abort_when_flushed = true;
+        self.shared.mark_dirty();
     }
 }
 

@@ -28,7 +28,7 @@ use device::PacketIo;
 use flow::{DirtyQueue, FlowShared, Pipe};
 use packet::Parsed;
 
-pub use flow::Flow;
+pub use flow::{Flow, FlowHandle};
 
 /// smoltcp socket buffers. The receive size fixes the window scale at
 /// socket creation; 1 MiB lets a 64 KiB segment stream without stalls.
@@ -620,6 +620,10 @@ fn move_bytes(sock: &mut tcp::Socket<'_>, p: &mut Pipe) -> bool {
     }
     if sent {
         p.wake_writer();
+    }
+    if p.abort_when_flushed && p.outbound.is_empty() && sock.send_queue() == 0 {
+        p.abort_when_flushed = false;
+        sock.abort();
     }
     let state = sock.state();
     // FIN once the flow task is done writing and everything was handed

@@ -1,0 +1,249 @@
+//! The HTTP responder: HTTP/1.1 and HTTP/2 (prior knowledge) served by
+//! hyper, answering from the service's routes, resources and fallback.
+
+mod render;
+mod request;
+mod resources;
+mod respond;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::events::{now_rfc3339, Event, EventSink, HttpEvent};
+use crate::rules::http::{HttpSpec, Responses, RouteSpec};
+use crate::rules::route_label;
+use crate::stack::FlowHandle;
+
+use super::ServeCtx;
+use render::Renderer;
+use request::RequestView;
+use resources::Resource;
+
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Largest request body read for matching; larger gets 413.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+pub(crate) fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+struct RouteState {
+    label: String,
+    spec: RouteSpec,
+    /// Requests this route answered.
+    calls: AtomicU64,
+    /// Position in a sequence.
+    next: AtomicUsize,
+}
+
+impl RouteState {
+    /// Claims one call if the route's `times` allows it; returns the 1-based
+    /// call number.
+    fn take_call(&self) -> Option<u64> {
+        let limit = self.spec.times.unwrap_or(u64::MAX);
+        self.calls
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|n| n + 1)
+    }
+}
+
+/// One mocked HTTP service and its state for the whole run.
+pub struct HttpService {
+    name: String,
+    spec: Arc<HttpSpec>,
+    routes: Vec<RouteState>,
+    resources: Vec<Resource>,
+    renderer: Renderer,
+    events: EventSink,
+    /// All requests the service saw (the `counter` of templates without a
+    /// route).
+    requests: AtomicU64,
+}
+
+impl HttpService {
+    pub fn new(name: &str, spec: Arc<HttpSpec>, events: EventSink) -> Self {
+        let routes = spec
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RouteState {
+                label: route_label(r, i),
+                spec: r.clone(),
+                calls: AtomicU64::new(0),
+                next: AtomicUsize::new(0),
+            })
+            .collect();
+        let resources = spec.resources.iter().map(Resource::new).collect();
+        HttpService {
+            name: name.to_string(),
+            renderer: Renderer::new(&spec),
+            spec,
+            routes,
+            resources,
+            events,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn route_labels(&self) -> Vec<String> {
+        self.routes.iter().map(|r| r.label.clone()).collect()
+    }
+
+    /// Puts sequences, counters and resources back to their start.
+    pub fn reset(&self) {
+        for r in &self.routes {
+            r.calls.store(0, Ordering::Release);
+            r.next.store(0, Ordering::Release);
+        }
+        for r in &self.resources {
+            r.reset();
+        }
+        self.requests.store(0, Ordering::Release);
+    }
+}
+
+/// Serves one connection until the client is done.
+pub async fn serve<IO>(svc: Arc<HttpService>, io: IO, ctx: ServeCtx, aborter: FlowHandle)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = Arc::new(ctx);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let svc = svc.clone();
+        let ctx = ctx.clone();
+        let aborter = aborter.clone();
+        async move { Ok::<_, Infallible>(handle(svc, ctx, aborter, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(64 * 1024).pipeline_flush(true);
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!("HTTP connection ended: {e}");
+    }
+}
+
+async fn handle(
+    svc: Arc<HttpService>,
+    ctx: Arc<ServeCtx>,
+    aborter: FlowHandle,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let too_large = e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            let (status, msg) = if too_large {
+                (413, format!("request body over {MAX_BODY} bytes"))
+            } else {
+                (400, format!("malformed request body: {e}"))
+            };
+            let view = RequestView::new(&parts, Bytes::new());
+            let resp = respond::error_response(status, &msg, true);
+            svc.record(
+                &ctx,
+                &view,
+                None,
+                "error",
+                Some(status),
+                0,
+                None,
+                None,
+                Some(msg),
+                started,
+            );
+            return resp;
+        }
+    };
+    let view = RequestView::new(&parts, body);
+    let n = svc.requests.fetch_add(1, Ordering::AcqRel) + 1;
+    respond::answer(&svc, &ctx, &aborter, &view, n, started).await
+}
+
+impl HttpService {
+    /// Records one exchange in the events.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        ctx: &ServeCtx,
+        req: &RequestView,
+        route: Option<&str>,
+        answered_by: &'static str,
+        status: Option<u16>,
+        response_bytes: u64,
+        response_body: Option<&[u8]>,
+        fault: Option<&'static str>,
+        error: Option<String>,
+        started: Instant,
+    ) {
+        let cap = self.spec.record_bodies;
+        let clip = |b: &[u8]| -> Option<String> {
+            (!b.is_empty() && cap > 0)
+                .then(|| String::from_utf8_lossy(&b[..b.len().min(cap)]).into_owned())
+        };
+        self.events.record(Event::Http(HttpEvent {
+            time: now_rfc3339(),
+            flow_id: ctx.meta.id,
+            service: self.name.clone(),
+            route: route.map(str::to_string),
+            answered_by,
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.raw_query.clone(),
+            host: req.host.clone().or_else(|| ctx.meta.host.clone()),
+            version: req.version.clone(),
+            status,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            request_bytes: req.body.len() as u64,
+            response_bytes,
+            request_body: clip(&req.body),
+            response_body: response_body.and_then(clip),
+            request_headers: req.headers.clone(),
+            fault,
+            error,
+        }));
+    }
+}
+
+impl RouteState {
+    /// The response for this call, following the sequence rules; `None`
+    /// when a sequence with `on_exhausted: error` ran out.
+    fn response(&self) -> Option<&crate::rules::http::ResponseSpec> {
+        use crate::rules::http::Exhausted;
+        match &self.spec.responses {
+            Responses::One(r) => Some(r),
+            Responses::Sequence { items, then } => {
+                let i = self.next.fetch_add(1, Ordering::AcqRel);
+                if i < items.len() {
+                    return items.get(i);
+                }
+                match then {
+                    Exhausted::RepeatLast => items.last(),
+                    Exhausted::Cycle => items.get(i % items.len()),
+                    Exhausted::Error => None,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! In-process responders: each protocol's codec and in-memory state, with
+//! one `serve` entry each. They see a flow as plain bytes and never touch
+//! the stack.
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::events::EventSink;
+use crate::model::FlowMeta;
+use crate::rules::{Action, RuleSet};
+
+/// Where a responder may forward what it does not answer itself.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    Addr(SocketAddr),
+    /// Resolve this name on the host at use.
+    Name(String, u16),
+    None,
+}
+
+/// What a responder knows about the flow it serves.
+#[derive(Debug, Clone)]
+pub struct ServeCtx {
+    pub meta: FlowMeta,
+    pub upstream: Upstream,
+}
+
+/// The responders of every mocked service, built once from the rules; their
+/// state lives for the whole run and is shared by all connections.
+#[derive(Default)]
+pub struct Registry {
+    http: HashMap<String, Arc<http::HttpService>>,
+}
+
+impl Registry {
+    pub fn build(rules: &RuleSet, events: &EventSink) -> Registry {
+        let mut reg = Registry::default();
+        for svc in &rules.services {
+            if let Action::Http(spec) = &svc.action {
+                let s = http::HttpService::new(&svc.name, spec.clone(), events.clone());
+                events.declare_routes(&svc.name, s.route_labels());
+                reg.http.insert(svc.name.clone(), Arc::new(s));
+            }
+        }
+        reg
+    }
+
+    pub fn http(&self, service: &str) -> Option<Arc<http::HttpService>> {
+        self.http.get(service).cloned()
+    }
+}
