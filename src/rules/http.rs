@@ -523,7 +523,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "us" | "µs" => n / 1_000_000.0,
         other => return Err(format!("unknown unit `{other}` in `{s}` (use ms, s or m)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
         return Err(format!("duration `{s}` is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -515,6 +515,62 @@ mod tests {
     }
 
     #[test]
+    fn http_service_loads_and_expect_checks_routes() {
+        let set = load_str(
+            "services:\n  - name: pay\n    match: { host: api.pay.test }\n    http:\n      routes:\n        - name: charge\n          when: { method: POST, path: \"/v1/charges/{id}\" }\n          respond: { status: 201, json: { id: \"{{ path.id }}\" } }\nexpect:\n  - { service: pay, route: charge, times: 1 }\n",
+        )
+        .unwrap();
+        assert_eq!(set.expects.len(), 1);
+        let err = load_str(
+            "services:\n  - name: pay\n    match: { port: 80 }\n    http: { routes: [ { name: a } ] }\nexpect:\n  - { service: pay, route: nope }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no route `nope`"), "{err}");
+        let err = load_str(
+            "services:\n  - name: pay\n    match: { port: 80 }\n    http:\n      routes:\n        - when: { path_regex: \"([\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("invalid regex") && err.contains(":6:"), "{err}");
+        let err = load_str(
+            "services:\n  - name: pay\n    match: { port: 80 }\n    http:\n      routes:\n        - respond: { body: \"{{ oops\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("template"), "{err}");
+    }
+
+    use proptest::prelude::*;
+
+    /// Fragments of valid and invalid rules, glued at random: the loader
+    /// must answer every combination with Ok or a positioned error.
+    const FRAGMENTS: &[&str] = &[
+        "services:\n", "  - name: a\n", "    match: { host: \"*.x.test\", port: [80, \"1-9\"] }\n",
+        "    http:\n", "      routes:\n", "        - when: { path: \"/a/{id}/**\" }\n",
+        "          respond: { json: { a: \"{{ path.id }}\" } }\n", "          sequence: [ { status: 500 } ]\n",
+        "      faults: { latency: 10ms-20ms, probability: 0.5 }\n", "    pass: {}\n", "hosts: { a.test: 127.0.0.1 }\n",
+        "expect: [ { service: a, times: 2 } ]\n", "unmatched: pass\n", ": : :\n", "\t- [\n", "    cidr: 10.0.0.0/33\n",
+        "&a [*a]\n", "\"\n", "      fallback: pass\n", "      resources: [ { path: /c, seed: [ {id: 1} ] } ]\n",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn loader_never_panics_on_fragments(picks in proptest::collection::vec(0..FRAGMENTS.len(), 0..12)) {
+            let text: String = picks.iter().map(|&i| FRAGMENTS[i]).collect();
+            let _ = parse_str(Path::new("fuzz.yaml"), &text);
+        }
+
+        #[test]
+        fn loader_never_panics_on_bytes(text in "\\PC{0,300}") {
+            if let Err(RulesError::Invalid { line, column, .. }) = parse_str(Path::new("fuzz.yaml"), &text) {
+                prop_assert!(line >= 1 && column >= 1);
+            }
+        }
+    }
+
+    #[test]
     fn cidr_contains() {
         let c: Cidr = "10.0.0.0/8".parse().unwrap();
         assert!(c.contains("10.2.3.4".parse().unwrap()));

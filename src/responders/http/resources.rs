@@ -103,7 +103,7 @@ impl Resource {
                     .filter(|i| {
                         query.iter().all(|(k, v)| match i.get(k) {
                             Some(Value::String(s)) => s == v,
-                            Some(other) => other.to_string() == *v,
+                            Some(other) => *other.to_string() == **v,
                             None => true,
                         })
                     })
