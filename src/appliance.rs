@@ -44,6 +44,8 @@ struct Inner {
     udp: UdpNat,
     active: AtomicU64,
     responders: Registry,
+    /// UDP (source, destination) pairs already reported as dropped.
+    udp_dropped: Mutex<std::collections::HashSet<(SocketAddr, SocketAddr)>>,
 }
 
 /// The `FlowHandler` the stack calls; cheap to clone.
@@ -76,6 +78,7 @@ impl Appliance {
                 udp: UdpNat::default(),
                 active: AtomicU64::new(0),
                 responders,
+                udp_dropped: Mutex::new(Default::default()),
             }),
         }
     }
@@ -216,7 +219,10 @@ impl Appliance {
         self.inner.events.record(Event::Flow(FlowEvent {
             time: now_rfc3339(),
             flow_id: meta.id,
-            transport: "tcp",
+            transport: match meta.transport {
+                crate::model::Transport::Tcp => "tcp",
+                crate::model::Transport::Udp => "udp",
+            },
             src: meta.src.ip(),
             src_port: meta.src.port(),
             dst: meta.dst.ip(),
@@ -400,11 +406,25 @@ impl FlowHandler for Appliance {
         let net = self.inner.net;
         meta.host = self.inner.resolver.name_of(meta.dst.ip());
         if net.is_resolver(meta.dst.ip()) {
-            return if meta.dst.port() == 53 {
-                SynVerdict::Accept
-            } else {
-                SynVerdict::Refuse
+            if meta.dst.port() == 53 {
+                return SynVerdict::Accept;
+            }
+            let decision = Decision {
+                kind: DecisionKind::Refuse,
+                reason: "the resolver address only answers DNS on port 53".into(),
+                upstream: None,
+                upstream_name: None,
+                service: None,
             };
+            self.record_flow(
+                meta,
+                &decision,
+                &Protocol::None,
+                Instant::now(),
+                (0, 0),
+                None,
+            );
+            return SynVerdict::Refuse;
         }
         let started = Instant::now();
         if self.in_jail_subnet(meta.dst.ip()) && !net.is_gateway(meta.dst.ip()) {
@@ -487,20 +507,106 @@ impl FlowHandler for Appliance {
             return;
         }
         let host = self.inner.resolver.name_of(d.dst.ip());
-        let decision = self.decide(host.as_deref(), d.dst);
-        match (decision.kind, decision.upstream) {
-            (DecisionKind::Pass, Some(target))
-                if !self.in_jail_subnet(d.dst.ip()) || self.inner.net.is_gateway(d.dst.ip()) =>
-            {
-                self.inner.udp.send(stack, d.src, d.dst, target, d.payload);
+        let meta = FlowMeta {
+            id: 0,
+            transport: crate::model::Transport::Udp,
+            src: d.src,
+            dst: d.dst,
+            host: host.clone(),
+        };
+        let jail_local = self.in_jail_subnet(d.dst.ip()) && !self.inner.net.is_gateway(d.dst.ip());
+        let decision = if jail_local {
+            Decision {
+                kind: DecisionKind::Refuse,
+                reason: "nothing listens at this address of the jail's own subnet".into(),
+                upstream: None,
+                upstream_name: None,
+                service: None,
             }
-            _ => {
-                stack
-                    .stats()
-                    .packets_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.decide(host.as_deref(), d.dst)
+        };
+        if decision.kind != DecisionKind::Pass {
+            stack
+                .stats()
+                .packets_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            // One event per (source, destination), not one per datagram.
+            let first = self
+                .inner
+                .udp_dropped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((d.src, d.dst));
+            if first {
+                let meta = FlowMeta {
+                    id: stack.next_flow_id(),
+                    ..meta
+                };
+                let mut decision = decision;
+                if decision.kind == DecisionKind::Mock {
+                    decision.kind = DecisionKind::Refuse;
+                    decision.reason = format!("{} (UDP is not mocked)", decision.reason);
+                }
+                self.record_flow(
+                    &meta,
+                    &decision,
+                    &Protocol::None,
+                    Instant::now(),
+                    (0, 0),
+                    None,
+                );
             }
+            return;
         }
+        let this = self.clone();
+        let stack = stack.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let target = match (decision.upstream, &decision.upstream_name) {
+                (Some(t), _) => Some(t),
+                (None, Some((name, port))) => this
+                    .inner
+                    .resolver
+                    .resolve_on_host(name, d.dst.is_ipv6())
+                    .await
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, *port)),
+                (None, None) => None,
+            };
+            let meta = FlowMeta {
+                id: stack.next_flow_id(),
+                ..meta
+            };
+            let Some(target) = target else {
+                let msg = "no upstream address is known for this destination".to_string();
+                this.record_flow(
+                    &meta,
+                    &decision,
+                    &Protocol::None,
+                    started,
+                    (0, 0),
+                    Some(msg),
+                );
+                return;
+            };
+            let mut decision = decision;
+            decision.upstream = Some(target);
+            let recorder = this.clone();
+            let on_end: egress::OnEnd = Box::new(move |r: egress::UdpReport| {
+                recorder.record_flow(
+                    &meta,
+                    &decision,
+                    &Protocol::None,
+                    started,
+                    (r.bytes_up, r.bytes_down),
+                    r.error,
+                );
+            });
+            this.inner
+                .udp
+                .send(&stack, d.src, d.dst, target, d.payload, on_end);
+        });
     }
 }
 

@@ -64,9 +64,14 @@ pub enum RulesCommand {
         /// The destination port.
         #[arg(long)]
         port: u16,
-        /// The destination address (default: a fake address for HOST).
+        /// The destination address (default: the gateway for
+        /// host.meshwrap.internal, else a fake address as the resolver
+        /// would give).
         #[arg(long)]
         addr: Option<std::net::IpAddr>,
+        /// As `--unmatched` of a run.
+        #[arg(long, value_enum, value_name = "MODE")]
+        unmatched: Option<Unmatched>,
     },
 }
 
@@ -112,8 +117,9 @@ pub fn main() -> i32 {
                     host,
                     port,
                     addr,
+                    unmatched,
                 },
-        }) => explain(&rules, host.as_deref(), port, addr),
+        }) => explain(&rules, host.as_deref(), port, addr, unmatched),
         None => run(cli.run),
     };
     match res {
@@ -172,35 +178,60 @@ fn explain(
     host: Option<&str>,
     port: u16,
     addr: Option<std::net::IpAddr>,
+    unmatched: Option<Unmatched>,
 ) -> Result<i32> {
     let set = RuleSet::load(files)?;
-    let ip = addr.unwrap_or_else(|| "198.18.0.1".parse().expect("literal"));
+    let net = JailNet::default();
+    let unmatched = unmatched.or(set.unmatched).unwrap_or(Unmatched::Refuse);
+    // The address the SUT would dial: the gateway for the host's name, a
+    // fake address for names meshwrap's resolver hands out, else the
+    // address given.
+    let ip = match (addr, host) {
+        (Some(a), _) => a,
+        (None, Some(h)) if h.eq_ignore_ascii_case(JailNet::HOST_NAME) => net.gateway_v4.into(),
+        (None, _) => "198.18.0.1".parse().expect("literal"),
+    };
     let dst = std::net::SocketAddr::new(ip, port);
-    let key = FlowKey { host, dst };
     let who = host
         .map(|h| format!("{h}:{port}"))
         .unwrap_or_else(|| dst.to_string());
-    match set.claim(key) {
-        Some(c) => println!("{who} is claimed by {}", c.why),
-        None => {
-            let hosts = host.and_then(|h| set.host_address(h));
-            match hosts {
-                Some(a) => println!("{who}: no service claims it; `hosts:` sends it to {a}"),
-                None => println!(
-                    "{who}: no service claims it; it follows `unmatched` ({})",
-                    match set.unmatched {
-                        Some(Unmatched::Pass) => "pass, from the rules",
-                        Some(Unmatched::Refuse) => "refuse, from the rules",
-                        None => "refuse unless --unmatched says otherwise",
-                    }
-                ),
-            }
+    let appliance = Appliance::new(ApplianceConfig {
+        net,
+        rules: set.clone(),
+        unmatched,
+        events: EventSink::new(),
+    });
+    let d = appliance.decide(host, dst);
+    println!("{who} → {}: {}", d.kind.label(), d.reason);
+    let via = match d.kind {
+        crate::model::DecisionKind::Mock => {
+            "requests no route answers go, with `fallback: pass`, to"
         }
+        _ => "connects from the host to",
+    };
+    if let Some(up) = d.upstream {
+        println!("  {via} {up}");
+    } else if let Some((name, port)) = &d.upstream_name {
+        println!("  {via} {name}:{port} (resolved on the host)");
+    }
+    let key = FlowKey { host, dst };
+    if !set.services.is_empty() {
+        println!("services, in order:");
     }
     for (svc, verdict) in set.explain(key) {
         match verdict {
-            Ok(why) => println!("  ✓ {} ({}): {why}", svc.name, svc.origin),
-            Err(why) => println!("  ✗ {} ({}): {why}", svc.name, svc.origin),
+            Ok(why) => println!(
+                "  ✓ {} [{}] ({}): {why}",
+                svc.name,
+                svc.action.label(),
+                svc.origin
+            ),
+            Err(why) => println!(
+                "  ✗ {} [{}] ({}): {why}",
+                svc.name,
+                svc.action.label(),
+                svc.origin
+            ),
         }
     }
     Ok(0)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
-pub use udp::UdpNat;
+pub use udp::{OnEnd, UdpNat, UdpReport};
 
 /// How long a pass-out connect may take before the SUT's SYN is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);

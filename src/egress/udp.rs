@@ -16,6 +16,17 @@ const IDLE: Duration = Duration::from_secs(60);
 /// (SUT address, address the SUT sent to) → the association's task.
 type Associations = HashMap<(SocketAddr, SocketAddr), mpsc::UnboundedSender<Vec<u8>>>;
 
+/// What one association carried, reported when it expires.
+#[derive(Debug, Default)]
+pub struct UdpReport {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub error: Option<String>,
+}
+
+/// Called once per association when it ends.
+pub type OnEnd = Box<dyn FnOnce(UdpReport) + Send>;
+
 #[derive(Clone, Default)]
 pub struct UdpNat {
     assoc: Arc<Mutex<Associations>>,
@@ -24,6 +35,9 @@ pub struct UdpNat {
 impl UdpNat {
     /// Sends `payload` from the SUT's `src` towards `target` on the host
     /// side; replies come back into the jail as if from `seen_dst`.
+    /// `on_end` runs when the association this datagram opens ends (it is
+    /// dropped unused when the datagram joins an existing association).
+    #[allow(clippy::too_many_arguments)]
     pub fn send(
         &self,
         stack: &StackHandle,
@@ -31,6 +45,7 @@ impl UdpNat {
         seen_dst: SocketAddr,
         target: SocketAddr,
         payload: Vec<u8>,
+        on_end: OnEnd,
     ) {
         let key = (src, seen_dst);
         let mut map = self.assoc.lock().unwrap_or_else(|e| e.into_inner());
@@ -45,7 +60,11 @@ impl UdpNat {
         let this = self.clone();
         let stack = stack.clone();
         tokio::spawn(async move {
-            let _ = associate(rx, &stack, src, seen_dst, target).await;
+            let mut report = UdpReport::default();
+            if let Err(e) = associate(rx, &stack, src, seen_dst, target, &mut report).await {
+                report.error = Some(format!("{target}: {e}"));
+            }
+            on_end(report);
             this.assoc
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -60,6 +79,7 @@ async fn associate(
     src: SocketAddr,
     seen_dst: SocketAddr,
     target: SocketAddr,
+    report: &mut UdpReport,
 ) -> std::io::Result<()> {
     let bind: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
@@ -72,10 +92,14 @@ async fn associate(
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(p) => { let _ = sock.send(&p).await; }
+                Some(p) => {
+                    report.bytes_up += p.len() as u64;
+                    sock.send(&p).await?;
+                }
                 None => return Ok(()),
             },
             r = sock.recv(&mut buf) => if let Ok(n) = r {
+                report.bytes_down += n as u64;
                 stack.send_udp(seen_dst, src, &buf[..n]);
             },
             _ = tokio::time::sleep(IDLE) => return Ok(()),

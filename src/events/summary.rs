@@ -48,7 +48,9 @@ impl Summary {
             if row.protocol.is_empty() || row.protocol == "none" {
                 row.protocol = f.protocol;
             }
-            if f.decision == "refuse" {
+            // Only flows refused for want of a rule get a snippet; a rule's
+            // own `refuse` or an impossible address needs none.
+            if f.decision == "refuse" && f.reason.starts_with("unmatched") {
                 s.refused
                     .entry(dest)
                     .or_insert((f.host.clone(), f.dst_port, f.protocol));
@@ -88,13 +90,14 @@ fn service_name(host: &str, port: u16) -> String {
     format!("{}-{port}", base.trim_matches('-'))
 }
 
-/// Which responder a port usually calls for, to make the snippet useful.
-fn mock_hint(port: u16, protocol: &str) -> &'static str {
+/// How to mock the destination, when a responder exists for what it
+/// probably speaks.
+fn mock_hint(port: u16, protocol: &str) -> Option<&'static str> {
     match (protocol, port) {
-        ("resp", _) | (_, 6379) => "redis: {}",
-        ("kafka", _) | (_, 9092) => "kafka: { topics: {} }",
-        ("mongo", _) | (_, 27017) => "mongo: {}",
-        _ => "http: { routes: [] }",
+        ("http1" | "http2", _) | ("none", 80 | 8000 | 8080 | 8888) => {
+            Some("http: { routes: [ { when: { path: / }, respond: { status: 200 } } ] }")
+        }
+        _ => None,
     }
 }
 
@@ -158,11 +161,10 @@ impl fmt::Display for Summary {
                 };
                 writeln!(f, "    - name: {name}")?;
                 writeln!(f, "      match: {matcher}")?;
-                writeln!(
-                    f,
-                    "      pass: {{}}            # or mock it: {}",
-                    mock_hint(*port, protocol)
-                )?;
+                match mock_hint(*port, protocol) {
+                    Some(hint) => writeln!(f, "      pass: {{}}            # or mock it: {hint}")?,
+                    None => writeln!(f, "      pass: {{}}")?,
+                }
             }
         }
         Ok(())

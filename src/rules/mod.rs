@@ -141,6 +141,23 @@ impl RuleSet {
             for (name, addr) in parsed.hosts {
                 let key = name.trim_end_matches('.').to_ascii_lowercase();
                 let (line, column) = locate(&text, &name);
+                let valid = !key.is_empty()
+                    && key.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    });
+                if !valid {
+                    return Err(RulesError::Invalid {
+                        file: file.clone(),
+                        line,
+                        column,
+                        field: format!("hosts.{name}"),
+                        message: format!(
+                            "`{name}` is not a hostname (letters, digits, `-`, `_`, dots)"
+                        ),
+                    });
+                }
                 if let Some(prev) = set.hosts.get(&key) {
                     if *prev != addr {
                         return Err(RulesError::Invalid {
@@ -404,22 +421,44 @@ pub fn parse_str(file: &Path, text: &str) -> Result<RulesFile, RulesError> {
     })
 }
 
-/// serde_norway appends " at line L column C"; we print the position first.
+/// serde_norway writes "path: message at line L column C"; we print the
+/// position and path ourselves, so keep only the message.
 fn strip_position(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    match msg.split_once(": ") {
+        Some((path, rest)) if !path.is_empty() && !path.contains(' ') && !path.contains('`') => {
+            rest.to_string()
+        }
+        _ => msg.to_string(),
     }
 }
 
-/// Line and column (1-based) of the first occurrence of a key in the text.
+/// Line and column (1-based) of the first occurrence of `needle` outside
+/// comments, preferring an occurrence written as a key (`needle:`).
 fn locate(text: &str, needle: &str) -> (usize, usize) {
+    // Where the comment (if any) starts.
+    let code = |line: &str| -> usize {
+        if line.trim_start().starts_with('#') {
+            return 0;
+        }
+        line.find(" #").unwrap_or(line.len())
+    };
+    let mut first = None;
     for (i, line) in text.lines().enumerate() {
-        if let Some(col) = line.find(needle) {
+        let end = code(line).min(line.len());
+        let Some(col) = line[..end].find(needle) else {
+            continue;
+        };
+        let after = line[col + needle.len()..end].trim_start_matches(['"', '\'']);
+        if after.starts_with(':') {
             return (i + 1, col + 1);
         }
+        first.get_or_insert((i + 1, col + 1));
     }
-    (1, 1)
+    first.unwrap_or((1, 1))
 }
 
 /// Position of the `name:` line of the service called `name` (the last
@@ -429,8 +468,8 @@ fn locate_service(text: &str, name: &str) -> (usize, usize) {
     for (i, line) in text.lines().enumerate() {
         let t = line.trim_start().trim_start_matches("- ").trim_start();
         if let Some(rest) = t.strip_prefix("name:") {
-            let v = rest.trim().trim_matches(|c| c == '"' || c == '\'');
-            let v = v.split(" #").next().unwrap_or(v).trim();
+            let v = rest.split(" #").next().unwrap_or(rest).trim();
+            let v = v.trim_matches(|c| c == '"' || c == '\'');
             if v == name {
                 found = (i + 1, line.find("name:").map(|c| c + 1).unwrap_or(1));
             }
@@ -532,7 +571,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("invalid regex") && err.contains(":6:"), "{err}");
+        assert!(
+            err.contains("invalid regex") && err.contains(":6:"),
+            "{err}"
+        );
         let err = load_str(
             "services:\n  - name: pay\n    match: { port: 80 }\n    http:\n      routes:\n        - respond: { body: \"{{ oops\" }\n",
         )
@@ -546,12 +588,26 @@ mod tests {
     /// Fragments of valid and invalid rules, glued at random: the loader
     /// must answer every combination with Ok or a positioned error.
     const FRAGMENTS: &[&str] = &[
-        "services:\n", "  - name: a\n", "    match: { host: \"*.x.test\", port: [80, \"1-9\"] }\n",
-        "    http:\n", "      routes:\n", "        - when: { path: \"/a/{id}/**\" }\n",
-        "          respond: { json: { a: \"{{ path.id }}\" } }\n", "          sequence: [ { status: 500 } ]\n",
-        "      faults: { latency: 10ms-20ms, probability: 0.5 }\n", "    pass: {}\n", "hosts: { a.test: 127.0.0.1 }\n",
-        "expect: [ { service: a, times: 2 } ]\n", "unmatched: pass\n", ": : :\n", "\t- [\n", "    cidr: 10.0.0.0/33\n",
-        "&a [*a]\n", "\"\n", "      fallback: pass\n", "      resources: [ { path: /c, seed: [ {id: 1} ] } ]\n",
+        "services:\n",
+        "  - name: a\n",
+        "    match: { host: \"*.x.test\", port: [80, \"1-9\"] }\n",
+        "    http:\n",
+        "      routes:\n",
+        "        - when: { path: \"/a/{id}/**\" }\n",
+        "          respond: { json: { a: \"{{ path.id }}\" } }\n",
+        "          sequence: [ { status: 500 } ]\n",
+        "      faults: { latency: 10ms-20ms, probability: 0.5 }\n",
+        "    pass: {}\n",
+        "hosts: { a.test: 127.0.0.1 }\n",
+        "expect: [ { service: a, times: 2 } ]\n",
+        "unmatched: pass\n",
+        ": : :\n",
+        "\t- [\n",
+        "    cidr: 10.0.0.0/33\n",
+        "&a [*a]\n",
+        "\"\n",
+        "      fallback: pass\n",
+        "      resources: [ { path: /c, seed: [ {id: 1} ] } ]\n",
     ];
 
     proptest! {

@@ -133,14 +133,19 @@ pub struct ServiceSpec {
     #[serde(rename = "match")]
     pub matcher: MatchSpec,
     /// Let claimed flows through to their real destination.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub pass: Option<EmptySpec>,
     /// Reset claimed flows.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub refuse: Option<EmptySpec>,
     /// Answer claimed flows with the HTTP responder.
     #[serde(default)]
     pub http: Option<super::http::HttpSpec>,
+}
+
+/// A key that is present counts even with no value (`pass:` alone).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EmptySpec>, D::Error> {
+    EmptySpec::deserialize(d).map(Some)
 }
 
 /// An action that takes no settings yet: written `pass: {}` or `pass: true`.
@@ -184,7 +189,8 @@ impl<'de> Deserialize<'de> for EmptySpec {
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
     /// Hostname globs (`api.pay.test`, `*.pay.test`), compared with the
-    /// name the SUT resolved, the TLS SNI or the HTTP Host.
+    /// name the SUT asked meshwrap's resolver for (the decision is taken
+    /// when the connection opens, before any byte is read).
     #[serde(default)]
     pub host: OneOrMany<HostGlob>,
     /// Destination ports: `443`, `[80, 443]`, `"8000-8100"`.

@@ -1,8 +1,8 @@
 //! Classifying a flow from the first bytes the client sends.
 //!
 //! `classify` is pure and total: any byte string gives an answer, never a
-//! panic, so it can be fed straight from the network (see the property test
-//! and the fuzz target).
+//! panic, so it can be fed straight from the network (see the property
+//! tests below, which feed it random and TLS-shaped bytes).
 
 mod peek;
 mod tls;
