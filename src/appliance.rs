@@ -25,6 +25,8 @@ pub struct ApplianceConfig {
     pub rules: RuleSet,
     pub unmatched: Unmatched,
     pub events: EventSink,
+    /// Terminates TLS for mocked services; `None` turns interception off.
+    pub interceptor: Option<Arc<crate::tls::Interceptor>>,
 }
 
 struct Pending {
@@ -44,6 +46,7 @@ struct Inner {
     udp: UdpNat,
     active: AtomicU64,
     responders: Registry,
+    interceptor: Option<Arc<crate::tls::Interceptor>>,
     /// UDP (source, destination) pairs already reported as dropped.
     udp_dropped: Mutex<std::collections::HashSet<(SocketAddr, SocketAddr)>>,
 }
@@ -79,6 +82,7 @@ impl Appliance {
                 active: AtomicU64::new(0),
                 responders,
                 udp_dropped: Mutex::new(Default::default()),
+                interceptor: cfg.interceptor,
             }),
         }
     }
@@ -209,14 +213,40 @@ impl Appliance {
         decision: &Decision,
         protocol: &Protocol,
         started: Instant,
-        (up, down): (u64, u64),
+        bytes: (u64, u64),
         error: Option<String>,
     ) {
-        let host = protocol
-            .hostname()
-            .map(str::to_string)
-            .or_else(|| meta.host.clone());
-        self.inner.events.record(Event::Flow(FlowEvent {
+        let ev = flow_event(meta, decision, protocol, started, bytes, error);
+        self.inner.events.record(Event::Flow(ev));
+    }
+
+    /// As `record_flow`, with the flow's TLS parameters.
+    fn record_tls_flow(&self, ev: FlowEvent, tls: Option<crate::sniff::TlsInfo>) {
+        let mut ev = ev;
+        if let Some(t) = &tls {
+            if ev.host.is_none() {
+                ev.host = t.sni.clone();
+            }
+        }
+        ev.tls = tls;
+        self.inner.events.record(Event::Flow(ev));
+    }
+}
+
+fn flow_event(
+    meta: &FlowMeta,
+    decision: &Decision,
+    protocol: &Protocol,
+    started: Instant,
+    (up, down): (u64, u64),
+    error: Option<String>,
+) -> FlowEvent {
+    let host = protocol
+        .hostname()
+        .map(str::to_string)
+        .or_else(|| meta.host.clone());
+    {
+        FlowEvent {
             time: now_rfc3339(),
             flow_id: meta.id,
             transport: match meta.transport {
@@ -237,9 +267,12 @@ impl Appliance {
             bytes_down: down,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             error,
-        }));
+            tls: None,
+        }
     }
+}
 
+impl Appliance {
     /// Connects upstream for a held SYN, then lets the stack answer it.
     async fn connect_held(self, meta: FlowMeta, decision: Decision, started: Instant) {
         let Some(stack) = self.stack().cloned() else {
@@ -313,6 +346,19 @@ impl Appliance {
             Sniff::Done(p) => p,
             Sniff::NeedMore => Protocol::Unknown,
         };
+        if matches!(protocol, Protocol::Tls { .. }) {
+            let tls = sniff::tls_passthrough_info(&report.first_bytes, &report.first_reply_bytes);
+            let ev = flow_event(
+                &meta,
+                &pending.decision,
+                &protocol,
+                pending.started,
+                (report.bytes_up, report.bytes_down),
+                report.error,
+            );
+            self.record_tls_flow(ev, tls);
+            return;
+        }
         self.record_flow(
             &meta,
             &pending.decision,
@@ -343,17 +389,57 @@ impl Appliance {
             },
         };
         let mut error = None;
+        let mut tls = None;
+        let mut protocol = protocol;
         match (&protocol, self.inner.responders.http(&service)) {
             (Protocol::Http1 { .. } | Protocol::Http2, Some(svc)) => {
                 responders::http::serve(svc, io, ctx, aborter.clone()).await;
             }
-            (Protocol::Tls { sni }, _) => {
-                error = Some(format!(
-                    "TLS ({}) to service `{service}`, which answers plain HTTP: TLS interception is not available yet",
-                    sni.as_deref().unwrap_or("no SNI")
-                ));
-                aborter.abort();
-            }
+            (Protocol::Tls { sni }, Some(svc)) => match &self.inner.interceptor {
+                Some(icpt) => {
+                    let fallback = meta.host.clone();
+                    match icpt.accept(io, fallback.as_deref()).await {
+                        Ok((stream, hs)) => {
+                            tls = Some(crate::sniff::TlsInfo {
+                                sni: hs.sni.clone(),
+                                alpn: hs.alpn.clone(),
+                                version: hs.version.clone(),
+                                intercepted: true,
+                            });
+                            // What runs inside TLS is sniffed again.
+                            let (inner, stream) = sniff::sniff_stream(stream).await;
+                            match inner {
+                                Protocol::Http1 { .. } | Protocol::Http2 => {
+                                    protocol = inner;
+                                    responders::http::serve(svc, stream, ctx, aborter.clone())
+                                        .await;
+                                }
+                                Protocol::None => {}
+                                other => {
+                                    error = Some(format!(
+                                        "service `{service}` answers HTTP but the client spoke {} inside TLS",
+                                        other.label()
+                                    ));
+                                    aborter.abort();
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tls = Some(crate::sniff::TlsInfo {
+                                sni: sni.clone(),
+                                intercepted: true,
+                                ..Default::default()
+                            });
+                            error = Some(e);
+                            aborter.abort();
+                        }
+                    }
+                }
+                None => {
+                    error = Some("TLS interception is off".into());
+                    aborter.abort();
+                }
+            },
             (Protocol::None, _) => {}
             (p, _) => {
                 error = Some(format!(
@@ -366,15 +452,16 @@ impl Appliance {
         if let Some(e) = &error {
             self.inner.events.notice(Some(meta.id), e.clone());
         }
-        let (up, down) = aborter.byte_counts();
-        self.record_flow(
+        let bytes = aborter.byte_counts();
+        let ev = flow_event(
             &meta,
             &pending.decision,
             &protocol,
             pending.started,
-            (up, down),
+            bytes,
             error,
         );
+        self.record_tls_flow(ev, tls);
     }
 
     async fn run_dns_tcp(self, meta: FlowMeta, flow: Flow, decision: Decision) {

@@ -18,3 +18,4 @@ pub mod responders;
 pub mod rules;
 pub mod sniff;
 pub mod stack;
+pub mod tls;

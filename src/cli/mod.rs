@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::appliance::{Appliance, ApplianceConfig};
 use crate::events::EventSink;
-use crate::jail::{Jail, JailSpec};
+use crate::jail::{Jail, JailSpec, WorkDir};
 use crate::model::JailNet;
 use crate::rules::{FlowKey, RuleSet, Unmatched};
 use crate::stack::Stack;
@@ -43,6 +43,16 @@ pub enum Command {
         /// Rule files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Write the persistent interception CA's certificate (made on first
+    /// use) to PATH, to trust it outside meshwrap.
+    Ca {
+        /// Where to write the certificate (PEM).
+        #[arg(long, value_name = "PATH")]
+        export: PathBuf,
+        /// The CA directory [default: $XDG_DATA_HOME/meshwrap/ca].
+        #[arg(long, value_name = "DIR")]
+        ca_dir: Option<PathBuf>,
     },
     /// Ask the rules about a flow.
     Rules {
@@ -91,6 +101,14 @@ pub struct RunArgs {
     /// still printed).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Keep the interception CA in DIR and reuse it across runs (created
+    /// on first use, key mode 0600). Without it each run has its own CA.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Do not make the jail trust the CA (no bundle or truststore bind
+    /// mounts, no SSL_CERT_FILE & co.): HTTPS mocks then fail verification.
+    #[arg(long)]
+    pub no_ca_injection: bool,
     /// Do not check the rules' `expect:` entries at exit (they otherwise
     /// make meshwrap exit 1 when unmet, even if the command succeeded).
     #[arg(long)]
@@ -120,6 +138,7 @@ pub fn main() -> i32 {
                     unmatched,
                 },
         }) => explain(&rules, host.as_deref(), port, addr, unmatched),
+        Some(Command::Ca { export, ca_dir }) => export_ca(&export, ca_dir),
         None => run(cli.run),
     };
     match res {
@@ -200,6 +219,7 @@ fn explain(
         rules: set.clone(),
         unmatched,
         events: EventSink::new(),
+        interceptor: None,
     });
     let d = appliance.decide(host, dst);
     println!("{who} → {}: {}", d.kind.label(), d.reason);
@@ -237,6 +257,19 @@ fn explain(
     Ok(0)
 }
 
+fn export_ca(path: &std::path::Path, dir: Option<PathBuf>) -> Result<i32> {
+    let dir = dir.unwrap_or_else(crate::tls::default_ca_dir);
+    let ca = crate::tls::Ca::persistent(&dir)?;
+    std::fs::write(path, ca.cert_pem())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "wrote the CA certificate of {} to {} (the key stays in that directory)",
+        dir.display(),
+        path.display()
+    );
+    Ok(0)
+}
+
 fn resolv_conf(net: &JailNet) -> String {
     format!(
         "# written by meshwrap: every query goes to meshwrap's resolver\nnameserver {}\nnameserver {}\noptions edns0 timeout:2 attempts:2\n",
@@ -260,14 +293,27 @@ fn run(args: RunArgs) -> Result<i32> {
     };
     let expects = rules.expects.clone();
     let net = JailNet::default();
+    let ca = match &args.ca_dir {
+        Some(dir) => crate::tls::Ca::persistent(dir),
+        None => crate::tls::Ca::ephemeral(),
+    }
+    .context("cannot set up the interception CA")?;
+    let workdir = WorkDir::create()?;
+    let trust = if args.no_ca_injection {
+        crate::tls::TrustPlan::default()
+    } else {
+        crate::tls::TrustFiles::write(workdir.path(), &ca)
+            .context("cannot write the CA bundle for the jail")?
+    };
+    tracing::info!("trust injected: {}", trust.injected.join(", "));
     let spec = JailSpec {
         command: args.command.clone(),
         net,
-        binds: Vec::new(),
-        env: Vec::new(),
+        binds: trust.binds,
+        env: trust.env,
     };
     // Fork the jail while still single-threaded: the runtime comes after.
-    let mut jail = Jail::spawn(&spec, &resolv_conf(&net))?;
+    let mut jail = Jail::spawn(&spec, workdir, &resolv_conf(&net))?;
     let tun = jail.take_tun().context("the jail sent no TUN device")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -278,6 +324,7 @@ fn run(args: RunArgs) -> Result<i32> {
         rules,
         unmatched,
         events: events.clone(),
+        interceptor: Some(Arc::new(crate::tls::Interceptor::new(ca))),
     });
     let code = runtime.block_on(supervise(&jail, tun, net, appliance))?;
     runtime.shutdown_timeout(Duration::from_millis(200));

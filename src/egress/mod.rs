@@ -61,6 +61,8 @@ pub struct SpliceReport {
     pub bytes_down: u64,
     /// The first bytes the SUT sent (for the sniffer), at most `SNIFF_BYTES`.
     pub first_bytes: Vec<u8>,
+    /// The first bytes the upstream sent (a TLS ServerHello, say).
+    pub first_reply_bytes: Vec<u8>,
     pub error: Option<String>,
 }
 

@@ -39,6 +39,9 @@ pub struct FlowEvent {
     pub bytes_down: u64,
     pub duration_ms: f64,
     pub error: Option<String>,
+    /// For TLS flows: SNI, ALPN, version, and whether meshwrap terminated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::sniff::TlsInfo>,
 }
 
 /// One DNS question answered by the virtual resolver.

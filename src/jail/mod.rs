@@ -72,12 +72,34 @@ pub struct JailSpec {
     pub env: Vec<(OsString, OsString)>,
 }
 
+/// A private directory (mode 0700) for files the jail bind-mounts, removed
+/// when dropped.
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    pub fn create() -> Result<WorkDir, JailError> {
+        make_workdir().map(|path| WorkDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A jail whose child is set up and waiting for [`Jail::start`].
 pub struct Jail {
     pid: Pid,
     sock: OwnedFd,
     tun: Option<OwnedFd>,
-    workdir: PathBuf,
+    _workdir: WorkDir,
     command: String,
 }
 
@@ -89,9 +111,8 @@ const MSG_EXEC: &[u8] = b"EXEC:";
 impl Jail {
     /// Forks the jail child and waits until it has built the namespaces and
     /// the TUN. Must be called before any thread is started.
-    pub fn spawn(spec: &JailSpec, resolv_conf: &str) -> Result<Jail, JailError> {
-        let workdir = make_workdir()?;
-        let resolv_path = workdir.join("resolv.conf");
+    pub fn spawn(spec: &JailSpec, workdir: WorkDir, resolv_conf: &str) -> Result<Jail, JailError> {
+        let resolv_path = workdir.path().join("resolv.conf");
         std::fs::write(&resolv_path, resolv_conf).map_err(|source| JailError::WorkDir {
             path: resolv_path.clone(),
             source,
@@ -129,7 +150,7 @@ impl Jail {
                     pid: child,
                     sock: parent_sock,
                     tun: None,
-                    workdir,
+                    _workdir: workdir,
                     command: spec
                         .command
                         .first()
@@ -203,16 +224,6 @@ impl Jail {
                 Err(_) => return 1,
             }
         }
-    }
-
-    pub fn workdir(&self) -> &Path {
-        &self.workdir
-    }
-}
-
-impl Drop for Jail {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.workdir);
     }
 }
 

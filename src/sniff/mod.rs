@@ -11,6 +11,32 @@ pub use peek::{sniff_stream, Rewind};
 
 use crate::model::Protocol;
 
+/// TLS parameters of a flow, for events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TlsInfo {
+    pub sni: Option<String>,
+    pub alpn: Option<String>,
+    pub version: Option<String>,
+    /// True when meshwrap terminated the TLS session (a mocked service);
+    /// false when the bytes were passed through untouched.
+    pub intercepted: bool,
+}
+
+/// Reads a passed-through TLS session's parameters from the first bytes of
+/// each side (the ClientHello's SNI, the ServerHello's version and ALPN).
+pub fn tls_passthrough_info(client_first: &[u8], server_first: &[u8]) -> Option<TlsInfo> {
+    let Sniff::Done(Protocol::Tls { sni }) = classify(client_first, true) else {
+        return None;
+    };
+    let (version, alpn) = tls::parse_server_hello(server_first).unwrap_or((None, None));
+    Some(TlsInfo {
+        sni,
+        alpn,
+        version,
+        intercepted: false,
+    })
+}
+
 /// How many bytes the sniffer may ask for before it must decide.
 pub const MAX_SNIFF_BYTES: usize = 16 * 1024;
 

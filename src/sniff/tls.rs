@@ -149,3 +149,56 @@ mod tests {
         }
     }
 }
+
+/// What the server's first flight says: the negotiated version and ALPN.
+pub(super) fn parse_server_hello(buf: &[u8]) -> Option<(Option<String>, Option<String>)> {
+    if buf.len() < 5 || buf[0] != 0x16 {
+        return None;
+    }
+    let record_len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+    let body = buf.get(5..5 + record_len.min(buf.len() - 5))?;
+    let mut r = Reader { buf: body, pos: 0 };
+    if r.u8()? != 0x02 {
+        return None;
+    }
+    let _len = r.u24()?;
+    let legacy = r.take(2)?;
+    let mut version = Some(u16::from_be_bytes([legacy[0], legacy[1]]));
+    let _random = r.take(32)?;
+    let sid = usize::from(r.u8()?);
+    r.take(sid)?;
+    let _suite = r.take(2)?;
+    let _comp = r.u8()?;
+    let mut alpn = None;
+    if r.pos < body.len() {
+        let total = r.u16()?;
+        let exts = r.take(total)?;
+        let mut e = Reader { buf: exts, pos: 0 };
+        while e.pos < exts.len() {
+            let kind = e.u16()?;
+            let len = e.u16()?;
+            let data = e.take(len)?;
+            match kind {
+                43 if data.len() == 2 => version = Some(u16::from_be_bytes([data[0], data[1]])),
+                16 if data.len() >= 3 => {
+                    let n = usize::from(data[2]);
+                    alpn = data
+                        .get(3..3 + n)
+                        .map(|p| String::from_utf8_lossy(p).into_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+    Some((version.map(version_name), alpn))
+}
+
+pub(super) fn version_name(v: u16) -> String {
+    match v {
+        0x0304 => "TLSv1.3".into(),
+        0x0303 => "TLSv1.2".into(),
+        0x0302 => "TLSv1.1".into(),
+        0x0301 => "TLSv1.0".into(),
+        other => format!("0x{other:04x}"),
+    }
+}

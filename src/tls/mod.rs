@@ -1,0 +1,129 @@
+//! TLS interception: the CA, leaf certificates per name (cached), the
+//! rustls acceptor for mocked services, and the trust files the jail gets
+//! so the SUT trusts the CA without any flag.
+
+mod ca;
+mod jks;
+mod trust;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+pub use ca::{default_ca_dir, Ca};
+pub use trust::{TrustFiles, TrustPlan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a terminated handshake agreed on, for events.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Handshake {
+    pub sni: Option<String>,
+    pub alpn: Option<String>,
+    pub version: Option<String>,
+    /// The name the leaf certificate was made for.
+    pub certificate_for: String,
+}
+
+/// Terminates TLS for mocked services with leaf certificates signed by the
+/// run's CA.
+pub struct Interceptor {
+    ca: Ca,
+    configs: Mutex<HashMap<String, Arc<ServerConfig>>>,
+}
+
+impl Interceptor {
+    pub fn new(ca: Ca) -> Self {
+        Interceptor {
+            ca,
+            configs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// A server config presenting a certificate for `name`, made once.
+    fn config_for(&self, name: &str) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(name) {
+            return Ok(c.clone());
+        }
+        let (cert_der, key_der) = self.ca.leaf(name)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert_der), self.ca.cert_der()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
+            )?;
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let cfg = Arc::new(cfg);
+        cache.insert(name.to_string(), cfg.clone());
+        Ok(cfg)
+    }
+
+    /// Completes the handshake as the server for the SNI name (or
+    /// `fallback_name`, the hostname the SUT resolved, when it sent none).
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        fallback_name: Option<&str>,
+    ) -> Result<(TlsStream<IO>, Handshake), String>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+            .await
+            .map_err(|e| format!("cannot read the ClientHello: {e}"))?;
+        let sni = start.client_hello().server_name().map(str::to_string);
+        let name = sni
+            .clone()
+            .or_else(|| fallback_name.map(str::to_string))
+            .ok_or("the client sent no SNI and the flow has no hostname")?;
+        let cfg = self.config_for(&name).map_err(|e| e.to_string())?;
+        let stream = start.into_stream(cfg).await.map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("alert") || msg.contains("Certificate") || msg.contains("certificate") {
+                format!(
+                    "client rejected the certificate for {name} ({msg}): the SUT may pin certificates or ignore the system bundle"
+                )
+            } else {
+                format!("TLS handshake for {name} failed: {msg}")
+            }
+        })?;
+        let (_, conn) = stream.get_ref();
+        let hs = Handshake {
+            sni,
+            alpn: conn
+                .alpn_protocol()
+                .map(|a| String::from_utf8_lossy(a).into_owned()),
+            version: conn
+                .protocol_version()
+                .map(|v| format!("{v:?}").replace("TLSv1_", "TLSv1.")),
+            certificate_for: name,
+        };
+        Ok((stream, hs))
+    }
+}
