@@ -100,56 +100,6 @@ fn parse_hello(body: &[u8]) -> Option<Option<String>> {
     Some(None)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A minimal ClientHello with SNI `api.pay.test`.
-    fn hello(sni: &str) -> Vec<u8> {
-        let mut ext = Vec::new();
-        let name = sni.as_bytes();
-        let mut sni_ext = Vec::new();
-        sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-        sni_ext.push(0);
-        sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        sni_ext.extend_from_slice(name);
-        ext.extend_from_slice(&0u16.to_be_bytes());
-        ext.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
-        ext.extend(sni_ext);
-        let mut body = vec![0x03, 0x03];
-        body.extend_from_slice(&[7u8; 32]);
-        body.push(0);
-        body.extend_from_slice(&2u16.to_be_bytes());
-        body.extend_from_slice(&[0x13, 0x01]);
-        body.push(1);
-        body.push(0);
-        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-        body.extend(ext);
-        let mut hs = vec![0x01];
-        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend(body);
-        let mut rec = vec![0x16, 0x03, 0x01];
-        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-        rec.extend(hs);
-        rec
-    }
-
-    #[test]
-    fn finds_sni() {
-        let h = hello("API.pay.test");
-        assert_eq!(
-            sniff_client_hello(&h),
-            Sniff::Done(Protocol::Tls {
-                sni: Some("api.pay.test".into())
-            })
-        );
-        assert_eq!(sniff_client_hello(&h[..20]), Sniff::NeedMore);
-        for i in 0..h.len() {
-            let _ = sniff_client_hello(&h[..i]);
-        }
-    }
-}
-
 /// What the server's first flight says: the negotiated version and ALPN.
 pub(super) fn parse_server_hello(buf: &[u8]) -> Option<(Option<String>, Option<String>)> {
     if buf.len() < 5 || buf[0] != 0x16 {
@@ -200,5 +150,55 @@ pub(super) fn version_name(v: u16) -> String {
         0x0302 => "TLSv1.1".into(),
         0x0301 => "TLSv1.0".into(),
         other => format!("0x{other:04x}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ClientHello with SNI `api.pay.test`.
+    fn hello(sni: &str) -> Vec<u8> {
+        let mut ext = Vec::new();
+        let name = sni.as_bytes();
+        let mut sni_ext = Vec::new();
+        sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        sni_ext.push(0);
+        sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni_ext.extend_from_slice(name);
+        ext.extend_from_slice(&0u16.to_be_bytes());
+        ext.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
+        ext.extend(sni_ext);
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[7u8; 32]);
+        body.push(0);
+        body.extend_from_slice(&2u16.to_be_bytes());
+        body.extend_from_slice(&[0x13, 0x01]);
+        body.push(1);
+        body.push(0);
+        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        body.extend(ext);
+        let mut hs = vec![0x01];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend(body);
+        let mut rec = vec![0x16, 0x03, 0x01];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend(hs);
+        rec
+    }
+
+    #[test]
+    fn finds_sni() {
+        let h = hello("API.pay.test");
+        assert_eq!(
+            sniff_client_hello(&h),
+            Sniff::Done(Protocol::Tls {
+                sni: Some("api.pay.test".into())
+            })
+        );
+        assert_eq!(sniff_client_hello(&h[..20]), Sniff::NeedMore);
+        for i in 0..h.len() {
+            let _ = sniff_client_hello(&h[..i]);
+        }
     }
 }
