@@ -16,7 +16,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 const BODY: &[u8] = br#"{"id":"ch_1","status":"succeeded","amount":500}"#;
 
-fn tls_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, Box<dyn std::error::Error>> {
+fn tls_config(
+    cert: &str,
+    key: &str,
+) -> Result<Arc<rustls::ServerConfig>, Box<dyn std::error::Error>> {
     let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(cert)?))
         .collect::<Result<Vec<_>, _>>()?;
     let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(key)?))?
@@ -57,7 +60,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => None,
     };
     // Same runtime shape as meshwrap: one thread.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         loop {

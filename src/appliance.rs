@@ -452,6 +452,13 @@ impl Appliance {
         if let Some(e) = &error {
             self.inner.events.notice(Some(meta.id), e.clone());
         }
+        // The responder may return before the stack sent its last bytes.
+        for _ in 0..200 {
+            if aborter.pending_out() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let bytes = aborter.byte_counts();
         let ev = flow_event(
             &meta,

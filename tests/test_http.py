@@ -676,6 +676,10 @@ try:
         if not d:
             break
         got += d
+    # read1() returns b"" at a FIN even when the body is short; a client
+    # that checks Content-Length (as read() does) sees the truncation.
+    if length is not None and len(got) < int(length):
+        error = f"IncompleteRead: {len(got)} of {length} bytes"
 except Exception as e:
     error = f"{type(e).__name__}: {e}"
 p = subprocess.run(CURL + ["-o", "curl.out", "http://api.faults.test" + path], capture_output=True)

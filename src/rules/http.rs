@@ -436,7 +436,7 @@ struct RawResponse {
     #[serde(default)]
     body: Option<Template>,
     #[serde(default)]
-    json: Option<serde_json::Value>,
+    json: Option<JsonTemplate>,
     #[serde(default)]
     base64: Option<String>,
     #[serde(default)]
@@ -467,8 +467,7 @@ impl TryFrom<RawResponse> for ResponseSpec {
         let body = if let Some(t) = r.body {
             BodySpec::Text(t)
         } else if let Some(j) = r.json {
-            check_json_templates(&j)?;
-            BodySpec::Json(j)
+            BodySpec::Json(j.0)
         } else if let Some(b) = r.base64 {
             use base64::Engine;
             let clean: String = b.split_whitespace().collect();
@@ -491,6 +490,19 @@ impl TryFrom<RawResponse> for ResponseSpec {
             body,
             delay: r.delay.map(|d| d.0),
         })
+    }
+}
+
+/// A JSON body whose strings may be templates, checked where it is
+/// written (so errors point into it).
+#[derive(Debug, Clone)]
+struct JsonTemplate(serde_json::Value);
+
+impl<'de> Deserialize<'de> for JsonTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        check_json_templates(&v).map_err(de::Error::custom)?;
+        Ok(JsonTemplate(v))
     }
 }
 

@@ -157,6 +157,18 @@ impl FlowHandle {
         (p.bytes_in, p.bytes_out)
     }
 
+    /// Bytes written by the flow's task that the stack has not yet handed
+    /// to smoltcp.
+    pub fn pending_out(&self) -> usize {
+        self.shared.lock().outbound.len()
+    }
+
+    /// Sends FIN once everything written so far is sent; later writes fail.
+    pub fn shutdown_write(&self) {
+        self.shared.lock().app_shutdown = true;
+        self.shared.mark_dirty();
+    }
+
     /// Resets after everything written so far was delivered and acknowledged.
     pub fn abort_after_flush(&self) {
         self.shared.lock().abort_when_flushed = true;

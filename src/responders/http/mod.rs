@@ -134,7 +134,9 @@ where
         async move { Ok::<_, Infallible>(handle(svc, ctx, aborter, req).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(64 * 1024).pipeline_flush(true);
+    // No `pipeline_flush`: with it hyper holds writes while unread bytes
+    // sit in its buffer, so the 400 for a malformed request never left.
+    builder.http1().max_buf_size(64 * 1024);
     if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!("HTTP connection ended: {e}");
     }

@@ -123,7 +123,7 @@ impl RequestView {
             }
         }
         if let Some(j) = &when.json {
-            if self.json.as_ref() != Some(j) {
+            if !json_equal(self.json.as_ref()?, j) {
                 return None;
             }
         }
@@ -148,6 +148,23 @@ fn strip_port(h: &str) -> String {
     match h.rsplit_once(':') {
         Some((a, p)) if p.chars().all(|c| c.is_ascii_digit()) => a.to_string(),
         _ => h.to_string(),
+    }
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`).
+pub(crate) fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| json_equal(v, w))
+        }
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (x, y) => x == y,
     }
 }
 

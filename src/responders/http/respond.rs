@@ -419,15 +419,22 @@ async fn deliver(
             let first = first.clone();
             let aborter = aborter.clone();
             async move {
-                match step {
-                    0 => Some((Ok(Frame::data(first)), 1)),
-                    _ if truncate => Some((Err(std::io::Error::other("truncated by a fault")), 2)),
-                    _ => {
-                        aborter.abort_after_flush();
-                        std::future::pending::<()>().await;
-                        None
-                    }
+                if step == 0 {
+                    return Some((Ok::<_, std::io::Error>(Frame::data(first)), 1));
                 }
+                // Stay pending a moment so hyper flushes the headers and the
+                // first half into the flow; then cut the connection after
+                // those bytes (FIN for truncate, RST for a mid-body reset).
+                // An error from this stream would make hyper drop its queued
+                // bytes unsent.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if truncate {
+                    aborter.shutdown_write();
+                } else {
+                    aborter.abort_after_flush();
+                }
+                std::future::pending::<()>().await;
+                None
             }
         });
         BodyExt::boxed(StreamBody::new(s))
