@@ -23,8 +23,12 @@ use crate::stack::{Datagram, Flow, FlowHandler, HeldOutcome, StackHandle, SynVer
 pub struct ApplianceConfig {
     pub net: JailNet,
     pub rules: RuleSet,
-    pub unmatched: Unmatched,
+    /// `--unmatched`: wins over the rules' `unmatched:` (default refuse).
+    pub unmatched: Option<Unmatched>,
     pub events: EventSink,
+    /// Host loopback ports the jail must not reach through the gateway
+    /// (the admin API), unless a service claims them.
+    pub protected_ports: Vec<u16>,
     /// Terminates TLS for mocked services; `None` turns interception off.
     pub interceptor: Option<Arc<crate::tls::Interceptor>>,
 }
@@ -33,19 +37,45 @@ struct Pending {
     decision: Decision,
     started: Instant,
     upstream: Option<TcpStream>,
+    /// The rules in force when the flow opened: it keeps them to the end.
+    snapshot: Arc<Snapshot>,
+}
+
+/// The rules in force and the responders built from them; replaced whole
+/// on reload, so a flow never sees half of two rule sets.
+pub struct Snapshot {
+    pub rules: Arc<RuleSet>,
+    pub unmatched: Unmatched,
+    pub responders: Arc<Registry>,
+    /// Counts reloads; 0 for the rules given at start.
+    pub generation: u64,
+}
+
+/// A flow still open, for the control API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveFlow {
+    pub flow_id: u64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub host: Option<String>,
+    pub decision: &'static str,
+    pub reason: String,
+    pub service: Option<String>,
+    pub since: String,
 }
 
 struct Inner {
     net: JailNet,
-    rules: RwLock<Arc<RuleSet>>,
-    unmatched: RwLock<Unmatched>,
+    current: RwLock<Arc<Snapshot>>,
+    unmatched_override: Option<Unmatched>,
+    protected_ports: Vec<u16>,
+    live: Mutex<HashMap<u64, LiveFlow>>,
     resolver: Resolver,
     events: EventSink,
     stack: OnceLock<StackHandle>,
     pending: Mutex<HashMap<u64, Pending>>,
     udp: UdpNat,
     active: AtomicU64,
-    responders: Registry,
     interceptor: Option<Arc<crate::tls::Interceptor>>,
     /// UDP (source, destination) pairs already reported as dropped.
     udp_dropped: Mutex<std::collections::HashSet<(SocketAddr, SocketAddr)>>,
@@ -59,28 +89,28 @@ pub struct Appliance {
 
 impl Appliance {
     pub fn new(cfg: ApplianceConfig) -> Self {
-        let responders = Registry::build(&cfg.rules, &cfg.events);
-        let rules = Arc::new(cfg.rules);
+        let snapshot = build_snapshot(cfg.rules, cfg.unmatched, &cfg.events, 0);
         let resolver = Resolver::new(
             cfg.net,
             DnsPolicy {
-                rules: rules.clone(),
-                unmatched: cfg.unmatched,
+                rules: snapshot.rules.clone(),
+                unmatched: snapshot.unmatched,
             },
             cfg.events.clone(),
         );
         Appliance {
             inner: Arc::new(Inner {
                 net: cfg.net,
-                rules: RwLock::new(rules),
-                unmatched: RwLock::new(cfg.unmatched),
+                current: RwLock::new(Arc::new(snapshot)),
+                unmatched_override: cfg.unmatched,
+                protected_ports: cfg.protected_ports,
+                live: Mutex::new(HashMap::new()),
                 resolver,
                 events: cfg.events,
                 stack: OnceLock::new(),
                 pending: Mutex::new(HashMap::new()),
                 udp: UdpNat::default(),
                 active: AtomicU64::new(0),
-                responders,
                 udp_dropped: Mutex::new(Default::default()),
                 interceptor: cfg.interceptor,
             }),
@@ -97,28 +127,109 @@ impl Appliance {
         self.inner.active.load(Ordering::Relaxed)
     }
 
-    fn rules(&self) -> Arc<RuleSet> {
+    /// The rules and responders in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner
-            .rules
+            .current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn unmatched(&self) -> Unmatched {
+    /// Puts a new rule set in force for new flows (flows already open keep
+    /// theirs). Responders start from the new rules' seeds.
+    pub fn reload(&self, rules: RuleSet) -> Arc<Snapshot> {
+        let generation = self.snapshot().generation + 1;
+        let snap = Arc::new(build_snapshot(
+            rules,
+            self.inner.unmatched_override,
+            &self.inner.events,
+            generation,
+        ));
+        self.inner.resolver.set_policy(DnsPolicy {
+            rules: snap.rules.clone(),
+            unmatched: snap.unmatched,
+        });
         *self
             .inner
-            .unmatched
-            .read()
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = snap.clone();
+        snap
+    }
+
+    /// Puts responder state (sequences, counters, resources) back to the
+    /// seeds, for one service or all; returns the services reset.
+    pub fn reset(&self, service: Option<&str>) -> Result<Vec<String>, String> {
+        let snap = self.snapshot();
+        snap.responders.reset(service)
+    }
+
+    /// Flows open now.
+    pub fn live_flows(&self) -> Vec<LiveFlow> {
+        let mut v: Vec<LiveFlow> = self
+            .inner
+            .live
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|f| f.flow_id);
+        v
+    }
+
+    fn track_live(&self, meta: &FlowMeta, decision: &Decision) {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                meta.id,
+                LiveFlow {
+                    flow_id: meta.id,
+                    src: meta.src,
+                    dst: meta.dst,
+                    host: meta.host.clone(),
+                    decision: decision.kind.label(),
+                    reason: decision.reason.clone(),
+                    service: decision.service.clone(),
+                    since: now_rfc3339(),
+                },
+            );
     }
 
     fn stack(&self) -> Option<&StackHandle> {
         self.inner.stack.get()
     }
 
-    /// Where a flow to `dst` goes and why.
+    /// Where a flow to `dst` goes and why, under the rules in force.
     pub fn decide(&self, host: Option<&str>, dst: SocketAddr) -> Decision {
+        self.decide_with(&self.snapshot(), host, dst)
+    }
+
+    fn decide_with(&self, snap: &Snapshot, host: Option<&str>, dst: SocketAddr) -> Decision {
+        let d = self.decide_inner(snap, host, dst);
+        // The admin API listens on the host's loopback: the gateway must not
+        // become a way in, unless a rule deliberately claims the port.
+        let to_protected = d.kind == DecisionKind::Pass
+            && d.service.is_none()
+            && d.upstream.is_some_and(|u| {
+                u.ip().is_loopback() && self.inner.protected_ports.contains(&u.port())
+            });
+        if to_protected {
+            return Decision {
+                kind: DecisionKind::Refuse,
+                reason: "meshwrap's admin API is not reachable from the jail (claim the port with a service to allow it)".into(),
+                upstream: None,
+                upstream_name: None,
+                service: None,
+            };
+        }
+        d
+    }
+
+    fn decide_inner(&self, snap: &Snapshot, host: Option<&str>, dst: SocketAddr) -> Decision {
         let net = &self.inner.net;
         let pass = |reason: String,
                     upstream: Option<SocketAddr>,
@@ -137,7 +248,7 @@ impl Appliance {
             upstream_name: None,
             service,
         };
-        let rules = self.rules();
+        let rules = &snap.rules;
         // Where a pass of this flow would connect.
         let target = || -> (Option<SocketAddr>, Option<(String, u16)>) {
             if net.is_gateway(dst.ip()) {
@@ -194,7 +305,7 @@ impl Appliance {
                 );
             }
         }
-        match self.unmatched() {
+        match snap.unmatched {
             Unmatched::Refuse => {
                 refuse("unmatched: refuse (no rule claims this flow)".into(), None)
             }
@@ -217,7 +328,16 @@ impl Appliance {
         error: Option<String>,
     ) {
         let ev = flow_event(meta, decision, protocol, started, bytes, error);
+        self.untrack(meta.id);
         self.inner.events.record(Event::Flow(ev));
+    }
+
+    fn untrack(&self, id: u64) {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     /// As `record_flow`, with the flow's TLS parameters.
@@ -229,6 +349,7 @@ impl Appliance {
             }
         }
         ev.tls = tls;
+        self.untrack(ev.flow_id);
         self.inner.events.record(Event::Flow(ev));
     }
 }
@@ -274,7 +395,13 @@ fn flow_event(
 
 impl Appliance {
     /// Connects upstream for a held SYN, then lets the stack answer it.
-    async fn connect_held(self, meta: FlowMeta, decision: Decision, started: Instant) {
+    async fn connect_held(
+        self,
+        meta: FlowMeta,
+        decision: Decision,
+        started: Instant,
+        snapshot: Arc<Snapshot>,
+    ) {
         let Some(stack) = self.stack().cloned() else {
             return;
         };
@@ -319,6 +446,7 @@ impl Appliance {
                             decision,
                             started,
                             upstream: Some(stream),
+                            snapshot,
                         },
                     );
                 stack.resolve(meta.id, HeldOutcome::Accept);
@@ -391,7 +519,7 @@ impl Appliance {
         let mut error = None;
         let mut tls = None;
         let mut protocol = protocol;
-        match (&protocol, self.inner.responders.http(&service)) {
+        match (&protocol, pending.snapshot.responders.http(&service)) {
             (Protocol::Http1 { .. } | Protocol::Http2, Some(svc)) => {
                 responders::http::serve(svc, io, ctx, aborter.clone()).await;
             }
@@ -532,7 +660,11 @@ impl FlowHandler for Appliance {
             self.record_flow(meta, &decision, &Protocol::None, started, (0, 0), None);
             return SynVerdict::Refuse;
         }
-        let decision = self.decide(meta.host.as_deref(), meta.dst);
+        let snapshot = self.snapshot();
+        let decision = self.decide_with(&snapshot, meta.host.as_deref(), meta.dst);
+        if decision.kind != DecisionKind::Refuse {
+            self.track_live(meta, &decision);
+        }
         match decision.kind {
             DecisionKind::Refuse => {
                 self.record_flow(meta, &decision, &Protocol::None, started, (0, 0), None);
@@ -541,7 +673,7 @@ impl FlowHandler for Appliance {
             DecisionKind::Pass => {
                 let this = self.clone();
                 let m = meta.clone();
-                tokio::spawn(this.connect_held(m, decision, started));
+                tokio::spawn(this.connect_held(m, decision, started, snapshot));
                 SynVerdict::Hold
             }
             DecisionKind::Mock => {
@@ -555,6 +687,7 @@ impl FlowHandler for Appliance {
                             decision,
                             started,
                             upstream: None,
+                            snapshot,
                         },
                     );
                 SynVerdict::Accept
@@ -701,6 +834,21 @@ impl FlowHandler for Appliance {
                 .udp
                 .send(&stack, d.src, d.dst, target, d.payload, on_end);
         });
+    }
+}
+
+fn build_snapshot(
+    rules: RuleSet,
+    unmatched: Option<Unmatched>,
+    events: &EventSink,
+    generation: u64,
+) -> Snapshot {
+    let responders = Arc::new(Registry::build(&rules, events));
+    Snapshot {
+        unmatched: unmatched.or(rules.unmatched).unwrap_or(Unmatched::Refuse),
+        rules: Arc::new(rules),
+        responders,
+        generation,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod appliance;
 pub mod cli;
+pub mod control;
 pub mod dns;
 pub mod egress;
 pub mod events;

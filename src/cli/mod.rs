@@ -54,6 +54,18 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         ca_dir: Option<PathBuf>,
     },
+    /// Check expectations against a running meshwrap's journal (its
+    /// --admin API); exits 1 when one fails.
+    Verify {
+        /// The admin address of the running meshwrap.
+        #[arg(long, value_name = "ADDR")]
+        admin: crate::control::AdminAddr,
+        /// Bearer token file, if the admin API needs one.
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
+        /// A YAML or JSON file: a list of expectations, or `expect: [...]`.
+        file: PathBuf,
+    },
     /// Ask the rules about a flow.
     Rules {
         #[command(subcommand)]
@@ -109,6 +121,23 @@ pub struct RunArgs {
     /// mounts, no SSL_CERT_FILE & co.): HTTPS mocks then fail verification.
     #[arg(long)]
     pub no_ca_injection: bool,
+    /// Serve the admin API (metrics, health, flows, events, journal,
+    /// verify, reset, rules) on ADDR: 127.0.0.1:9901, [::1]:9901 or
+    /// unix:/path.sock. Off by default; never reachable from the jail.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<crate::control::AdminAddr>,
+    /// A file holding the bearer token that mutating admin calls need;
+    /// required when --admin is not loopback or a unix socket.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Reload the --rules files when they change on disk (each reload or
+    /// rejection is an event; running flows keep their rules).
+    #[arg(long)]
+    pub watch: bool,
+    /// Do not keep a journal of requests in memory (expectations and the
+    /// admin API's /requests then see none; events are still written).
+    #[arg(long)]
+    pub no_journal: bool,
     /// Do not check the rules' `expect:` entries at exit (they otherwise
     /// make meshwrap exit 1 when unmet, even if the command succeeded).
     #[arg(long)]
@@ -139,6 +168,11 @@ pub fn main() -> i32 {
                 },
         }) => explain(&rules, host.as_deref(), port, addr, unmatched),
         Some(Command::Ca { export, ca_dir }) => export_ca(&export, ca_dir),
+        Some(Command::Verify {
+            admin,
+            admin_token_file,
+            file,
+        }) => verify_remote(&admin, admin_token_file.as_deref(), &file),
         None => run(cli.run),
     };
     match res {
@@ -217,8 +251,9 @@ fn explain(
     let appliance = Appliance::new(ApplianceConfig {
         net,
         rules: set.clone(),
-        unmatched,
+        unmatched: Some(unmatched),
         events: EventSink::new(),
+        protected_ports: Vec::new(),
         interceptor: None,
     });
     let d = appliance.decide(host, dst);
@@ -257,6 +292,75 @@ fn explain(
     Ok(0)
 }
 
+fn read_token(path: Option<&std::path::Path>) -> Result<Option<String>> {
+    path.map(|p| {
+        std::fs::read_to_string(p)
+            .map(|t| t.trim().to_string())
+            .with_context(|| format!("cannot read the admin token from {}", p.display()))
+    })
+    .transpose()
+}
+
+/// POSTs expectations to a running meshwrap's admin API.
+fn verify_remote(
+    admin: &crate::control::AdminAddr,
+    token_file: Option<&std::path::Path>,
+    file: &std::path::Path,
+) -> Result<i32> {
+    use http_body_util::BodyExt;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    crate::control::parse_expects(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let token = read_token(token_file)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) = rt
+        .block_on(async {
+            let io: Box<dyn crate::control::Io> = match admin {
+                crate::control::AdminAddr::Tcp(a) => {
+                    Box::new(tokio::net::TcpStream::connect(a).await?)
+                }
+                crate::control::AdminAddr::Unix(p) => {
+                    Box::new(tokio::net::UnixStream::connect(p).await?)
+                }
+            };
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+            tokio::spawn(conn);
+            let mut req = hyper::Request::post("/verify")
+                .header("host", "meshwrap")
+                .header("content-type", "application/yaml");
+            if let Some(t) = &token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let resp = sender
+                .send_request(req.body(http_body_util::Full::new(bytes::Bytes::from(text)))?)
+                .await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, anyhow::Error>((status, body))
+        })
+        .with_context(|| format!("cannot reach the admin API at {admin:?}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        bail!(
+            "the admin API answered {status}: {}",
+            v.get("error").and_then(|e| e.as_str()).unwrap_or("")
+        );
+    }
+    if let Some(results) = v.get("results").and_then(|r| r.as_array()) {
+        for r in results {
+            print!("{}", r.get("report").and_then(|x| x.as_str()).unwrap_or(""));
+        }
+    }
+    Ok(if v.get("ok").and_then(|o| o.as_bool()) == Some(true) {
+        0
+    } else {
+        1
+    })
+}
+
 fn export_ca(path: &std::path::Path, dir: Option<PathBuf>) -> Result<i32> {
     let dir = dir.unwrap_or_else(crate::tls::default_ca_dir);
     let ca = crate::tls::Ca::persistent(&dir)?;
@@ -282,16 +386,11 @@ fn run(args: RunArgs) -> Result<i32> {
         bail!("nothing to run: give a command after `--`, e.g. `meshwrap -- curl http://host.meshwrap.internal:8000/` (see --help)");
     }
     let rules = RuleSet::load(&args.rules)?;
-    let unmatched = args
-        .unmatched
-        .or(rules.unmatched)
-        .unwrap_or(Unmatched::Refuse);
     let events = match &args.events {
         Some(p) => EventSink::with_file(p)
             .with_context(|| format!("cannot write events to {}", p.display()))?,
         None => EventSink::new(),
     };
-    let expects = rules.expects.clone();
     let net = JailNet::default();
     let ca = match &args.ca_dir {
         Some(dir) => crate::tls::Ca::persistent(dir),
@@ -322,17 +421,47 @@ fn run(args: RunArgs) -> Result<i32> {
     let appliance = Appliance::new(ApplianceConfig {
         net,
         rules,
-        unmatched,
+        unmatched: args.unmatched,
         events: events.clone(),
+        protected_ports: match &args.admin {
+            Some(crate::control::AdminAddr::Tcp(a)) => vec![a.port()],
+            _ => Vec::new(),
+        },
         interceptor: Some(Arc::new(crate::tls::Interceptor::new(ca))),
     });
-    let code = runtime.block_on(supervise(&jail, tun, net, appliance))?;
+    if args.no_journal {
+        events.disable_journal();
+    }
+    let admin = match &args.admin {
+        Some(addr) => {
+            let token = read_token(args.admin_token_file.as_deref())?;
+            if !addr.is_local() && token.is_none() {
+                bail!("--admin {addr:?} is reachable from other machines: give --admin-token-file so mutating calls need a bearer token");
+            }
+            Some((addr.clone(), token))
+        }
+        None => None,
+    };
+    let watch = args.watch.then(|| args.rules.clone());
+    let final_rules = appliance.clone();
+    let code = runtime.block_on(supervise(
+        &jail,
+        tun,
+        net,
+        appliance,
+        events.clone(),
+        admin,
+        watch,
+    ))?;
     runtime.shutdown_timeout(Duration::from_millis(200));
     drop(jail);
     let summary = events.finish();
     if !args.quiet {
         eprint!("{summary}");
     }
+    // The expectations of the rules in force at the end (a reload may
+    // have replaced them).
+    let expects = final_rules.snapshot().rules.expects.clone();
     if args.no_verify || expects.is_empty() {
         return Ok(code);
     }
@@ -360,14 +489,40 @@ async fn supervise(
     tun: std::os::fd::OwnedFd,
     net: JailNet,
     appliance: Appliance,
+    events: EventSink,
+    admin: Option<(crate::control::AdminAddr, Option<String>)>,
+    watch: Option<Vec<PathBuf>>,
 ) -> Result<i32> {
     use std::os::fd::IntoRawFd;
     // SAFETY: the fd is a TUN device we own; the AsyncDevice takes it over.
     let dev = unsafe { tun_rs::AsyncDevice::from_fd(tun.into_raw_fd()) }
         .context("cannot use the TUN device")?;
     let stack = Stack::new(dev, net, Arc::new(appliance.clone()));
+    let stack_handle = stack.handle();
     appliance.attach(stack.handle());
     tokio::spawn(stack.run());
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some((addr, token)) = admin {
+        let metrics = crate::control::Metrics::new();
+        events.add_observer(metrics.clone());
+        events.enable_control();
+        let control = Arc::new(crate::control::Control {
+            appliance: appliance.clone(),
+            events: events.clone(),
+            metrics,
+            stack: Some(stack_handle),
+            ready: ready.clone(),
+            token,
+        });
+        control.serve(addr).await?;
+    }
+    if let Some(files) = watch {
+        tokio::spawn(crate::control::watch_files(
+            files,
+            appliance.clone(),
+            events.clone(),
+        ));
+    }
     // Handlers go in before the SUT starts: a signal in the first moments
     // must be forwarded, not kill meshwrap.
     let signals = SignalStreams::install().context("cannot install signal handlers")?;
@@ -375,6 +530,7 @@ async fn supervise(
         eprintln!("meshwrap: {e}");
         return Ok(e.exit_code());
     }
+    ready.store(true, std::sync::atomic::Ordering::Release);
     let pid = jail.pid();
     let forward = tokio::spawn(signals.forward(pid));
     let code = tokio::task::spawn_blocking(move || Jail::wait(pid))

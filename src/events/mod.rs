@@ -84,6 +84,30 @@ pub struct HttpEvent {
     /// The fault applied, if any (latency, hang, reset, …).
     pub fault: Option<&'static str>,
     pub error: Option<String>,
+    /// For a request no route answered: the routes that came closest and
+    /// what differed (WireMock's near misses).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub near_misses: Vec<NearMiss>,
+}
+
+/// A route that almost matched a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct NearMiss {
+    pub route: String,
+    /// Each condition that failed, e.g. `header x-api-key: "k2" does not match "k1"`.
+    pub differences: Vec<String>,
+}
+
+/// A rule reload (admin API or `--watch`), accepted or rejected.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadEvent {
+    pub time: String,
+    /// `admin` or `watch`.
+    pub source: &'static str,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub services: Vec<String>,
+    pub generation: u64,
 }
 
 /// Something the user should know that is not a flow (for example a
@@ -101,8 +125,17 @@ pub enum Event {
     Flow(FlowEvent),
     Dns(DnsEvent),
     Http(HttpEvent),
+    Reload(ReloadEvent),
     Notice(NoticeEvent),
 }
+
+/// Something that wants to see every event as it is recorded (metrics).
+pub trait Observer: Send + Sync {
+    fn observe(&self, event: &Event);
+}
+
+/// How many serialized events the control API keeps for `GET /events`.
+const RECENT_EVENTS: usize = 10_000;
 
 /// RFC 3339 UTC timestamp for the `time` field.
 pub fn now_rfc3339() -> String {
@@ -114,6 +147,12 @@ pub fn now_rfc3339() -> String {
 #[derive(Default)]
 struct Inner {
     writer: Option<BufWriter<File>>,
+    /// Serialized events for the control API (only once it is enabled).
+    recent: Option<std::collections::VecDeque<Arc<str>>>,
+    follow: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
+    observers: Vec<Arc<dyn Observer>>,
+    /// Off with `--no-journal`: HTTP events are written but not kept.
+    journal_off: bool,
     flows: Vec<FlowEvent>,
     http: Vec<HttpEvent>,
     /// Every route of every HTTP service, to list those never called.
@@ -148,10 +187,25 @@ impl EventSink {
 
     pub fn record(&self, event: Event) {
         let mut inner = self.lock();
-        if let Some(w) = inner.writer.as_mut() {
+        for o in &inner.observers {
+            o.observe(&event);
+        }
+        let line: Option<Arc<str>> = (inner.writer.is_some() || inner.recent.is_some())
+            .then(|| serde_json::to_string(&event).ok().map(Arc::from))
+            .flatten();
+        if let (Some(recent), Some(line)) = (inner.recent.as_mut(), &line) {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(line.clone());
+        }
+        if let (Some(tx), Some(line)) = (&inner.follow, &line) {
+            let _ = tx.send(line.clone());
+        }
+        if let (Some(w), Some(line)) = (inner.writer.as_mut(), &line) {
             // Each line is flushed so a test or `tail -f` sees it at once.
-            let res = serde_json::to_writer(&mut *w, &event)
-                .map_err(std::io::Error::other)
+            let res = w
+                .write_all(line.as_bytes())
                 .and_then(|_| w.write_all(b"\n"))
                 .and_then(|_| w.flush());
             if let Err(e) = res {
@@ -164,7 +218,8 @@ impl EventSink {
         match event {
             Event::Flow(f) => inner.flows.push(f),
             Event::Dns(_) => inner.dns_count += 1,
-            Event::Http(h) => inner.http.push(h),
+            Event::Http(h) if !inner.journal_off => inner.http.push(h),
+            Event::Http(_) | Event::Reload(_) => {}
             Event::Notice(_) => {}
         }
     }
@@ -183,6 +238,57 @@ impl EventSink {
         let mut inner = self.lock();
         for r in routes {
             inner.routes.push((service.to_string(), r));
+        }
+    }
+
+    /// Keeps recent events and a live feed for the control API.
+    pub fn enable_control(&self) {
+        let mut inner = self.lock();
+        inner.recent.get_or_insert_with(Default::default);
+        if inner.follow.is_none() {
+            inner.follow = Some(tokio::sync::broadcast::channel(4096).0);
+        }
+    }
+
+    pub fn add_observer(&self, o: Arc<dyn Observer>) {
+        self.lock().observers.push(o);
+    }
+
+    /// Stops keeping HTTP events in memory (they are still written and
+    /// observed); expectations then see no calls.
+    pub fn disable_journal(&self) {
+        self.lock().journal_off = true;
+    }
+
+    /// The recent events (JSON lines) and a receiver for the ones to come.
+    pub fn subscribe(
+        &self,
+    ) -> (
+        Vec<Arc<str>>,
+        Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
+    ) {
+        let inner = self.lock();
+        let recent = inner
+            .recent
+            .as_ref()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default();
+        (recent, inner.follow.as_ref().map(|tx| tx.subscribe()))
+    }
+
+    /// Recent flow events (newest last), for `GET /flows`.
+    pub fn recent_flows(&self, limit: usize) -> Vec<FlowEvent> {
+        let inner = self.lock();
+        let n = inner.flows.len();
+        inner.flows[n.saturating_sub(limit)..].to_vec()
+    }
+
+    /// Forgets the journal of one service, or of all.
+    pub fn clear_journal(&self, service: Option<&str>) {
+        let mut inner = self.lock();
+        match service {
+            Some(s) => inner.http.retain(|e| e.service != s),
+            None => inner.http.clear(),
         }
     }
 

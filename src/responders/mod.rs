@@ -51,4 +51,25 @@ impl Registry {
     pub fn http(&self, service: &str) -> Option<Arc<http::HttpService>> {
         self.http.get(service).cloned()
     }
+
+    /// Resets one service's state (or every service's) to its seeds.
+    pub fn reset(&self, service: Option<&str>) -> Result<Vec<String>, String> {
+        match service {
+            Some(name) => match self.http.get(name) {
+                Some(s) => {
+                    s.reset();
+                    Ok(vec![name.to_string()])
+                }
+                None => Err(format!("no mocked service is named `{name}`")),
+            },
+            None => {
+                let mut names: Vec<String> = self.http.keys().cloned().collect();
+                names.sort();
+                for s in self.http.values() {
+                    s.reset();
+                }
+                Ok(names)
+            }
+        }
+    }
 }

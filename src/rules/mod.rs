@@ -119,6 +119,8 @@ pub struct RuleSet {
     pub hosts: BTreeMap<String, IpAddr>,
     pub services: Vec<Service>,
     pub expects: Vec<ExpectSpec>,
+    /// The texts the set was built from, with their paths.
+    pub sources: Vec<(PathBuf, String)>,
 }
 
 impl RuleSet {
@@ -126,21 +128,35 @@ impl RuleSet {
     /// earlier ones; a host defined twice with different addresses is an
     /// error; the last `unmatched` wins.
     pub fn load(files: &[PathBuf]) -> Result<RuleSet, RulesError> {
-        let mut set = RuleSet::default();
-        let mut host_origin: BTreeMap<String, String> = BTreeMap::new();
-        let mut service_origin: BTreeMap<String, String> = BTreeMap::new();
+        let mut sources = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(file).map_err(|source| RulesError::Read {
                 file: file.clone(),
                 source,
             })?;
-            let parsed = parse_str(file, &text)?;
+            sources.push((file.clone(), text));
+        }
+        RuleSet::from_sources(&sources)
+    }
+
+    /// As `load`, from texts already read; each is labelled with its path
+    /// (for errors, and as the folder `file:` bodies are relative to).
+    pub fn from_sources(sources: &[(PathBuf, String)]) -> Result<RuleSet, RulesError> {
+        let mut set = RuleSet {
+            sources: sources.to_vec(),
+            ..Default::default()
+        };
+        let mut host_origin: BTreeMap<String, String> = BTreeMap::new();
+        let mut service_origin: BTreeMap<String, String> = BTreeMap::new();
+        for (file, text) in sources {
+            let text = text.as_str();
+            let parsed = parse_str(file, text)?;
             if parsed.unmatched.is_some() {
                 set.unmatched = parsed.unmatched;
             }
             for (name, addr) in parsed.hosts {
                 let key = name.trim_end_matches('.').to_ascii_lowercase();
-                let (line, column) = locate(&text, &name);
+                let (line, column) = locate(text, &name);
                 let valid = !key.is_empty()
                     && key.split('.').all(|l| {
                         !l.is_empty()
@@ -176,7 +192,7 @@ impl RuleSet {
                 set.hosts.insert(key, addr);
             }
             for (i, spec) in parsed.services.into_iter().enumerate() {
-                let (line, column) = locate_service(&text, &spec.name);
+                let (line, column) = locate_service(text, &spec.name);
                 let invalid = |field: &str, message: String| RulesError::Invalid {
                     file: file.clone(),
                     line,
@@ -255,7 +271,7 @@ impl RuleSet {
         for (i, e) in set.expects.iter().enumerate() {
             let Some(svc) = set.services.iter().find(|s| s.name == e.service) else {
                 return Err(expect_error(
-                    files,
+                    sources,
                     i,
                     &e.service,
                     format!("no service is named `{}`", e.service),
@@ -270,7 +286,7 @@ impl RuleSet {
                     .collect();
                 if !names.iter().any(|n| n == route) {
                     return Err(expect_error(
-                        files,
+                        sources,
                         i,
                         route,
                         format!(
@@ -339,23 +355,26 @@ pub fn route_label(r: &http::RouteSpec, index: usize) -> String {
 
 /// An error about the `i`-th expectation, placed at its text in whichever
 /// file holds it.
-fn expect_error(files: &[PathBuf], i: usize, needle: &str, message: String) -> RulesError {
-    for f in files {
-        if let Ok(text) = std::fs::read_to_string(f) {
-            if text.contains("expect:") && text.contains(needle) {
-                let (line, column) = locate(&text, needle);
-                return RulesError::Invalid {
-                    file: f.clone(),
-                    line,
-                    column,
-                    field: format!("expect[{i}]"),
-                    message,
-                };
-            }
+fn expect_error(
+    sources: &[(PathBuf, String)],
+    i: usize,
+    needle: &str,
+    message: String,
+) -> RulesError {
+    for (f, text) in sources {
+        if text.contains("expect:") && text.contains(needle) {
+            let (line, column) = locate(text, needle);
+            return RulesError::Invalid {
+                file: f.clone(),
+                line,
+                column,
+                field: format!("expect[{i}]"),
+                message,
+            };
         }
     }
     RulesError::Invalid {
-        file: files.first().cloned().unwrap_or_default(),
+        file: sources.first().map(|(f, _)| f.clone()).unwrap_or_default(),
         line: 1,
         column: 1,
         field: format!("expect[{i}]"),

@@ -224,7 +224,28 @@ impl HttpService {
             request_headers: req.headers.clone(),
             fault,
             error,
+            near_misses: if route.is_none() && matches!(answered_by, "fallback" | "pass") {
+                self.near_misses(req)
+            } else {
+                Vec::new()
+            },
         }));
+    }
+
+    /// The three routes closest to matching `req`, with what differed.
+    fn near_misses(&self, req: &RequestView) -> Vec<crate::events::NearMiss> {
+        let mut misses: Vec<crate::events::NearMiss> = self
+            .routes
+            .iter()
+            .map(|r| crate::events::NearMiss {
+                route: r.label.clone(),
+                differences: req.mismatches(&r.spec.when),
+            })
+            .filter(|m| !m.differences.is_empty())
+            .collect();
+        misses.sort_by_key(|m| m.differences.len());
+        misses.truncate(3);
+        misses
     }
 }
 

@@ -141,6 +141,100 @@ impl RequestView {
     }
 }
 
+impl RequestView {
+    /// Every condition of `when` that this request fails, in words.
+    pub fn mismatches(&self, when: &WhenSpec) -> Vec<String> {
+        let mut out = Vec::new();
+        if !when.method.0.is_empty()
+            && !when
+                .method
+                .0
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&self.method))
+        {
+            out.push(format!(
+                "method {} is not {}",
+                self.method,
+                when.method.0.join(" or ")
+            ));
+        }
+        if let Some(p) = &when.path {
+            if p.matches(&self.path).is_none() {
+                out.push(format!("path {} does not match {}", self.path, p.text));
+            }
+        }
+        if let Some(re) = &when.path_regex {
+            if !re.0.is_match(&self.path) {
+                out.push(format!(
+                    "path {} does not match regex {}",
+                    self.path,
+                    re.0.as_str()
+                ));
+            }
+        }
+        for (k, want) in &when.query {
+            let have: Vec<&str> = self
+                .query
+                .iter()
+                .filter(|(qk, _)| qk == k)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            if !have.iter().any(|v| want.matches(v)) {
+                out.push(match have.first() {
+                    Some(v) => format!("query {k}={v:?} does not match {}", describe(want)),
+                    None => format!("query parameter {k} is missing"),
+                });
+            }
+        }
+        for (k, want) in &when.headers {
+            match self.headers.get(&k.to_ascii_lowercase()) {
+                Some(v) if want.matches(v) => {}
+                Some(v) => out.push(format!(
+                    "header {k}: {v:?} does not match {}",
+                    describe(want)
+                )),
+                None => out.push(format!("header {k} is missing")),
+            }
+        }
+        if let Some(b) = &when.body {
+            if self.body.as_ref() != b.as_bytes() {
+                out.push("body differs".into());
+            }
+        }
+        if let Some(re) = &when.body_regex {
+            if !re.0.is_match(&self.body_text()) {
+                out.push(format!("body does not match regex {}", re.0.as_str()));
+            }
+        }
+        if let Some(j) = &when.json {
+            if !self.json.as_ref().is_some_and(|h| json_equal(h, j)) {
+                out.push("JSON body differs".into());
+            }
+        }
+        if let Some(j) = &when.json_contains {
+            if !self.json.as_ref().is_some_and(|h| json_contains(h, j)) {
+                out.push(format!("JSON body does not contain {j}"));
+            }
+        }
+        for (k, want) in &when.form {
+            if !self.form.iter().any(|(fk, fv)| fk == k && want.matches(fv)) {
+                out.push(format!(
+                    "form field {k} is missing or does not match {}",
+                    describe(want)
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn describe(v: &crate::rules::http::ValueMatch) -> String {
+    match v {
+        crate::rules::http::ValueMatch::Glob(g) => format!("{g:?}"),
+        crate::rules::http::ValueMatch::Regex(r) => format!("regex {}", r.as_str()),
+    }
+}
+
 fn strip_port(h: &str) -> String {
     if let Some(rest) = h.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest).to_string();
