@@ -332,6 +332,15 @@ impl Appliance {
         self.inner.events.record(Event::Flow(ev));
     }
 
+    /// Keeps what `on_flow` needs once the stack accepts the flow.
+    fn park(&self, id: u64, pending: Pending) {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, pending);
+    }
+
     fn untrack(&self, id: u64) {
         self.inner
             .live
@@ -436,19 +445,15 @@ impl Appliance {
             Ok((stream, t)) => {
                 let mut decision = decision;
                 decision.upstream = Some(t);
-                self.inner
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(
-                        meta.id,
-                        Pending {
-                            decision,
-                            started,
-                            upstream: Some(stream),
-                            snapshot,
-                        },
-                    );
+                self.park(
+                    meta.id,
+                    Pending {
+                        decision,
+                        started,
+                        upstream: Some(stream),
+                        snapshot,
+                    },
+                );
                 stack.resolve(meta.id, HeldOutcome::Accept);
             }
             Err((outcome, msg)) => {
@@ -677,19 +682,15 @@ impl FlowHandler for Appliance {
                 SynVerdict::Hold
             }
             DecisionKind::Mock => {
-                self.inner
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(
-                        meta.id,
-                        Pending {
-                            decision,
-                            started,
-                            upstream: None,
-                            snapshot,
-                        },
-                    );
+                self.park(
+                    meta.id,
+                    Pending {
+                        decision,
+                        started,
+                        upstream: None,
+                        snapshot,
+                    },
+                );
                 SynVerdict::Accept
             }
         }

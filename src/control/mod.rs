@@ -265,7 +265,7 @@ impl Control {
         let protocol = param(q, "protocol");
         let keep = |h: Option<&str>, p: u16, d: &str, proto: Option<&str>| {
             host.is_none_or(|want| {
-                h.is_some_and(|h| crate::rules::http::glob_match(want.as_bytes(), h.as_bytes()))
+                h.is_some_and(|h| crate::rules::glob_match(want.as_bytes(), h.as_bytes()))
             }) && port.is_none_or(|want| want == p)
                 && decision.is_none_or(|want| want == d)
                 && protocol.is_none_or(|want| proto == Some(want))

@@ -48,9 +48,9 @@ impl fmt::Display for HostGlob {
     }
 }
 
-/// Iterative wildcard match with single-star backtracking: linear in
-/// practice, never exponential.
-fn glob_match(pat: &[u8], text: &[u8]) -> bool {
+/// `*` matches any run of characters, everything else itself. Iterative,
+/// with single-star backtracking: linear in practice, never exponential.
+pub fn glob_match(pat: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {

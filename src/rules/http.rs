@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use super::glob::glob_match;
 use super::schema::OneOrMany;
 
 /// A service's HTTP responder.
@@ -176,28 +177,6 @@ impl ValueMatch {
             ValueMatch::Regex(r) => r.is_match(value),
         }
     }
-}
-
-/// `*` matches any run of characters; everything else literally.
-pub fn glob_match(pat: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pat.len() && pat[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pat.len() && pat[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pat[p..].iter().all(|&c| c == b'*')
 }
 
 impl<'de> Deserialize<'de> for ValueMatch {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-pub use glob::HostGlob;
+pub use glob::{glob_match, HostGlob};
 pub use schema::{
     Cidr, CountSpec, ExpectSpec, MatchSpec, PortRange, RulesFile, ServiceSpec, Unmatched,
 };

@@ -328,7 +328,9 @@ async fn deliver(
     match fault {
         None => {}
         Some(FaultKind::Latency(l)) => tokio::time::sleep(pick_latency(l)).await,
-        Some(FaultKind::Hang) => {
+        // No response at all: record the request, then hang (the client's
+        // timeout ends it) or reset the connection first.
+        Some(kind @ (FaultKind::Hang | FaultKind::Reset(ResetAt::BeforeResponse))) => {
             svc.record(
                 ctx,
                 req,
@@ -341,22 +343,9 @@ async fn deliver(
                 None,
                 started,
             );
-            return std::future::pending().await;
-        }
-        Some(FaultKind::Reset(ResetAt::BeforeResponse)) => {
-            svc.record(
-                ctx,
-                req,
-                route,
-                answered_by,
-                None,
-                0,
-                None,
-                label,
-                None,
-                started,
-            );
-            aborter.abort();
+            if matches!(kind, FaultKind::Reset(_)) {
+                aborter.abort();
+            }
             return std::future::pending().await;
         }
         Some(FaultKind::Reset(ResetAt::MidBody)) => cut = Some(ResetAt::MidBody),
