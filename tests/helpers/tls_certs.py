@@ -4,6 +4,7 @@ Makes a throwaway CA and server certificates signed by it, all ECDSA P-256,
 and reads certificates back (fingerprints, names) for comparisons.
 Used on the host by tests/test_tls.py and inside the jail by tls_probe.py.
 """
+import base64
 import datetime
 import hashlib
 import ipaddress
@@ -86,9 +87,24 @@ def fingerprint(cert_or_der):
     return hashlib.sha256(der).hexdigest()
 
 
+def pem_ders(text):
+    """The DER bytes of every certificate in a PEM text, in order, without
+    parsing them (a system bundle may hold certificates that today's
+    `cryptography` warns about or rejects)."""
+    out = []
+    for m in PEM_RE.finditer(text):
+        b64 = "".join(m.group(0).splitlines()[1:-1])
+        out.append(base64.b64decode(b64))
+    return out
+
+
+def pem_fingerprints(text):
+    return [fingerprint(d) for d in pem_ders(text)]
+
+
 def load_pems(text):
-    """Every certificate in a PEM text, in order."""
-    return [x509.load_pem_x509_certificate(m.group(0).encode()) for m in PEM_RE.finditer(text)]
+    """Every certificate in a PEM text, in order, parsed."""
+    return [x509.load_der_x509_certificate(d) for d in pem_ders(text)]
 
 
 def common_name(name):
