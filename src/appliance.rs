@@ -520,12 +520,15 @@ impl Appliance {
                 (None, Some((n, p))) => Upstream::Name(n.clone(), *p),
                 (None, None) => Upstream::None,
             },
+            tls_server_name: None,
         };
         let mut error = None;
         let mut tls = None;
         let mut protocol = protocol;
         match (&protocol, pending.snapshot.responders.http(&service)) {
-            (Protocol::Http1 { .. } | Protocol::Http2, Some(svc)) => {
+            // `None`: nothing arrived within the sniff timeout (a pool that
+            // connects ahead of use); hyper waits for the request itself.
+            (Protocol::Http1 { .. } | Protocol::Http2 | Protocol::None, Some(svc)) => {
                 responders::http::serve(svc, io, ctx, aborter.clone()).await;
             }
             (Protocol::Tls { sni }, Some(svc)) => match &self.inner.interceptor {
@@ -541,13 +544,20 @@ impl Appliance {
                             });
                             // What runs inside TLS is sniffed again.
                             let (inner, stream) = sniff::sniff_stream(stream).await;
+                            let ctx = ServeCtx {
+                                tls_server_name: Some(hs.certificate_for.clone()),
+                                ..ctx
+                            };
                             match inner {
-                                Protocol::Http1 { .. } | Protocol::Http2 => {
-                                    protocol = inner;
+                                // A client that is slow to speak (a pool
+                                // connecting ahead of use) still gets HTTP.
+                                Protocol::Http1 { .. } | Protocol::Http2 | Protocol::None => {
+                                    if inner != Protocol::None {
+                                        protocol = inner;
+                                    }
                                     responders::http::serve(svc, stream, ctx, aborter.clone())
                                         .await;
                                 }
-                                Protocol::None => {}
                                 other => {
                                     error = Some(format!(
                                         "service `{service}` answers HTTP but the client spoke {} inside TLS",

@@ -86,6 +86,7 @@ def session():
 
 
 held = []
+ka = None
 
 
 def storm(spec):
@@ -137,13 +138,21 @@ def command(spec):
         return {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr}
     if "open" in spec:  # a connection held open until "close_all"
         held.append(socket.create_connection(tuple(spec["open"]), timeout=5))
-        return {"ok": True}
+        return {"port": held[-1].getsockname()[1]}
     if "close_all" in spec:
         while held:
             held.pop().close()
         return {"ok": True}
     if "storm" in spec:
         return storm(spec["storm"])
+    if "keepalive" in spec:  # one request on a connection kept between commands
+        global ka
+        if ka is None:
+            ka = http.client.HTTPConnection(spec["keepalive"]["host"], 80, timeout=10)
+        ka.request("GET", spec["keepalive"]["path"])
+        r = ka.getresponse()
+        return {"status": r.status, "text": r.read().decode(),
+                "x-version": r.getheader("X-Version")}
     raise SystemExit(f"unknown command {spec}")
 
 
@@ -595,10 +604,13 @@ def test_flows_with_filters(mesh):
     assert len(two) == 2 and all(f["decision"] == "refuse" for f in two), two
 
     # a flow still open is live, then recent once closed
-    mesh.run({"open": ["api.ctl.test", 80]})
+    port = mesh.run({"open": ["api.ctl.test", 80]})["port"]
     try:
-        live = wait_for(lambda: [f for f in mesh.json("/flows?host=api.ctl.test")["live"]], 5)
-        assert live, mesh.json("/flows")
+        def held():
+            return [f for f in mesh.json("/flows?host=api.ctl.test")["live"]
+                    if f["src"].endswith(f":{port}")]
+        live = wait_for(held, 5)
+        assert len(live) == 1, mesh.json("/flows")
         f = live[0]
         assert (f["decision"], f["service"], f["host"]) == ("mock", "api", "api.ctl.test"), f
         assert f["dst"].endswith(":80") and isinstance(f["flow_id"], int), f
@@ -734,6 +746,8 @@ def test_put_rules_swaps_the_rules_while_the_sut_loops(mesh):
     assert {"name": "api", "action": "http"} in before["services"], before
     assert before["unmatched"] == "refuse", before
     reloads0 = mesh.metrics()
+    kept = {"keepalive": {"host": "api.ctl.test", "path": "/hello"}}
+    assert mesh.run(kept)["text"] == '{"version":1}'
 
     try:
         r = mesh.api("PUT", "/rules", data=API_V2, headers={"Content-Type": "application/yaml"})
@@ -741,6 +755,9 @@ def test_put_rules_swaps_the_rules_while_the_sut_loops(mesh):
         assert r.json() == {"ok": True, "generation": g + 1, "services": ["api", "blocked"]}, r.json()
         t_put = time.time()
         wait_loop_version(mesh, t_put, 2)
+        # a connection opened before the reload keeps the rules it started with
+        again = mesh.run(kept)
+        assert (again["status"], again["x-version"]) == (200, "1"), again
         time.sleep(0.3)
         after = mesh.loop_after(t_put)
         assert after and all(version_of(l) == 2 for l in after), \
@@ -1084,6 +1101,7 @@ def test_token_guards_mutating_calls(new_mesh, meshwrap_bin, tmp_path):
 
     expect = tmp_path / "expect.yaml"
     expect.write_text("- { service: api, at_least: 1 }\n")
+    assert wait_for(lambda: m.json("/requests?service=api")["requests"], 5)  # since the reset
     run = lambda *a: subprocess.run([meshwrap_bin, "verify", "--admin", m.admin, *a, str(expect)],
                                     capture_output=True, text=True, timeout=30)
     r = run()
@@ -1104,8 +1122,50 @@ def test_non_loopback_admin_without_token_refuses_to_start(meshwrap_bin, tmp_pat
     assert r.returncode != 0, r
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "--admin-token-file" in r.stderr and "meshwrap:" in r.stderr, r.stderr
+    # the message names the address as it was given
+    assert f"--admin {addr}:{port} " in r.stderr, r.stderr
     assert not marker.exists(), "the command ran"
     assert not events.exists() or events.read_text() == "", "traffic was recorded"
+
+
+def test_admin_address_in_use_stops_before_the_command(meshwrap_bin, tmp_path):
+    marker = tmp_path / "sut-ran"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([meshwrap_bin, "--admin", f"127.0.0.1:{port}", "--",
+                            "touch", str(marker)],
+                           capture_output=True, text=True, timeout=30, env=jail_env())
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+    assert not marker.exists(), "the command ran without its admin API"
+
+
+def test_no_journal_keeps_metrics_but_no_requests(new_mesh):
+    m = new_mesh(opts=["--no-journal"])
+    assert wait_for(lambda: len(m.loop_lines()) >= 5, 5)
+    assert wait_for(lambda: sample(m.metrics(), "meshwrap_responder_requests",
+                                   "meshwrap_responder_requests_total", service="api") >= 5, 5)
+    assert m.json("/requests")["requests"] == []
+    assert m.json("/requests?service=api")["requests"] == []
+    assert [e for e in m.events() if e["kind"] == "http"], "http events still stream"
+    v = m.api("POST", "/verify", data="- { service: api, route: hello }\n").json()
+    assert v["ok"] is False and v["results"][0]["calls"] == 0, v
+
+
+def test_exit_with_an_events_follower_connected(new_mesh):
+    m = new_mesh()
+    with requests.get(m.base + "/events?follow=1", stream=True, timeout=(5, 10)) as s:
+        lines = s.iter_lines()
+        next(lines)
+        t0 = time.monotonic()
+        assert m.stop() == 0
+        assert time.monotonic() - t0 < 5, "meshwrap waited for the follower"
+        try:
+            list(lines)  # the stream ends with meshwrap
+        except requests.RequestException:
+            pass
 
 
 # ==========================================================================

@@ -106,7 +106,8 @@ pub struct RunArgs {
     /// rules file's `unmatched:`]. The flag wins over the file.
     #[arg(long, value_enum, value_name = "MODE")]
     pub unmatched: Option<Unmatched>,
-    /// Write one JSON object per event (flows, DNS answers) to FILE.
+    /// Write one JSON object per event (flows, DNS answers, HTTP requests,
+    /// reloads, notices) to FILE.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
     /// Do not print the summary table on exit (failed expectations are
@@ -463,6 +464,13 @@ fn run(args: RunArgs) -> Result<i32> {
     // have replaced them).
     let expects = final_rules.snapshot().rules.expects.clone();
     if args.no_verify || expects.is_empty() {
+        return Ok(code);
+    }
+    if args.no_journal {
+        eprintln!(
+            "meshwrap: {} expectations not checked: --no-journal keeps no record of requests",
+            expects.len()
+        );
         return Ok(code);
     }
     let results = crate::events::verify::check(&expects, &events.http_journal());

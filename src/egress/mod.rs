@@ -78,12 +78,16 @@ where
         inner: flow,
         first: Vec::new(),
     };
-    let mut upstream = upstream;
+    let mut upstream = Tap {
+        inner: upstream,
+        first: Vec::new(),
+    };
     let res =
         tokio::io::copy_bidirectional_with_sizes(&mut tap, &mut upstream, 256 * 1024, 256 * 1024)
             .await;
     let mut report = SpliceReport {
         first_bytes: std::mem::take(&mut tap.first),
+        first_reply_bytes: std::mem::take(&mut upstream.first),
         ..Default::default()
     };
     match res {

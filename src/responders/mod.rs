@@ -26,6 +26,9 @@ pub enum Upstream {
 pub struct ServeCtx {
     pub meta: FlowMeta,
     pub upstream: Upstream,
+    /// Set when meshwrap terminated TLS for this flow: forwarding to the
+    /// real destination then speaks TLS too, to this server name.
+    pub tls_server_name: Option<String>,
 }
 
 /// The responders of every mocked service, built once from the rules; their

@@ -277,6 +277,18 @@ impl RuleSet {
                     format!("no service is named `{}`", e.service),
                 ));
             };
+            if !matches!(svc.action, Action::Http(_)) {
+                return Err(expect_error(
+                    sources,
+                    i,
+                    &e.service,
+                    format!(
+                        "service `{}` is not mocked ({}): expectations count the requests a responder answers",
+                        svc.name,
+                        svc.action.label()
+                    ),
+                ));
+            }
             if let (Some(route), Action::Http(h)) = (&e.route, &svc.action) {
                 let names: Vec<String> = h
                     .routes

@@ -138,14 +138,21 @@ pub struct ServiceSpec {
     /// Reset claimed flows.
     #[serde(default, deserialize_with = "present")]
     pub refuse: Option<EmptySpec>,
-    /// Answer claimed flows with the HTTP responder.
-    #[serde(default)]
+    /// Answer claimed flows with the HTTP responder (`http:` alone is an
+    /// HTTP service with no routes).
+    #[serde(default, deserialize_with = "present_http")]
     pub http: Option<super::http::HttpSpec>,
 }
 
 /// A key that is present counts even with no value (`pass:` alone).
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EmptySpec>, D::Error> {
     EmptySpec::deserialize(d).map(Some)
+}
+
+fn present_http<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<super::http::HttpSpec>, D::Error> {
+    Option::<super::http::HttpSpec>::deserialize(d).map(|h| Some(h.unwrap_or_default()))
 }
 
 /// An action that takes no settings yet: written `pass: {}` or `pass: true`.

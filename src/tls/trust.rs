@@ -17,8 +17,9 @@ const BUNDLES: &[&str] = &[
     "/etc/ssl/ca-bundle.pem",
 ];
 
-/// The JDK's system truststore on Debian/Ubuntu (other JDKs are reached
-/// through JAVA_TOOL_OPTIONS).
+/// The JDK's system truststore on Debian/Ubuntu and Fedora. When neither
+/// exists, JAVA_TOOL_OPTIONS points JVMs at our truststore instead; a JDK
+/// with its own private `cacerts` on a host that has these is not reached.
 const JAVA_CACERTS: &[&str] = &[
     "/etc/ssl/certs/java/cacerts",
     "/etc/pki/ca-trust/extracted/java/cacerts",

@@ -5,6 +5,7 @@ mod render;
 mod request;
 mod resources;
 mod respond;
+mod upstream_tls;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -243,7 +244,20 @@ impl HttpService {
             })
             .filter(|m| !m.differences.is_empty())
             .collect();
-        misses.sort_by_key(|m| m.differences.len());
+        // A wrong method or path is a bigger miss than a wrong header.
+        let weight = |m: &crate::events::NearMiss| -> usize {
+            m.differences
+                .iter()
+                .map(|d| {
+                    if d.starts_with("method") || d.starts_with("path") {
+                        3
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        };
+        misses.sort_by_key(weight);
         misses.truncate(3);
         misses
     }

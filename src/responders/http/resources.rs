@@ -97,16 +97,29 @@ impl Resource {
         let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
         match method {
             "GET" | "HEAD" => {
-                // `?field=value` filters on top-level fields.
+                // `?field=value` keeps items whose top-level field equals the
+                // value; `limit` and `offset` page through the result.
+                let mut limit = usize::MAX;
+                let mut offset = 0usize;
+                let mut filters = Vec::new();
+                for (k, v) in query {
+                    match k.as_str() {
+                        "limit" => limit = v.parse().unwrap_or(usize::MAX),
+                        "offset" => offset = v.parse().unwrap_or(0),
+                        _ => filters.push((k, v)),
+                    }
+                }
                 let list: Vec<Value> = items
                     .iter()
                     .filter(|i| {
-                        query.iter().all(|(k, v)| match i.get(k) {
-                            Some(Value::String(s)) => s == v,
-                            Some(other) => *other.to_string() == **v,
-                            None => true,
+                        filters.iter().all(|(k, v)| match i.get(k.as_str()) {
+                            Some(Value::String(s)) => s == *v,
+                            Some(other) => *other.to_string() == ***v,
+                            None => false,
                         })
                     })
+                    .skip(offset)
+                    .take(limit)
                     .cloned()
                     .collect();
                 Answer {
@@ -120,7 +133,13 @@ impl Resource {
                 };
                 let mut obj = obj.clone();
                 let id = match obj.get(&self.spec.id_field) {
-                    Some(v) if id_string(v).is_some() => v.clone(),
+                    Some(v) if id_string(v).is_some() => {
+                        // A client-chosen integer id moves the counter past it.
+                        if let Some(n) = v.as_u64() {
+                            self.next_id.fetch_max(n + 1, Ordering::AcqRel);
+                        }
+                        v.clone()
+                    }
                     _ => self.new_id(),
                 };
                 let key = id_string(&id).unwrap_or_default();

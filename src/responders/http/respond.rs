@@ -451,7 +451,12 @@ async fn forward(ctx: &ServeCtx, req: &RequestView) -> Result<Built, String> {
     let stream = crate::egress::connect(target)
         .await
         .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    // The client spoke TLS to us, so the real server expects TLS too.
+    let io: Box<dyn crate::control::Io> = match &ctx.tls_server_name {
+        Some(name) => Box::new(super::upstream_tls::connect(name, stream).await?),
+        None => Box::new(stream),
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("upstream {target}: {e}"))?;
     tokio::spawn(async move {
