@@ -293,6 +293,11 @@ class Mesh:
             out.append(f"--- meshwrap {name} ---\n{f.read()[-4000:]}")
         return f"command: {' '.join(map(str, self.args))}\n" + "\n".join(out)
 
+    def err_text(self):
+        self.stderr.flush()
+        self.stderr.seek(0)
+        return self.stderr.read()
+
     # ---- the admin API
 
     def api(self, method, path, **kw):
@@ -820,6 +825,20 @@ def test_put_rules_empty_body_and_json_are_rules_too(mesh):
     finally:
         r = mesh.api("PUT", "/rules", data=API_RULES)
         assert r.status_code == 200, r.text
+
+
+def test_exit_summary_lists_each_route_once_after_reloads(new_mesh):
+    m = new_mesh()
+    assert wait_for(lambda: len(m.loop_lines()) >= 3, 5)
+    for text in (API_V2, API_RULES):
+        assert m.api("PUT", "/rules", data=text).status_code == 200
+    wait_loop_version(m, time.time(), 1)
+    m.stop()
+    err = m.err_text()
+    assert "HTTP calls per route:" in err, err
+    routes = [l.strip().split(":")[0] for l in err.splitlines() if l.strip().startswith("api / ")]
+    assert sorted(set(routes)) == ["api / hello", "api / steps", "api / submit"], err
+    assert len(routes) == len(set(routes)), f"routes listed more than once after 2 reloads:\n{err}"
 
 
 # ==========================================================================

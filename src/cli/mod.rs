@@ -294,12 +294,17 @@ fn explain(
 }
 
 fn read_token(path: Option<&std::path::Path>) -> Result<Option<String>> {
-    path.map(|p| {
-        std::fs::read_to_string(p)
-            .map(|t| t.trim().to_string())
-            .with_context(|| format!("cannot read the admin token from {}", p.display()))
-    })
-    .transpose()
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(p)
+        .with_context(|| format!("cannot read the admin token from {}", p.display()))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        bail!("the admin token file {} is empty", p.display());
+    }
+    Ok(Some(token))
 }
 
 /// POSTs expectations to a running meshwrap's admin API.
@@ -342,7 +347,7 @@ fn verify_remote(
             let body = resp.into_body().collect().await?.to_bytes();
             Ok::<_, anyhow::Error>((status, body))
         })
-        .with_context(|| format!("cannot reach the admin API at {admin:?}"))?;
+        .with_context(|| format!("cannot reach the admin API at {admin}"))?;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
         bail!(
@@ -437,13 +442,17 @@ fn run(args: RunArgs) -> Result<i32> {
         Some(addr) => {
             let token = read_token(args.admin_token_file.as_deref())?;
             if !addr.is_local() && token.is_none() {
-                bail!("--admin {addr:?} is reachable from other machines: give --admin-token-file so mutating calls need a bearer token");
+                bail!("--admin {addr} is reachable from other machines: give --admin-token-file so mutating calls need a bearer token");
             }
             Some((addr.clone(), token))
         }
         None => None,
     };
     let watch = args.watch.then(|| args.rules.clone());
+    let socket_file = match &args.admin {
+        Some(crate::control::AdminAddr::Unix(p)) => Some(p.clone()),
+        _ => None,
+    };
     let final_rules = appliance.clone();
     let code = runtime.block_on(supervise(
         &jail,
@@ -455,6 +464,9 @@ fn run(args: RunArgs) -> Result<i32> {
         watch,
     ))?;
     runtime.shutdown_timeout(Duration::from_millis(200));
+    if let Some(p) = socket_file {
+        let _ = std::fs::remove_file(p);
+    }
     drop(jail);
     let summary = events.finish();
     if !args.quiet {

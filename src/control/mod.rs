@@ -58,6 +58,15 @@ impl std::str::FromStr for AdminAddr {
     }
 }
 
+impl std::fmt::Display for AdminAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminAddr::Tcp(a) => write!(f, "{a}"),
+            AdminAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 impl AdminAddr {
     /// Loopback and unix sockets are reachable from this machine only.
     pub fn is_local(&self) -> bool {
@@ -148,7 +157,7 @@ impl Control {
     /// Serves the API until the process ends.
     pub async fn serve(self: Arc<Self>, addr: AdminAddr) -> Result<(), ControlError> {
         if !addr.is_local() && self.token.is_none() {
-            return Err(ControlError::TokenRequired(format!("{addr:?}")));
+            return Err(ControlError::TokenRequired(addr.to_string()));
         }
         match addr {
             AdminAddr::Tcp(a) => {
@@ -363,6 +372,8 @@ impl Control {
     }
 
     fn put_rules(&self, text: &str) -> Response<Body> {
+        // Not a real path, so `file:` bodies are read relative to
+        // meshwrap's working folder (see rules::load_http_files).
         let label = PathBuf::from("admin:PUT /rules");
         match RuleSet::from_sources(&[(label, text.to_string())]) {
             Ok(set) => {

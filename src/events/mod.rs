@@ -134,8 +134,12 @@ pub trait Observer: Send + Sync {
     fn observe(&self, event: &Event);
 }
 
-/// How many serialized events the control API keeps for `GET /events`.
+/// How many events the control API keeps for `GET /events`.
 const RECENT_EVENTS: usize = 10_000;
+
+/// How many HTTP requests the journal keeps (the oldest are dropped), so a
+/// long-running sidecar does not grow without bound.
+pub const JOURNAL_LIMIT: usize = 100_000;
 
 /// RFC 3339 UTC timestamp for the `time` field.
 pub fn now_rfc3339() -> String {
@@ -147,14 +151,16 @@ pub fn now_rfc3339() -> String {
 #[derive(Default)]
 struct Inner {
     writer: Option<BufWriter<File>>,
-    /// Serialized events for the control API (only once it is enabled).
-    recent: Option<std::collections::VecDeque<Arc<str>>>,
+    /// Recent events for the control API (only once it is enabled); kept
+    /// as values and serialized when asked for, to keep recording cheap.
+    recent: Option<std::collections::VecDeque<Arc<Event>>>,
     follow: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
     observers: Vec<Arc<dyn Observer>>,
     /// Off with `--no-journal`: HTTP events are written but not kept.
     journal_off: bool,
     flows: Vec<FlowEvent>,
-    http: Vec<HttpEvent>,
+    /// The request journal, oldest first, at most `JOURNAL_LIMIT` entries.
+    http: std::collections::VecDeque<HttpEvent>,
     /// Every route of every HTTP service, to list those never called.
     routes: Vec<(String, String)>,
     dns_count: u64,
@@ -190,16 +196,16 @@ impl EventSink {
         for o in &inner.observers {
             o.observe(&event);
         }
-        let line: Option<Arc<str>> = (inner.writer.is_some() || inner.recent.is_some())
+        // Serialize only for a reader that is there: the file, or a
+        // follower of `GET /events?follow=1`.
+        let followers = inner
+            .follow
+            .as_ref()
+            .is_some_and(|tx| tx.receiver_count() > 0);
+        let line: Option<Arc<str>> = (inner.writer.is_some() || followers)
             .then(|| serde_json::to_string(&event).ok().map(Arc::from))
             .flatten();
-        if let (Some(recent), Some(line)) = (inner.recent.as_mut(), &line) {
-            if recent.len() == RECENT_EVENTS {
-                recent.pop_front();
-            }
-            recent.push_back(line.clone());
-        }
-        if let (Some(tx), Some(line)) = (&inner.follow, &line) {
+        if let (true, Some(tx), Some(line)) = (followers, &inner.follow, &line) {
             let _ = tx.send(line.clone());
         }
         if let (Some(w), Some(line)) = (inner.writer.as_mut(), &line) {
@@ -215,10 +221,21 @@ impl EventSink {
                 }
             }
         }
+        if let Some(recent) = inner.recent.as_mut() {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(Arc::new(event.clone()));
+        }
         match event {
             Event::Flow(f) => inner.flows.push(f),
             Event::Dns(_) => inner.dns_count += 1,
-            Event::Http(h) if !inner.journal_off => inner.http.push(h),
+            Event::Http(h) if !inner.journal_off => {
+                if inner.http.len() == JOURNAL_LIMIT {
+                    inner.http.pop_front();
+                }
+                inner.http.push_back(h);
+            }
             Event::Http(_) | Event::Reload(_) => {}
             Event::Notice(_) => {}
         }
@@ -237,7 +254,11 @@ impl EventSink {
     pub fn declare_routes(&self, service: &str, routes: impl IntoIterator<Item = String>) {
         let mut inner = self.lock();
         for r in routes {
-            inner.routes.push((service.to_string(), r));
+            let entry = (service.to_string(), r);
+            // A reload declares the same routes again.
+            if !inner.routes.contains(&entry) {
+                inner.routes.push(entry);
+            }
         }
     }
 
@@ -268,10 +289,14 @@ impl EventSink {
         Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
     ) {
         let inner = self.lock();
-        let recent = inner
+        let recent: Vec<Arc<str>> = inner
             .recent
             .as_ref()
-            .map(|r| r.iter().cloned().collect())
+            .map(|r| {
+                r.iter()
+                    .filter_map(|e| serde_json::to_string(&**e).ok().map(Arc::from))
+                    .collect()
+            })
             .unwrap_or_default();
         (recent, inner.follow.as_ref().map(|tx| tx.subscribe()))
     }
@@ -294,7 +319,7 @@ impl EventSink {
 
     /// The HTTP exchanges so far (the request journal).
     pub fn http_journal(&self) -> Vec<HttpEvent> {
-        self.lock().http.clone()
+        self.lock().http.iter().cloned().collect()
     }
 
     /// Flushes the events file and builds the exit summary.

@@ -60,7 +60,11 @@ impl Summary {
     }
 
     /// Counts HTTP calls per declared route.
-    pub fn add_routes(&mut self, declared: &[(String, String)], calls: &[HttpEvent]) {
+    pub fn add_routes(
+        &mut self,
+        declared: &[(String, String)],
+        calls: &std::collections::VecDeque<HttpEvent>,
+    ) {
         for (svc, route) in declared {
             let n = calls
                 .iter()

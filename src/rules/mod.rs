@@ -396,8 +396,12 @@ fn expect_error(
 
 /// Reads `file:` bodies, relative to the rules file's folder.
 fn load_http_files(mut h: http::HttpSpec, rules_file: &Path) -> Result<http::HttpSpec, String> {
+    // Rules that came from no file (PUT /rules) have a label whose
+    // "folder" does not exist: their bodies are relative to the working
+    // folder.
     let dir = rules_file
         .parent()
+        .filter(|d| d.is_dir())
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let mut load = |r: &mut http::ResponseSpec| -> Result<(), String> {
