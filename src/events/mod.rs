@@ -86,6 +86,26 @@ pub struct HttpEvent {
     pub error: Option<String>,
 }
 
+/// One Redis command answered by a mocked service.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisEvent {
+    pub time: String,
+    pub flow_id: FlowId,
+    pub service: String,
+    /// Upper case (`SET`, `CLIENT`); `(PROTOCOL)` for a malformed request.
+    pub command: String,
+    /// The first key argument (lossy UTF-8, clipped), if the command has one.
+    pub key: Option<String>,
+    pub db: usize,
+    /// The reply's RESP type: simple, error, integer, bulk, nil, array,
+    /// map, set, double, boolean, push, none.
+    pub reply: &'static str,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+    /// The fault applied, if any (latency, error, reset, hang).
+    pub fault: Option<&'static str>,
+}
+
 /// Something the user should know that is not a flow (for example a
 /// classification failure or a setup warning).
 #[derive(Debug, Clone, Serialize)]
@@ -101,6 +121,7 @@ pub enum Event {
     Flow(FlowEvent),
     Dns(DnsEvent),
     Http(HttpEvent),
+    Redis(RedisEvent),
     Notice(NoticeEvent),
 }
 
@@ -119,6 +140,10 @@ struct Inner {
     /// Every route of every HTTP service, to list those never called.
     routes: Vec<(String, String)>,
     dns_count: u64,
+    /// Redis events kept for `expect:` (only built when needed).
+    redis: Vec<RedisEvent>,
+    /// service → command → (calls, errors), for the summary.
+    redis_counts: summary::RedisCounts,
     write_error: Option<String>,
 }
 
@@ -165,6 +190,15 @@ impl EventSink {
             Event::Flow(f) => inner.flows.push(f),
             Event::Dns(_) => inner.dns_count += 1,
             Event::Http(h) => inner.http.push(h),
+            Event::Redis(r) => {
+                summary::count_redis(
+                    &mut inner.redis_counts,
+                    &r.service,
+                    &r.command,
+                    r.error.is_some(),
+                );
+                inner.redis.push(r);
+            }
             Event::Notice(_) => {}
         }
     }
@@ -186,6 +220,23 @@ impl EventSink {
         }
     }
 
+    /// Whether events go to a file (responders then build full events for
+    /// every exchange, not only counts).
+    pub fn has_writer(&self) -> bool {
+        self.lock().writer.is_some()
+    }
+
+    /// Counts a Redis command without building its event (the fast path
+    /// when nobody reads the details).
+    pub fn count_redis(&self, service: &str, command: &str, error: bool) {
+        summary::count_redis(&mut self.lock().redis_counts, service, command, error);
+    }
+
+    /// The Redis commands recorded so far with full events.
+    pub fn redis_journal(&self) -> Vec<RedisEvent> {
+        self.lock().redis.clone()
+    }
+
     /// The HTTP exchanges so far (the request journal).
     pub fn http_journal(&self) -> Vec<HttpEvent> {
         self.lock().http.clone()
@@ -199,6 +250,7 @@ impl EventSink {
         }
         let mut s = Summary::from_flows(&inner.flows, inner.dns_count);
         s.add_routes(&inner.routes, &inner.http);
+        s.add_redis(&inner.redis_counts);
         s
     }
 }

@@ -3,6 +3,7 @@
 //! the stack.
 
 pub mod http;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ pub struct ServeCtx {
 #[derive(Default)]
 pub struct Registry {
     http: HashMap<String, Arc<http::HttpService>>,
+    redis: HashMap<String, Arc<redis::RedisService>>,
 }
 
 impl Registry {
@@ -44,11 +46,29 @@ impl Registry {
                 events.declare_routes(&svc.name, s.route_labels());
                 reg.http.insert(svc.name.clone(), Arc::new(s));
             }
+            if let Action::Redis(spec) = &svc.action {
+                let port = svc.ports.first().map_or(6379, |p| p.first);
+                // Full events are kept in memory only when an expectation
+                // will read them.
+                let journal = rules.expects.iter().any(|e| e.service == svc.name);
+                let s = redis::RedisService::new(
+                    &svc.name,
+                    spec.clone(),
+                    events.clone(),
+                    port,
+                    journal,
+                );
+                reg.redis.insert(svc.name.clone(), Arc::new(s));
+            }
         }
         reg
     }
 
     pub fn http(&self, service: &str) -> Option<Arc<http::HttpService>> {
         self.http.get(service).cloned()
+    }
+
+    pub fn redis(&self, service: &str) -> Option<Arc<redis::RedisService>> {
+        self.redis.get(service).cloned()
     }
 }

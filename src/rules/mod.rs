@@ -3,6 +3,7 @@
 
 mod glob;
 pub mod http;
+pub mod redis;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,7 @@ pub enum Action {
     Pass,
     Refuse,
     Http(Arc<http::HttpSpec>),
+    Redis(Arc<redis::RedisSpec>),
 }
 
 impl Action {
@@ -50,6 +52,7 @@ impl Action {
             Action::Pass => "pass",
             Action::Refuse => "refuse",
             Action::Http(_) => "http",
+            Action::Redis(_) => "redis",
         }
     }
 }
@@ -208,6 +211,7 @@ impl RuleSet {
                     spec.pass.map(|_| ("pass", Action::Pass)),
                     spec.refuse.map(|_| ("refuse", Action::Refuse)),
                     http.map(|h| ("http", Action::Http(Arc::new(h)))),
+                    spec.redis.map(|r| ("redis", Action::Redis(Arc::new(r)))),
                 ]
                 .into_iter()
                 .flatten()
@@ -218,7 +222,7 @@ impl RuleSet {
                         return Err(invalid(
                             "",
                             format!(
-                                "service `{}` needs one action key: `http`, `pass` or `refuse`",
+                                "service `{}` needs one action key: `http`, `redis`, `pass` or `refuse`",
                                 spec.name
                             ),
                         ))
@@ -261,6 +265,22 @@ impl RuleSet {
                     format!("no service is named `{}`", e.service),
                 ));
             };
+            if (e.command.is_some() || e.key.is_some()) && !matches!(svc.action, Action::Redis(_)) {
+                let what = e
+                    .command
+                    .as_deref()
+                    .or(e.key.as_deref())
+                    .unwrap_or_default();
+                return Err(expect_error(
+                    files,
+                    i,
+                    what,
+                    format!(
+                        "`command` and `key` apply to Redis services; `{}` is not one",
+                        svc.name
+                    ),
+                ));
+            }
             if let (Some(route), Action::Http(h)) = (&e.route, &svc.action) {
                 let names: Vec<String> = h
                     .routes
