@@ -514,7 +514,7 @@ impl RedisService {
     fn pick_fault(&self, def: &CmdDef, args: &[Bytes]) -> Option<&RedisFaultKind> {
         let upper = def.name.to_ascii_uppercase();
         self.spec.faults.iter().find_map(|f| {
-            let cmd_ok = f.commands.is_empty() || f.commands.iter().any(|c| *c == upper);
+            let cmd_ok = f.commands.is_empty() || f.commands.contains(&upper);
             let key_ok = match &f.key {
                 None => true,
                 Some(g) => def

@@ -172,7 +172,8 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         while i < n && line[i].is_ascii_whitespace() {
             i += 1;
         }
-        if i >= n {
+        // A NUL ends the request, as it ends the C string Redis splits.
+        if i >= n || line[i] == 0 {
             return Some(out);
         }
         let mut cur = Vec::new();
@@ -444,6 +445,11 @@ mod tests {
         assert_eq!(cmd[3], Bytes::from("c'd"));
         assert!(dec(b"SET \"k\r\n").is_err());
         assert_eq!(dec(b"\r\n").unwrap().unwrap().len(), 0);
+        assert_eq!(dec(b"\x00\x01 a\n").unwrap().unwrap().len(), 0);
+        assert_eq!(
+            dec(b"ab\x00cd\n").unwrap().unwrap(),
+            vec![Bytes::from("ab")]
+        );
     }
 
     #[test]

@@ -249,6 +249,10 @@ impl Db {
         self.map.retain(|_, e| !Self::expired(e, now));
     }
 
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
+
     pub fn len(&mut self) -> usize {
         self.purge();
         self.map.len()

@@ -8,7 +8,7 @@ use super::{
 use crate::responders::redis::resp::{format_double, parse_i64, Reply};
 
 pub fn hset(c: &mut Ctx, a: &[Bytes]) -> R {
-    if a.len() % 2 != 0 {
+    if !a.len().is_multiple_of(2) {
         return Err(super::wrong_args(&String::from_utf8_lossy(&a[0])));
     }
     let h = hash_or_new(c.db(), &a[1])?;

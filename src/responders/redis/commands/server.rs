@@ -216,10 +216,11 @@ pub fn pubsub(c: &mut Ctx, a: &[Bytes]) -> R {
     }
     if eq(sub, "numsub") {
         let counts = c.svc.pubsub_numsub(&a[2..]);
-        return Ok(Reply::Map(
+        // A flat array in both protocols, as Redis answers.
+        return Ok(Reply::Array(
             counts
                 .into_iter()
-                .map(|(ch, n)| (Reply::Bulk(ch), Reply::Int(n as i64)))
+                .flat_map(|(ch, n)| [Reply::Bulk(ch), Reply::Int(n as i64)])
                 .collect(),
         ));
     }
@@ -301,7 +302,7 @@ pub fn config(c: &mut Ctx, a: &[Bytes]) -> R {
         return Ok(Reply::Map(out));
     }
     if eq(sub, "set") {
-        if a.len() < 4 || a.len() % 2 != 0 {
+        if a.len() < 4 || !a.len().is_multiple_of(2) {
             return Err(wrong_args("config|set"));
         }
         let mut cfg = c.svc.config.lock().unwrap_or_else(|e| e.into_inner());

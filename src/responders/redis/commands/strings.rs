@@ -143,7 +143,7 @@ pub fn mget(c: &mut Ctx, a: &[Bytes]) -> R {
 }
 
 pub fn mset(c: &mut Ctx, a: &[Bytes]) -> R {
-    if a.len() % 2 == 0 {
+    if a.len().is_multiple_of(2) {
         return Err(super::wrong_args(&String::from_utf8_lossy(&a[0])));
     }
     let db = c.db();
@@ -154,7 +154,7 @@ pub fn mset(c: &mut Ctx, a: &[Bytes]) -> R {
 }
 
 pub fn msetnx(c: &mut Ctx, a: &[Bytes]) -> R {
-    if a.len() % 2 == 0 {
+    if a.len().is_multiple_of(2) {
         return Err(super::wrong_args("msetnx"));
     }
     let db = c.db();

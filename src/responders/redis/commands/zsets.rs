@@ -32,7 +32,7 @@ pub fn zadd(c: &mut Ctx, a: &[Bytes]) -> R {
         i += 1;
     }
     let rest = &a[i..];
-    if rest.is_empty() || rest.len() % 2 != 0 {
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
         return Err(syntax());
     }
     if nx && xx {
@@ -40,7 +40,7 @@ pub fn zadd(c: &mut Ctx, a: &[Bytes]) -> R {
             "ERR XX and NX options at the same time are not compatible",
         ));
     }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
+    if (nx && (gt || lt)) || (gt && lt) {
         return Err(Reply::err(
             "ERR GT, LT, and/or NX options at the same time are not compatible",
         ));
