@@ -463,10 +463,10 @@ impl RedisService {
         }
         if let Some(q) = conn.multi.as_mut() {
             if !MULTI_NOW.contains(&def.name) {
+                // Recorded when EXEC runs it, so a transaction's commands
+                // count once each.
                 q.push(args.to_vec());
-                let r = Reply::simple("QUEUED");
-                self.record(conn, ctx, def.name, key, &r, started, None);
-                return early(r);
+                return early(Reply::simple("QUEUED"));
             }
         }
         let mut fault_label = None;
