@@ -516,4 +516,34 @@ mod tests {
             RedisFaultKind::Error("READONLY no".into())
         );
     }
+
+    fn load(text: &str) -> Result<crate::rules::RuleSet, String> {
+        let dir = std::env::temp_dir().join(format!("meshwrap-redis-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("r{}.yaml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        crate::rules::RuleSet::load(&[path]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn service_and_expectations() {
+        let set = load(
+            "services:\n  - name: c\n    match: { port: 6379 }\n    redis: { seed: { a: b } }\nexpect:\n  - { service: c, command: set, key: \"s:*\", times: 1 }\n",
+        )
+        .unwrap();
+        assert_eq!(set.services[0].action.label(), "redis");
+        assert_eq!(set.expects[0].command.as_deref(), Some("SET"));
+        let err = load(
+            "services:\n  - name: h\n    match: { port: 80 }\n    http: {}\nexpect:\n  - { service: h, command: GET }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("apply to Redis services"), "{err}");
+        let err =
+            load("services:\n  - name: c\n    match: { port: 1 }\n    redis: { databses: 2 }\n")
+                .unwrap_err();
+        assert!(
+            err.contains(":4:") && err.contains("services[0].redis"),
+            "{err}"
+        );
+    }
 }
