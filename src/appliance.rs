@@ -279,7 +279,7 @@ impl Appliance {
                     pass(claim.why, up, name, service)
                 }
                 Action::Refuse => refuse(claim.why, service),
-                Action::Http(_) => {
+                Action::Http(_) | Action::Redis(_) => {
                     let (up, name) = target();
                     Decision {
                         kind: DecisionKind::Mock,
@@ -525,7 +525,21 @@ impl Appliance {
         let mut error = None;
         let mut tls = None;
         let mut protocol = protocol;
+        // A Redis service answers whatever the client sends (garbage gets
+        // RESP's protocol error), so its flows skip the HTTP dispatch.
+        let redis = pending.snapshot.responders.redis(&service);
         match (&protocol, pending.snapshot.responders.http(&service)) {
+            (Protocol::Tls { .. }, _) if redis.is_some() => {
+                error = Some(format!(
+                    "service `{service}` answers Redis; TLS to Redis is not mocked yet"
+                ));
+                aborter.abort();
+            }
+            _ if redis.is_some() => {
+                if let Some(svc) = redis {
+                    responders::redis::serve(svc, io, ctx, aborter.clone()).await;
+                }
+            }
             // `None`: nothing arrived within the sniff timeout (a pool that
             // connects ahead of use); hyper waits for the request itself.
             (Protocol::Http1 { .. } | Protocol::Http2 | Protocol::None, Some(svc)) => {

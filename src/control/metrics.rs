@@ -214,6 +214,27 @@ impl Observer for Metrics {
                     .with_label_values(&[&h.service, "http"])
                     .observe(h.latency_ms / 1000.0);
             }
+            Event::Redis(r) => {
+                // Command names come from a fixed table; anything else is
+                // `unknown`, so the label stays bounded.
+                let outcome = if r
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("ERR unknown command"))
+                {
+                    "unknown".to_string()
+                } else if r.error.is_some() {
+                    format!("{}_error", r.command.to_ascii_lowercase())
+                } else {
+                    r.command.to_ascii_lowercase()
+                };
+                self.requests
+                    .with_label_values(&[&r.service, "redis", &outcome])
+                    .inc();
+                self.latency
+                    .with_label_values(&[&r.service, "redis"])
+                    .observe(r.latency_ms / 1000.0);
+            }
             Event::Reload(r) => {
                 self.reloads
                     .with_label_values(&[if r.ok { "ok" } else { "error" }])

@@ -348,7 +348,20 @@ impl Control {
             })
             .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
             .collect();
-        json_response(StatusCode::OK, &json!({ "requests": entries }))
+        if unmatched {
+            return json_response(StatusCode::OK, &json!({ "requests": entries }));
+        }
+        let redis: Vec<Value> = self
+            .events
+            .redis_journal()
+            .into_iter()
+            .filter(|e| service.is_none_or(|s| e.service == s))
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &json!({ "requests": entries, "redis": redis }),
+        )
     }
 
     fn get_rules(&self) -> Response<Body> {
@@ -425,7 +438,8 @@ impl Control {
             }
         }
         let journal = self.events.http_journal();
-        let results = crate::events::verify::check(&expects, &journal);
+        let results =
+            crate::events::verify::check(&expects, &journal, &self.events.redis_journal());
         let failed = results.iter().filter(|r| !r.ok).count();
         self.metrics.expectations_failed.inc_by(failed as u64);
         let out: Vec<Value> = results

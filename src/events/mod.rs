@@ -110,6 +110,26 @@ pub struct ReloadEvent {
     pub generation: u64,
 }
 
+/// One Redis command answered by a mocked service.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisEvent {
+    pub time: String,
+    pub flow_id: FlowId,
+    pub service: String,
+    /// Upper case (`SET`, `CLIENT`); `(PROTOCOL)` for a malformed request.
+    pub command: String,
+    /// The first key argument (lossy UTF-8, clipped), if the command has one.
+    pub key: Option<String>,
+    pub db: usize,
+    /// The reply's RESP type: simple, error, integer, bulk, nil, array,
+    /// map, set, double, boolean, push, none.
+    pub reply: &'static str,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+    /// The fault applied, if any (latency, error, reset, hang).
+    pub fault: Option<&'static str>,
+}
+
 /// Something the user should know that is not a flow (for example a
 /// classification failure or a setup warning).
 #[derive(Debug, Clone, Serialize)]
@@ -126,6 +146,7 @@ pub enum Event {
     Dns(DnsEvent),
     Http(HttpEvent),
     Reload(ReloadEvent),
+    Redis(RedisEvent),
     Notice(NoticeEvent),
 }
 
@@ -164,6 +185,10 @@ struct Inner {
     /// Every route of every HTTP service, to list those never called.
     routes: Vec<(String, String)>,
     dns_count: u64,
+    /// Redis events kept for `expect:` (only built when needed).
+    redis: std::collections::VecDeque<RedisEvent>,
+    /// service → command → (calls, errors), for the summary.
+    redis_counts: summary::RedisCounts,
     write_error: Option<String>,
 }
 
@@ -171,6 +196,9 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct EventSink {
     inner: Arc<Mutex<Inner>>,
+    /// Someone reads event details (a file or the control API), so
+    /// high-rate responders should build full events, not just count.
+    detail: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl EventSink {
@@ -184,6 +212,8 @@ impl EventSink {
         let file = File::create(path)?;
         let sink = Self::default();
         sink.lock().writer = Some(BufWriter::new(file));
+        sink.detail
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(sink)
     }
 
@@ -237,6 +267,20 @@ impl EventSink {
                 inner.http.push_back(h);
             }
             Event::Http(_) | Event::Reload(_) => {}
+            Event::Redis(r) => {
+                summary::count_redis(
+                    &mut inner.redis_counts,
+                    &r.service,
+                    &r.command,
+                    r.error.is_some(),
+                );
+                if !inner.journal_off {
+                    if inner.redis.len() == JOURNAL_LIMIT {
+                        inner.redis.pop_front();
+                    }
+                    inner.redis.push_back(r);
+                }
+            }
             Event::Notice(_) => {}
         }
     }
@@ -264,6 +308,8 @@ impl EventSink {
 
     /// Keeps recent events and a live feed for the control API.
     pub fn enable_control(&self) {
+        self.detail
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.lock();
         inner.recent.get_or_insert_with(Default::default);
         if inner.follow.is_none() {
@@ -317,6 +363,24 @@ impl EventSink {
         }
     }
 
+    /// Whether events go to a file (responders then build full events for
+    /// every exchange, not only counts).
+    /// Whether anyone reads full events (an events file or the admin API).
+    pub fn wants_detail(&self) -> bool {
+        self.detail.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a Redis command without building its event (the fast path
+    /// when nobody reads the details).
+    pub fn count_redis(&self, service: &str, command: &str, error: bool) {
+        summary::count_redis(&mut self.lock().redis_counts, service, command, error);
+    }
+
+    /// The Redis commands recorded so far with full events.
+    pub fn redis_journal(&self) -> Vec<RedisEvent> {
+        self.lock().redis.iter().cloned().collect()
+    }
+
     /// The HTTP exchanges so far (the request journal).
     pub fn http_journal(&self) -> Vec<HttpEvent> {
         self.lock().http.iter().cloned().collect()
@@ -330,6 +394,7 @@ impl EventSink {
         }
         let mut s = Summary::from_flows(&inner.flows, inner.dns_count);
         s.add_routes(&inner.routes, &inner.http);
+        s.add_redis(&inner.redis_counts);
         s
     }
 }

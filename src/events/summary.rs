@@ -25,6 +25,28 @@ pub struct Summary {
     /// route answered, by how they were answered.
     routes: Vec<((String, String), u64)>,
     other_calls: BTreeMap<(String, &'static str), u64>,
+    redis: RedisCounts,
+}
+
+/// service → command → (calls, errors).
+pub type RedisCounts = BTreeMap<String, BTreeMap<String, (u64, u64)>>;
+
+/// Adds one Redis command to the counts (allocation-free when both names
+/// are already known, which is every call after the first).
+pub fn count_redis(counts: &mut RedisCounts, service: &str, command: &str, error: bool) {
+    if !counts.contains_key(service) {
+        counts.insert(service.to_string(), BTreeMap::new());
+    }
+    let Some(per) = counts.get_mut(service) else {
+        return;
+    };
+    if !per.contains_key(command) {
+        per.insert(command.to_string(), (0, 0));
+    }
+    if let Some(c) = per.get_mut(command) {
+        c.0 += 1;
+        c.1 += u64::from(error);
+    }
 }
 
 impl Summary {
@@ -80,6 +102,11 @@ impl Summary {
         }
     }
 
+    /// Adds the Redis command counts per service.
+    pub fn add_redis(&mut self, counts: &RedisCounts) {
+        self.redis = counts.clone();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -101,6 +128,7 @@ fn mock_hint(port: u16, protocol: &str) -> Option<&'static str> {
         ("http1" | "http2", _) | ("none", 80 | 8000 | 8080 | 8888) => {
             Some("http: { routes: [ { when: { path: / }, respond: { status: 200 } } ] }")
         }
+        ("resp", _) | ("none", 6379) => Some("redis: { seed: {} }"),
         _ => None,
     }
 }
@@ -139,6 +167,24 @@ impl fmt::Display for Summary {
             }
             for ((svc, by), n) in &self.other_calls {
                 writeln!(f, "    {svc} / (no route, answered by {by}): {n}")?;
+            }
+        }
+        if !self.redis.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "  Redis commands per service:")?;
+            for (svc, per) in &self.redis {
+                let total: u64 = per.values().map(|c| c.0).sum();
+                let errors: u64 = per.values().map(|c| c.1).sum();
+                let mut top: Vec<(&String, &(u64, u64))> = per.iter().collect();
+                top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+                let list: Vec<String> = top.iter().map(|(c, n)| format!("{c} {}", n.0)).collect();
+                writeln!(
+                    f,
+                    "    {svc}: {total} {}, {errors} {} ({})",
+                    if total == 1 { "command" } else { "commands" },
+                    if errors == 1 { "error" } else { "errors" },
+                    list.join(", ")
+                )?;
             }
         }
         if !self.refused.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::HttpEvent;
+use super::{HttpEvent, RedisEvent};
 use crate::rules::ExpectSpec;
 
 /// One expectation with what actually happened.
@@ -15,11 +15,21 @@ pub struct ExpectResult {
     pub service_calls: Vec<String>,
 }
 
-/// Evaluates every expectation.
-pub fn check(expects: &[ExpectSpec], journal: &[HttpEvent]) -> Vec<ExpectResult> {
+/// Evaluates every expectation against the HTTP and Redis journals.
+pub fn check(
+    expects: &[ExpectSpec],
+    journal: &[HttpEvent],
+    redis: &[RedisEvent],
+) -> Vec<ExpectResult> {
     expects
         .iter()
         .map(|e| {
+            let to_redis: Vec<&RedisEvent> =
+                redis.iter().filter(|c| c.service == e.service).collect();
+            if e.command.is_some() || e.key.is_some() || (!to_redis.is_empty() && e.route.is_none())
+            {
+                return check_redis(e, &to_redis);
+            }
             let to_service: Vec<&HttpEvent> =
                 journal.iter().filter(|c| c.service == e.service).collect();
             let calls = to_service
@@ -56,12 +66,62 @@ pub fn check(expects: &[ExpectSpec], journal: &[HttpEvent]) -> Vec<ExpectResult>
         .collect()
 }
 
+/// Counts the Redis commands an expectation names (command, key glob).
+fn check_redis(e: &ExpectSpec, calls: &[&RedisEvent]) -> ExpectResult {
+    let hits = calls
+        .iter()
+        .filter(|c| {
+            e.command
+                .as_deref()
+                .is_none_or(|cmd| c.command.eq_ignore_ascii_case(cmd))
+        })
+        .filter(|c| match &e.key {
+            Some(g) => c.key.as_deref().is_some_and(|k| {
+                crate::responders::redis::commands::glob(g.as_bytes(), k.as_bytes())
+            }),
+            None => true,
+        })
+        .count() as u64;
+    ExpectResult {
+        expect: e.clone(),
+        calls: hits,
+        ok: e.count.holds(hits),
+        service_calls: calls
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}{} -> {}{}",
+                    c.command,
+                    c.key
+                        .as_deref()
+                        .map(|k| format!(" {k}"))
+                        .unwrap_or_default(),
+                    c.reply,
+                    c.error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect(),
+    }
+}
+
 impl fmt::Display for ExpectResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = match &self.expect.route {
+        let mut target = match &self.expect.route {
             Some(r) => format!("{} / {r}", self.expect.service),
             None => self.expect.service.clone(),
         };
+        if self.expect.command.is_some() || self.expect.key.is_some() {
+            target.push_str(" /");
+            if let Some(c) = &self.expect.command {
+                target.push_str(&format!(" {c}"));
+            }
+            if let Some(k) = &self.expect.key {
+                target.push_str(&format!(" key {k}"));
+            }
+        }
         let mark = if self.ok { "ok  " } else { "FAIL" };
         writeln!(
             f,

@@ -3,6 +3,7 @@
 //! the stack.
 
 pub mod http;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub struct ServeCtx {
 #[derive(Default)]
 pub struct Registry {
     http: HashMap<String, Arc<http::HttpService>>,
+    redis: HashMap<String, Arc<redis::RedisService>>,
 }
 
 impl Registry {
@@ -47,6 +49,20 @@ impl Registry {
                 events.declare_routes(&svc.name, s.route_labels());
                 reg.http.insert(svc.name.clone(), Arc::new(s));
             }
+            if let Action::Redis(spec) = &svc.action {
+                let port = svc.ports.first().map_or(6379, |p| p.first);
+                // Full events are kept in memory only when an expectation
+                // will read them.
+                let journal = rules.expects.iter().any(|e| e.service == svc.name);
+                let s = redis::RedisService::new(
+                    &svc.name,
+                    spec.clone(),
+                    events.clone(),
+                    port,
+                    journal,
+                );
+                reg.redis.insert(svc.name.clone(), Arc::new(s));
+            }
         }
         reg
     }
@@ -55,22 +71,29 @@ impl Registry {
         self.http.get(service).cloned()
     }
 
+    pub fn redis(&self, service: &str) -> Option<Arc<redis::RedisService>> {
+        self.redis.get(service).cloned()
+    }
+
     /// Resets one service's state (or every service's) to its seeds.
     pub fn reset(&self, service: Option<&str>) -> Result<Vec<String>, String> {
         match service {
-            Some(name) => match self.http.get(name) {
-                Some(s) => {
+            Some(name) => {
+                if let Some(s) = self.http.get(name) {
                     s.reset();
-                    Ok(vec![name.to_string()])
+                } else if let Some(s) = self.redis.get(name) {
+                    s.reset();
+                } else {
+                    return Err(format!("no mocked service is named `{name}`"));
                 }
-                None => Err(format!("no mocked service is named `{name}`")),
-            },
+                Ok(vec![name.to_string()])
+            }
             None => {
-                let mut names: Vec<String> = self.http.keys().cloned().collect();
+                let mut names: Vec<String> =
+                    self.http.keys().chain(self.redis.keys()).cloned().collect();
                 names.sort();
-                for s in self.http.values() {
-                    s.reset();
-                }
+                self.http.values().for_each(|s| s.reset());
+                self.redis.values().for_each(|s| s.reset());
                 Ok(names)
             }
         }

@@ -3,6 +3,7 @@
 
 mod glob;
 pub mod http;
+pub mod redis;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,7 @@ pub enum Action {
     Pass,
     Refuse,
     Http(Arc<http::HttpSpec>),
+    Redis(Arc<redis::RedisSpec>),
 }
 
 impl Action {
@@ -50,6 +52,7 @@ impl Action {
             Action::Pass => "pass",
             Action::Refuse => "refuse",
             Action::Http(_) => "http",
+            Action::Redis(_) => "redis",
         }
     }
 }
@@ -224,6 +227,7 @@ impl RuleSet {
                     spec.pass.map(|_| ("pass", Action::Pass)),
                     spec.refuse.map(|_| ("refuse", Action::Refuse)),
                     http.map(|h| ("http", Action::Http(Arc::new(h)))),
+                    spec.redis.map(|r| ("redis", Action::Redis(Arc::new(r)))),
                 ]
                 .into_iter()
                 .flatten()
@@ -234,7 +238,7 @@ impl RuleSet {
                         return Err(invalid(
                             "",
                             format!(
-                                "service `{}` needs one action key: `http`, `pass` or `refuse`",
+                                "service `{}` needs one action key: `http`, `redis`, `pass` or `refuse`",
                                 spec.name
                             ),
                         ))
@@ -277,7 +281,7 @@ impl RuleSet {
                     format!("no service is named `{}`", e.service),
                 ));
             };
-            if !matches!(svc.action, Action::Http(_)) {
+            if !matches!(svc.action, Action::Http(_) | Action::Redis(_)) {
                 return Err(expect_error(
                     sources,
                     i,
@@ -286,6 +290,22 @@ impl RuleSet {
                         "service `{}` is not mocked ({}): expectations count the requests a responder answers",
                         svc.name,
                         svc.action.label()
+                    ),
+                ));
+            }
+            if (e.command.is_some() || e.key.is_some()) && !matches!(svc.action, Action::Redis(_)) {
+                let what = e
+                    .command
+                    .as_deref()
+                    .or(e.key.as_deref())
+                    .unwrap_or_default();
+                return Err(expect_error(
+                    sources,
+                    i,
+                    what,
+                    format!(
+                        "`command` and `key` apply to Redis services; `{}` is not one",
+                        svc.name
                     ),
                 ));
             }

@@ -47,6 +47,10 @@ pub struct ExpectSpec {
     pub service: String,
     /// A route name (its `name:`, or `METHOD /path` when it has none).
     pub route: Option<String>,
+    /// A Redis command name (any case), for Redis services.
+    pub command: Option<String>,
+    /// A glob on the Redis command's first key (`session:*`).
+    pub key: Option<String>,
     pub count: CountSpec,
 }
 
@@ -90,6 +94,10 @@ struct RawExpect {
     #[serde(default)]
     route: Option<String>,
     #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
     times: Option<u64>,
     #[serde(default)]
     at_least: Option<u64>,
@@ -117,9 +125,16 @@ impl TryFrom<RawExpect> for ExpectSpec {
                 )
             }
         };
+        if r.route.is_some() && (r.command.is_some() || r.key.is_some()) {
+            return Err(
+                "`route` is for HTTP services, `command`/`key` for Redis ones: not both".into(),
+            );
+        }
         Ok(ExpectSpec {
             service: r.service,
             route: r.route,
+            command: r.command.map(|c| c.to_ascii_uppercase()),
+            key: r.key,
             count,
         })
     }
@@ -142,6 +157,9 @@ pub struct ServiceSpec {
     /// HTTP service with no routes).
     #[serde(default, deserialize_with = "present_http")]
     pub http: Option<super::http::HttpSpec>,
+    /// Answer claimed flows with the Redis responder.
+    #[serde(default)]
+    pub redis: Option<super::redis::RedisSpec>,
 }
 
 /// A key that is present counts even with no value (`pass:` alone).

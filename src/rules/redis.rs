@@ -1,0 +1,549 @@
+//! The `redis:` part of a service: password, number of databases, seeded
+//! keys (per database) and faults. Shapes serde cannot check alone (one
+//! type per seeded key, TTL units, database numbers) are checked while
+//! deserializing, so their errors carry the YAML position.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::http::LatencySpec;
+use super::schema::OneOrMany;
+
+/// A service's Redis responder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawRedis")]
+pub struct RedisSpec {
+    /// When set, clients must `AUTH` (or `HELLO ... AUTH`) with it first.
+    pub password: Option<String>,
+    /// How many databases `SELECT` accepts (Redis's default is 16).
+    pub databases: usize,
+    /// Keys present at start, per database.
+    pub seed: BTreeMap<usize, BTreeMap<String, SeedValue>>,
+    /// Faults, tried in order for every command; the first that fires wins.
+    pub faults: Vec<RedisFault>,
+}
+
+impl Default for RedisSpec {
+    fn default() -> Self {
+        RedisSpec {
+            password: None,
+            databases: 16,
+            seed: BTreeMap::new(),
+            faults: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    #[serde(default)]
+    password: Option<Scalar>,
+    #[serde(default)]
+    databases: Option<usize>,
+    /// Database 0.
+    #[serde(default)]
+    seed: BTreeMap<String, SeedValue>,
+    #[serde(default)]
+    seed_db: BTreeMap<usize, BTreeMap<String, SeedValue>>,
+    #[serde(default, alias = "fault")]
+    faults: OneOrMany<RedisFault>,
+}
+
+impl TryFrom<RawRedis> for RedisSpec {
+    type Error = String;
+    fn try_from(r: RawRedis) -> Result<Self, String> {
+        let databases = r.databases.unwrap_or(16);
+        if !(1..=1024).contains(&databases) {
+            return Err(format!(
+                "`databases: {databases}` must be between 1 and 1024"
+            ));
+        }
+        let mut seed = r.seed_db;
+        if let Some(bad) = seed.keys().find(|&&db| db >= databases) {
+            return Err(format!(
+                "`seed_db` names database {bad} but there are only {databases} (0-{})",
+                databases - 1
+            ));
+        }
+        if !r.seed.is_empty() {
+            if seed.contains_key(&0) {
+                return Err("database 0 is seeded twice: use `seed` or `seed_db: {0: ...}`".into());
+            }
+            seed.insert(0, r.seed);
+        }
+        Ok(RedisSpec {
+            password: r.password.map(|p| p.0),
+            databases,
+            seed,
+            faults: r.faults.0,
+        })
+    }
+}
+
+/// A string written as any YAML scalar (`3`, `true`, `"x"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(crate::responders::redis::resp::format_double(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The data of one seeded key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeedData {
+    String(String),
+    Hash(Vec<(String, String)>),
+    List(Vec<String>),
+    Set(Vec<String>),
+    ZSet(Vec<(String, f64)>),
+}
+
+/// One seeded key: its data and, optionally, a time to live from start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedValue {
+    pub data: SeedData,
+    pub ttl: Option<Duration>,
+}
+
+/// The type named by `type:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SeedType {
+    String,
+    Hash,
+    List,
+    Set,
+    Zset,
+}
+
+/// A `value:` of any shape, typed by `type:` or by its shape.
+#[derive(Debug, Clone)]
+enum AnyValue {
+    Scalar(String),
+    Seq(Vec<String>),
+    Map(Vec<(String, String)>),
+}
+
+impl<'de> Deserialize<'de> for AnyValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a scalar, a list or a map")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AnyValue, E> {
+                Ok(AnyValue::Scalar(v.into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<AnyValue, E> {
+                Ok(AnyValue::Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<AnyValue, E> {
+                Ok(AnyValue::Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<AnyValue, E> {
+                Ok(AnyValue::Scalar(
+                    crate::responders::redis::resp::format_double(v),
+                ))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AnyValue, E> {
+                Ok(AnyValue::Scalar(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyValue, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Scalar(s)) = seq.next_element()? {
+                    out.push(s);
+                }
+                Ok(AnyValue::Seq(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyValue, A::Error> {
+                let mut out = Vec::new();
+                while let Some((Scalar(k), Scalar(v))) = map.next_entry()? {
+                    out.push((k, v));
+                }
+                Ok(AnyValue::Map(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeed {
+    #[serde(default, rename = "type")]
+    kind: Option<SeedType>,
+    #[serde(default)]
+    value: Option<AnyValue>,
+    #[serde(default)]
+    string: Option<Scalar>,
+    #[serde(default)]
+    hash: Option<BTreeMap<String, Scalar>>,
+    #[serde(default)]
+    list: Option<Vec<Scalar>>,
+    #[serde(default)]
+    set: Option<Vec<Scalar>>,
+    #[serde(default)]
+    zset: Option<BTreeMap<String, f64>>,
+    #[serde(default)]
+    ttl: Option<TtlSpec>,
+}
+
+impl TryFrom<RawSeed> for SeedValue {
+    type Error = String;
+    fn try_from(r: RawSeed) -> Result<Self, String> {
+        let scalars = |v: Vec<Scalar>| v.into_iter().map(|s| s.0).collect::<Vec<_>>();
+        let mut found: Vec<SeedData> = Vec::new();
+        if let Some(s) = r.string {
+            found.push(SeedData::String(s.0));
+        }
+        if let Some(h) = r.hash {
+            found.push(SeedData::Hash(
+                h.into_iter().map(|(k, v)| (k, v.0)).collect(),
+            ));
+        }
+        if let Some(l) = r.list {
+            found.push(SeedData::List(scalars(l)));
+        }
+        if let Some(s) = r.set {
+            found.push(SeedData::Set(scalars(s)));
+        }
+        if let Some(z) = r.zset {
+            found.push(SeedData::ZSet(z.into_iter().collect()));
+        }
+        if let Some(v) = r.value {
+            found.push(typed_value(r.kind, v)?);
+        } else if r.kind.is_some() {
+            return Err("`type` needs a `value`".into());
+        }
+        let data = match found.len() {
+            1 => found.remove(0),
+            0 => {
+                return Err(
+                    "a seeded key needs one of `value`, `string`, `hash`, `list`, `set`, `zset`"
+                        .into(),
+                )
+            }
+            _ => return Err("a seeded key has one type: keep one of `value`, `string`, `hash`, `list`, `set`, `zset`".into()),
+        };
+        Ok(SeedValue {
+            data,
+            ttl: r.ttl.map(|t| t.0),
+        })
+    }
+}
+
+fn typed_value(kind: Option<SeedType>, v: AnyValue) -> Result<SeedData, String> {
+    Ok(match (kind, v) {
+        (None | Some(SeedType::String), AnyValue::Scalar(s)) => SeedData::String(s),
+        (None | Some(SeedType::List), AnyValue::Seq(l)) => SeedData::List(l),
+        (Some(SeedType::Set), AnyValue::Seq(l)) => SeedData::Set(l),
+        (None | Some(SeedType::Hash), AnyValue::Map(m)) => SeedData::Hash(m),
+        (Some(SeedType::Zset), AnyValue::Map(m)) => SeedData::ZSet(
+            m.into_iter()
+                .map(|(k, s)| match s.parse::<f64>() {
+                    Ok(f) if !f.is_nan() => Ok((k, f)),
+                    _ => Err(format!("score `{s}` of member `{k}` is not a number")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        (Some(t), _) => {
+            let want = match t {
+                SeedType::String => "a scalar",
+                SeedType::List | SeedType::Set => "a list",
+                SeedType::Hash => "a map of field: value",
+                SeedType::Zset => "a map of member: score",
+            };
+            return Err(format!("`type: {t:?}` needs {want} as `value`").to_lowercase());
+        }
+    })
+}
+
+impl<'de> Deserialize<'de> for SeedValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SeedValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, a list, or a map such as `{ hash: {...} }`, `{ list: [...] }`, `{ set: [...] }`, `{ zset: {member: score} }`, `{ value: ..., ttl: 10s }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SeedValue, E> {
+                Ok(plain(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SeedValue, E> {
+                Ok(plain(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SeedValue, E> {
+                Ok(plain(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<SeedValue, E> {
+                Ok(plain(crate::responders::redis::resp::format_double(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<SeedValue, E> {
+                Ok(plain(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SeedValue, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Scalar(s)) = seq.next_element()? {
+                    out.push(s);
+                }
+                Ok(SeedValue {
+                    data: SeedData::List(out),
+                    ttl: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SeedValue, A::Error> {
+                let raw = RawSeed::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                SeedValue::try_from(raw).map_err(de::Error::custom)
+            }
+        }
+        fn plain(s: String) -> SeedValue {
+            SeedValue {
+                data: SeedData::String(s),
+                ttl: None,
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A time to live: `500ms`, `10s`, `5m`, `2h`, `7d`, or a bare number of
+/// seconds (as `EXPIRE` takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlSpec(pub Duration);
+
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a TTL like `500ms`, `10s`, `5m`, `2h` or `7d`"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}` (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 10.0 * 365.0 * 86400.0 {
+        return Err(format!("TTL `{s}` must be above 0 and at most 10 years"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl<'de> Deserialize<'de> for TtlSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Scalar(s) = Scalar::deserialize(d)?;
+        parse_ttl(&s).map(TtlSpec).map_err(de::Error::custom)
+    }
+}
+
+/// A fault: with `probability` (default 1), for the `commands` listed (all
+/// when absent) and keys matching `key`, do one thing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawFault")]
+pub struct RedisFault {
+    pub probability: f64,
+    /// Upper-case command names; empty means every command.
+    pub commands: Vec<String>,
+    /// A glob on the command's first key.
+    pub key: Option<String>,
+    pub kind: RedisFaultKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedisFaultKind {
+    /// Wait, then answer normally.
+    Latency(LatencySpec),
+    /// Answer with this error line instead (`LOADING ...`, `READONLY ...`).
+    Error(String),
+    /// Reset the connection instead of answering.
+    Reset,
+    /// Never answer; the client's timeout ends it.
+    Hang,
+}
+
+impl RedisFaultKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            RedisFaultKind::Latency(_) => "latency",
+            RedisFaultKind::Error(_) => "error",
+            RedisFaultKind::Reset => "reset",
+            RedisFaultKind::Hang => "hang",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    #[serde(default)]
+    probability: Option<f64>,
+    #[serde(default, alias = "command")]
+    commands: OneOrMany<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    latency: Option<LatencySpec>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    reset: Option<bool>,
+    #[serde(default)]
+    hang: Option<bool>,
+}
+
+impl TryFrom<RawFault> for RedisFault {
+    type Error = String;
+    fn try_from(r: RawFault) -> Result<Self, String> {
+        let probability = r.probability.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&probability) {
+            return Err(format!("probability {probability} is not between 0 and 1"));
+        }
+        let mut kinds = Vec::new();
+        if let Some(l) = r.latency {
+            kinds.push(RedisFaultKind::Latency(l));
+        }
+        if let Some(e) = r.error {
+            let e = e.trim().trim_start_matches('-').to_string();
+            if e.is_empty() || e.contains(['\r', '\n']) {
+                return Err(
+                    "`error` is one line such as `LOADING Redis is loading the dataset in memory`"
+                        .into(),
+                );
+            }
+            kinds.push(RedisFaultKind::Error(e));
+        }
+        if r.reset == Some(true) {
+            kinds.push(RedisFaultKind::Reset);
+        }
+        if r.hang == Some(true) {
+            kinds.push(RedisFaultKind::Hang);
+        }
+        let kind = match kinds.len() {
+            1 => kinds.remove(0),
+            0 => return Err("a fault needs one of `latency`, `error`, `reset`, `hang`".into()),
+            _ => return Err("a fault does one thing: split it into several faults".into()),
+        };
+        Ok(RedisFault {
+            probability,
+            commands: r
+                .commands
+                .0
+                .iter()
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+            key: r.key,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<RedisSpec, String> {
+        serde_norway::from_str(y).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn seed_shapes() {
+        let s = parse(
+            "seed:\n  a: x\n  n: 3\n  h: { hash: { f: 1 } }\n  l: [a, b]\n  s: { set: [a] }\n  z: { zset: { m: 1.5 } }\n  t: { value: v, ttl: 10s }\n  th: { type: hash, value: { f: v } }\nseed_db:\n  2: { k: v }\n",
+        )
+        .unwrap();
+        let db0 = &s.seed[&0];
+        assert_eq!(db0["n"].data, SeedData::String("3".into()));
+        assert_eq!(db0["l"].data, SeedData::List(vec!["a".into(), "b".into()]));
+        assert_eq!(db0["t"].ttl, Some(Duration::from_secs(10)));
+        assert!(matches!(db0["th"].data, SeedData::Hash(_)));
+        assert!(s.seed.contains_key(&2));
+    }
+
+    #[test]
+    fn seed_errors() {
+        assert!(parse("seed: { a: { hash: {}, list: [] } }")
+            .unwrap_err()
+            .contains("one type"));
+        assert!(parse("seed_db: { 16: { a: b } }")
+            .unwrap_err()
+            .contains("only 16"));
+        assert!(parse("seed: { a: { value: x, ttl: 5 parsecs } }").is_err());
+        assert!(parse("sed: {}").unwrap_err().contains("unknown field"));
+        assert!(parse("faults: [ { error: LOADING x, reset: true } ]").is_err());
+        let f = parse("faults: [ { error: \"-READONLY no\", commands: [set] } ]").unwrap();
+        assert_eq!(f.faults[0].commands, vec!["SET"]);
+        assert_eq!(
+            f.faults[0].kind,
+            RedisFaultKind::Error("READONLY no".into())
+        );
+    }
+
+    fn load(text: &str) -> Result<crate::rules::RuleSet, String> {
+        let dir = std::env::temp_dir().join(format!("meshwrap-redis-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("r{}.yaml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        crate::rules::RuleSet::load(&[path]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn service_and_expectations() {
+        let set = load(
+            "services:\n  - name: c\n    match: { port: 6379 }\n    redis: { seed: { a: b } }\nexpect:\n  - { service: c, command: set, key: \"s:*\", times: 1 }\n",
+        )
+        .unwrap();
+        assert_eq!(set.services[0].action.label(), "redis");
+        assert_eq!(set.expects[0].command.as_deref(), Some("SET"));
+        let err = load(
+            "services:\n  - name: h\n    match: { port: 80 }\n    http: {}\nexpect:\n  - { service: h, command: GET }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("apply to Redis services"), "{err}");
+        let err =
+            load("services:\n  - name: c\n    match: { port: 1 }\n    redis: { databses: 2 }\n")
+                .unwrap_err();
+        assert!(
+            err.contains(":4:") && err.contains("services[0].redis"),
+            "{err}"
+        );
+    }
+}
