@@ -738,8 +738,9 @@ impl FlowHandler for Appliance {
                 Some(p) => this.clone().run_pass(meta, flow, p).await,
                 None if is_dns => this.clone().run_dns_tcp(meta, flow, dns_decision()).await,
                 None => {
-                    // No responder claims it (responders arrive with the
-                    // rules for them): end it and say so.
+                    // Every accepted flow is parked in `on_syn` (or is DNS),
+                    // so this is a bug; end the connection rather than hang.
+                    tracing::warn!("flow {} accepted without a decision", meta.id);
                     flow.abort();
                 }
             }
