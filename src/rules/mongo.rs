@@ -1,0 +1,125 @@
+//! The `mongo:` part of a service: replica-set mode, users, seeded
+//! collections (extended JSON documents) and indexes. Seeds are converted
+//! to BSON while deserializing, so their errors carry the YAML position.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A service's MongoDB responder.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "RawMongo")]
+pub struct MongoSpec {
+    /// Answer `hello` as the primary of a one-node replica set of this name.
+    pub replica_set: Option<String>,
+    pub users: Vec<MongoUser>,
+    /// `db.collection` → documents present at start.
+    pub collections: BTreeMap<String, Vec<bson::Document>>,
+    /// `db.collection` → indexes present at start.
+    pub indexes: BTreeMap<String, Vec<MongoIndex>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoUser {
+    pub user: String,
+    pub password: String,
+    #[serde(default = "admin")]
+    pub db: String,
+}
+
+fn admin() -> String {
+    "admin".into()
+}
+
+#[derive(Debug, Clone)]
+pub struct MongoIndex {
+    pub key: bson::Document,
+    pub unique: bool,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIndex {
+    key: serde_json::Value,
+    #[serde(default)]
+    unique: bool,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMongo {
+    #[serde(default)]
+    replica_set: Option<String>,
+    #[serde(default)]
+    users: Vec<MongoUser>,
+    #[serde(default)]
+    collections: BTreeMap<String, Vec<serde_json::Value>>,
+    #[serde(default)]
+    indexes: BTreeMap<String, Vec<RawIndex>>,
+}
+
+fn check_ns(ns: &str) -> Result<(), String> {
+    match ns.split_once('.') {
+        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => Ok(()),
+        _ => Err(format!(
+            "`{ns}` must be `database.collection` (for example `app.users`)"
+        )),
+    }
+}
+
+/// Converts one extended-JSON value to a BSON document.
+pub fn to_document(v: serde_json::Value) -> Result<bson::Document, String> {
+    match bson::Bson::try_from(v) {
+        Ok(bson::Bson::Document(d)) => Ok(d),
+        Ok(other) => Err(format!("expected a document, found {other}")),
+        Err(e) => Err(format!("invalid extended JSON: {e}")),
+    }
+}
+
+impl TryFrom<RawMongo> for MongoSpec {
+    type Error = String;
+    fn try_from(r: RawMongo) -> Result<Self, String> {
+        let mut collections = BTreeMap::new();
+        for (ns, docs) in r.collections {
+            check_ns(&ns)?;
+            let mut out = Vec::new();
+            for (i, d) in docs.into_iter().enumerate() {
+                out.push(to_document(d).map_err(|e| format!("collections.{ns}[{i}]: {e}"))?);
+            }
+            collections.insert(ns, out);
+        }
+        let mut indexes = BTreeMap::new();
+        for (ns, list) in r.indexes {
+            check_ns(&ns)?;
+            let mut out = Vec::new();
+            for (i, ix) in list.into_iter().enumerate() {
+                let key =
+                    to_document(ix.key).map_err(|e| format!("indexes.{ns}[{i}].key: {e}"))?;
+                if key.is_empty() {
+                    return Err(format!("indexes.{ns}[{i}].key is empty"));
+                }
+                out.push(MongoIndex {
+                    key,
+                    unique: ix.unique,
+                    name: ix.name,
+                });
+            }
+            indexes.insert(ns, out);
+        }
+        if let Some(rs) = &r.replica_set {
+            if rs.is_empty() {
+                return Err("`replica_set` must not be empty".into());
+            }
+        }
+        Ok(MongoSpec {
+            replica_set: r.replica_set,
+            users: r.users,
+            collections,
+            indexes,
+        })
+    }
+}
