@@ -444,7 +444,11 @@ impl EventSink {
             command: m.command.clone(),
             key: m.collection.clone(),
             db: 0,
-            reply: if m.error_code.is_some() { "error" } else { "ok" },
+            reply: if m.error_code.is_some() {
+                "error"
+            } else {
+                "ok"
+            },
             error: m.error.clone(),
             latency_ms: m.latency_ms,
             fault: None,

@@ -102,8 +102,13 @@ impl Registry {
                 Ok(vec![name.to_string()])
             }
             None => {
-                let mut names: Vec<String> =
-                    self.http.keys().chain(self.redis.keys()).chain(self.mongo.keys()).cloned().collect();
+                let mut names: Vec<String> = self
+                    .http
+                    .keys()
+                    .chain(self.redis.keys())
+                    .chain(self.mongo.keys())
+                    .cloned()
+                    .collect();
                 names.sort();
                 self.http.values().for_each(|s| s.reset());
                 self.redis.values().for_each(|s| s.reset());

@@ -285,7 +285,10 @@ impl RuleSet {
                     format!("no service is named `{}`", e.service),
                 ));
             };
-            if !matches!(svc.action, Action::Http(_) | Action::Redis(_) | Action::Mongo(_)) {
+            if !matches!(
+                svc.action,
+                Action::Http(_) | Action::Redis(_) | Action::Mongo(_)
+            ) {
                 return Err(expect_error(
                     sources,
                     i,

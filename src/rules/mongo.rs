@@ -97,8 +97,7 @@ impl TryFrom<RawMongo> for MongoSpec {
             check_ns(&ns)?;
             let mut out = Vec::new();
             for (i, ix) in list.into_iter().enumerate() {
-                let key =
-                    to_document(ix.key).map_err(|e| format!("indexes.{ns}[{i}].key: {e}"))?;
+                let key = to_document(ix.key).map_err(|e| format!("indexes.{ns}[{i}].key: {e}"))?;
                 if key.is_empty() {
                     return Err(format!("indexes.{ns}[{i}].key is empty"));
                 }
@@ -121,5 +120,42 @@ impl TryFrom<RawMongo> for MongoSpec {
             collections,
             indexes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn load(yaml: &str) -> Result<crate::rules::RuleSet, String> {
+        let dir = std::env::temp_dir().join(format!("meshwrap-mongo-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("r{}.yaml", rand::random::<u32>()));
+        std::fs::write(&path, yaml).unwrap();
+        crate::rules::RuleSet::load(&[path]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn service_seeds_and_expectations() {
+        let set = load(
+            "services:\n  - name: m\n    match: { port: 27017 }\n    mongo:\n      replica_set: rs0\n      collections: { \"app.u\": [ { _id: { $oid: \"65a1b2c3d4e5f60718293a4b\" }, n: 1 } ] }\n      indexes: { \"app.u\": [ { key: { n: 1 }, unique: true } ] }\nexpect:\n  - { service: m, command: insert, collection: app.u }\n",
+        )
+        .unwrap();
+        assert_eq!(set.services[0].action.label(), "mongo");
+        assert_eq!(set.expects[0].key.as_deref(), Some("app.u"));
+        let crate::rules::Action::Mongo(spec) = &set.services[0].action else {
+            panic!()
+        };
+        assert!(matches!(
+            spec.collections["app.u"][0].get("_id"),
+            Some(bson::Bson::ObjectId(_))
+        ));
+        let err =
+            load("services:\n  - name: m\n    match: { port: 1 }\n    mongo: { colections: {} }\n")
+                .unwrap_err();
+        assert!(err.contains(":4:") && err.contains("colections"), "{err}");
+        let err = load(
+            "services:\n  - name: m\n    match: { port: 1 }\n    mongo: { collections: { nodot: [] } }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("database.collection"), "{err}");
     }
 }

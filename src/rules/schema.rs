@@ -129,7 +129,9 @@ impl TryFrom<RawExpect> for ExpectSpec {
             }
         };
         if r.key.is_some() && r.collection.is_some() {
-            return Err("`key` is for Redis services, `collection` for MongoDB ones: not both".into());
+            return Err(
+                "`key` is for Redis services, `collection` for MongoDB ones: not both".into(),
+            );
         }
         let key = r.key.or(r.collection);
         if r.route.is_some() && (r.command.is_some() || key.is_some()) {

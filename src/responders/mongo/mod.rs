@@ -39,14 +39,15 @@ struct Index {
     unique: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Coll {
     docs: Vec<Document>,
     indexes: Vec<Index>,
 }
 
-impl Coll {
-    fn new() -> Self {
+impl Default for Coll {
+    /// An empty collection with its `_id_` index.
+    fn default() -> Self {
         Coll {
             docs: Vec::new(),
             indexes: vec![Index {
@@ -88,7 +89,7 @@ fn seed(spec: &MongoSpec) -> Store {
             .entry(db.to_string())
             .or_default()
             .entry(c.to_string())
-            .or_insert_with(Coll::new);
+            .or_default();
         for d in docs {
             coll.docs.push(with_id(d.clone()));
         }
@@ -99,7 +100,7 @@ fn seed(spec: &MongoSpec) -> Store {
             .entry(db.to_string())
             .or_default()
             .entry(c.to_string())
-            .or_insert_with(Coll::new);
+            .or_default();
         for ix in list {
             coll.indexes.push(Index {
                 name: ix.name.clone().unwrap_or_else(|| index_name(&ix.key)),
@@ -360,7 +361,9 @@ impl MongoService {
                 Ok(d)
             }
             "whatsmyuri" => Ok(doc! {"you": "127.0.0.1:0"}),
-            "connectionStatus" => Ok(doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}}),
+            "connectionStatus" => {
+                Ok(doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}})
+            }
             "saslStart" => self.sasl_start(conn, body, &db),
             "saslContinue" => self.sasl_continue(conn, body),
             "serverStatus" => Ok(doc! {
@@ -375,7 +378,9 @@ impl MongoService {
                     .filter(|(_, c)| !c.is_empty())
                     .map(|(n, c)| {
                         let size: usize = c.values().map(|x| x.docs.len() * 64).sum();
-                        Bson::Document(doc! {"name": n, "sizeOnDisk": size as i64, "empty": size == 0})
+                        Bson::Document(
+                            doc! {"name": n, "sizeOnDisk": size as i64, "empty": size == 0},
+                        )
                     })
                     .collect();
                 Ok(doc! {"databases": dbs, "totalSize": 0i64})
@@ -402,14 +407,16 @@ impl MongoService {
                 if colls.contains_key(&c) {
                     return Err(CmdError(48, format!("Collection {db}.{c} already exists.")));
                 }
-                colls.insert(c, Coll::new());
+                colls.insert(c, Coll::default());
                 Ok(doc! {})
             }
             "drop" => {
                 let c = coll_name()?;
                 let mut s = self.lock();
                 match s.get_mut(&db).and_then(|x| x.remove(&c)) {
-                    Some(old) => Ok(doc! {"ns": format!("{db}.{c}"), "nIndexesWas": old.indexes.len() as i32}),
+                    Some(old) => Ok(
+                        doc! {"ns": format!("{db}.{c}"), "nIndexesWas": old.indexes.len() as i32},
+                    ),
                     None => Err(CmdError(26, "ns not found".into())),
                 }
             }
@@ -427,7 +434,7 @@ impl MongoService {
                     .entry(db.clone())
                     .or_default()
                     .entry(c.clone())
-                    .or_insert_with(Coll::new);
+                    .or_default();
                 let mut n = 0;
                 let mut errors = Vec::new();
                 for (i, d) in docs.into_iter().enumerate() {
@@ -521,7 +528,9 @@ impl MongoService {
                         missing.push(Bson::Int64(n));
                     }
                 }
-                Ok(doc! {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [], "cursorsUnknown": []})
+                Ok(
+                    doc! {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [], "cursorsUnknown": []},
+                )
             }
             "count" => {
                 let c = coll_name()?;
@@ -537,7 +546,9 @@ impl MongoService {
             }
             "distinct" => {
                 let c = coll_name()?;
-                let key = body.get_str("key").map_err(|_| CmdError(2, "distinct needs a key".into()))?;
+                let key = body
+                    .get_str("key")
+                    .map_err(|_| CmdError(2, "distinct needs a key".into()))?;
                 let filter = body.get_document("query").cloned().unwrap_or_default();
                 let mut vals: Vec<Bson> = Vec::new();
                 for d in self.select(&db, &c, &filter)? {
@@ -559,9 +570,7 @@ impl MongoService {
             "aggregate" => {
                 let pipeline = body.get_array("pipeline").cloned().unwrap_or_default();
                 let (ns, docs) = match body.get(name) {
-                    Some(Bson::String(c)) => {
-                        (format!("{db}.{c}"), self.select(&db, c, &doc! {})?)
-                    }
+                    Some(Bson::String(c)) => (format!("{db}.{c}"), self.select(&db, c, &doc! {})?),
                     _ => (format!("{db}.$cmd.aggregate"), Vec::new()),
                 };
                 let src = Snapshot {
@@ -612,7 +621,7 @@ impl MongoService {
                 let mut s = self.lock();
                 let colls = s.entry(db.clone()).or_default();
                 let created = !colls.contains_key(&c);
-                let coll = colls.entry(c.clone()).or_insert_with(Coll::new);
+                let coll = colls.entry(c.clone()).or_default();
                 let before = coll.indexes.len() as i32;
                 for ix in list {
                     let Bson::Document(ix) = ix else { continue };
@@ -692,7 +701,9 @@ impl MongoService {
                         }
                         coll.indexes.retain(|i| &i.name != s);
                     }
-                    Some(Bson::Document(k)) => coll.indexes.retain(|i| &i.key != k || i.name == "_id_"),
+                    Some(Bson::Document(k)) => {
+                        coll.indexes.retain(|i| &i.key != k || i.name == "_id_")
+                    }
                     _ => {}
                 }
                 Ok(doc! {"nIndexesWas": was})
@@ -765,7 +776,7 @@ impl MongoService {
             .entry(db.to_string())
             .or_default()
             .entry(c.to_string())
-            .or_insert_with(Coll::new);
+            .or_default();
         let (mut n, mut modified) = (0i32, 0i32);
         let mut upserted = Vec::new();
         let mut errors = Vec::new();
@@ -835,7 +846,7 @@ impl MongoService {
             .entry(db.to_string())
             .or_default()
             .entry(c.to_string())
-            .or_insert_with(Coll::new);
+            .or_default();
         let mut idxs = Vec::new();
         for (i, d) in coll.docs.iter().enumerate() {
             if query::matches(d, &q)? {
@@ -858,7 +869,9 @@ impl MongoService {
                 apply(&mut d, body.get("update"), &q, false)?;
                 check_unique(coll, &d, Some(i), &ns)?;
                 coll.docs[i] = d.clone();
-                Ok(doc! {"lastErrorObject": {"n": 1, "updatedExisting": true}, "value": out(if new { &d } else { &old })?})
+                Ok(
+                    doc! {"lastErrorObject": {"n": 1, "updatedExisting": true}, "value": out(if new { &d } else { &old })?},
+                )
             }
             None if upsert && !remove => {
                 let mut d = query::upsert_seed(&q);
@@ -867,9 +880,13 @@ impl MongoService {
                 check_unique(coll, &d, None, &ns)?;
                 coll.docs.push(d.clone());
                 let id = d.get("_id").cloned().unwrap_or(Bson::Null);
-                Ok(doc! {"lastErrorObject": {"n": 1, "updatedExisting": false, "upserted": id}, "value": if new { out(&d)? } else { Bson::Null }})
+                Ok(
+                    doc! {"lastErrorObject": {"n": 1, "updatedExisting": false, "upserted": id}, "value": if new { out(&d)? } else { Bson::Null }},
+                )
             }
-            None => Ok(doc! {"lastErrorObject": {"n": 0, "updatedExisting": false}, "value": Bson::Null}),
+            None => Ok(
+                doc! {"lastErrorObject": {"n": 0, "updatedExisting": false}, "value": Bson::Null},
+            ),
         }
     }
 
@@ -928,7 +945,8 @@ impl MongoService {
                 .and_then(|w| w.get_i32("code").ok())
         };
         if !self.detail && !self.events.wants_detail() {
-            self.events.count_mongo(&self.name, &command, code.is_some());
+            self.events
+                .count_mongo(&self.name, &command, code.is_some());
             return;
         }
         let db = body
@@ -1011,7 +1029,12 @@ fn lsid_key(body: &Document) -> String {
     body.get("lsid").map(|l| format!("{l}")).unwrap_or_default()
 }
 
-fn apply(d: &mut Document, u: Option<&Bson>, q: &Document, insert: bool) -> Result<(), (i32, String)> {
+fn apply(
+    d: &mut Document,
+    u: Option<&Bson>,
+    q: &Document,
+    insert: bool,
+) -> Result<(), (i32, String)> {
     match u {
         Some(Bson::Document(u)) => query::apply_update(d, u, q, insert),
         Some(Bson::Array(pipeline)) => {
@@ -1034,7 +1057,10 @@ struct Snapshot {
 
 impl query::Source for Snapshot {
     fn docs(&self, coll: &str) -> Vec<Document> {
-        self.store.get(coll).map(|c| c.docs.clone()).unwrap_or_default()
+        self.store
+            .get(coll)
+            .map(|c| c.docs.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -1069,7 +1095,12 @@ fn dup_text(k: &Bson) -> String {
 }
 
 /// Refuses a document that repeats a unique index's key.
-fn check_unique(coll: &Coll, d: &Document, skip: Option<usize>, ns: &str) -> Result<(), (i32, String)> {
+fn check_unique(
+    coll: &Coll,
+    d: &Document,
+    skip: Option<usize>,
+    ns: &str,
+) -> Result<(), (i32, String)> {
     for ix in coll.indexes.iter().filter(|i| i.unique) {
         let k = index_key(d, &ix.key);
         let clash = coll

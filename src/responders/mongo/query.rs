@@ -79,7 +79,9 @@ pub fn cmp(a: &Bson, b: &Bson) -> Ordering {
         (Bson::ObjectId(x), Bson::ObjectId(y)) => x.bytes().cmp(&y.bytes()),
         (Bson::Boolean(x), Bson::Boolean(y)) => x.cmp(y),
         (Bson::DateTime(x), Bson::DateTime(y)) => x.cmp(y),
-        (Bson::Timestamp(x), Bson::Timestamp(y)) => (x.time, x.increment).cmp(&(y.time, y.increment)),
+        (Bson::Timestamp(x), Bson::Timestamp(y)) => {
+            (x.time, x.increment).cmp(&(y.time, y.increment))
+        }
         (Bson::Binary(x), Bson::Binary(y)) => x.bytes.cmp(&y.bytes),
         _ => Ordering::Equal,
     }
@@ -252,7 +254,10 @@ fn field_matches(doc: &Document, path: &str, cond: &Bson) -> QResult<bool> {
         }
         Bson::RegularExpression(r) => {
             let re = regex_of(&r.pattern, &r.options)?;
-            Ok(any_elem(&vals, |v| matches!(v, Bson::String(s) if re.is_match(s))))
+            Ok(any_elem(
+                &vals,
+                |v| matches!(v, Bson::String(s) if re.is_match(s)),
+            ))
         }
         _ => Ok(eq_match(&vals, cond)),
     }
@@ -335,7 +340,9 @@ fn op_matches(vals: &[Option<Bson>], op: &str, arg: &Bson, all: &Document) -> QR
             if d as i64 == 0 {
                 return Err(bad("divisor cannot be 0"));
             }
-            any_elem(vals, |v| num(v).is_some_and(|n| (n as i64) % (d as i64) == r as i64))
+            any_elem(vals, |v| {
+                num(v).is_some_and(|n| (n as i64) % (d as i64) == r as i64)
+            })
         }
         "$size" => {
             let n = num(arg).unwrap_or(-1.0) as i64;
@@ -349,10 +356,13 @@ fn op_matches(vals: &[Option<Bson>], op: &str, arg: &Bson, all: &Document) -> QR
             };
             !list.is_empty()
                 && list.iter().all(|t| match t {
-                    Bson::Document(d) if d.contains_key("$elemMatch") => {
-                        op_matches(vals, "$elemMatch", d.get("$elemMatch").unwrap_or(&Bson::Null), d)
-                            .unwrap_or(false)
-                    }
+                    Bson::Document(d) if d.contains_key("$elemMatch") => op_matches(
+                        vals,
+                        "$elemMatch",
+                        d.get("$elemMatch").unwrap_or(&Bson::Null),
+                        d,
+                    )
+                    .unwrap_or(false),
                     _ => eq_match(vals, t),
                 })
         }
@@ -450,9 +460,12 @@ fn set_in_bson(b: &mut Bson, parts: &[&str], value: Bson, name: &str) -> QResult
                 }
                 return Ok(());
             }
-            let i: usize = first
-                .parse()
-                .map_err(|_| (28, format!("Cannot create field '{first}' in element {{{name}: [...]}}")))?;
+            let i: usize = first.parse().map_err(|_| {
+                (
+                    28,
+                    format!("Cannot create field '{first}' in element {{{name}: [...]}}"),
+                )
+            })?;
             while a.len() <= i {
                 a.push(Bson::Null);
             }
@@ -468,7 +481,10 @@ fn set_in_bson(b: &mut Bson, parts: &[&str], value: Bson, name: &str) -> QResult
         }
         other => Err((
             28,
-            format!("Cannot create field '{}' in element {{{name}: {other}}}", parts[0]),
+            format!(
+                "Cannot create field '{}' in element {{{name}: {other}}}",
+                parts[0]
+            ),
         )),
     }
 }
@@ -563,11 +579,18 @@ fn arith(a: &Bson, b: &Bson, mul: bool) -> QResult<Bson> {
         (Bson::Int32(_) | Bson::Int64(_), Bson::Int32(_) | Bson::Int64(_)) => {
             let x = num(a).unwrap_or(0.0) as i64;
             let y = num(b).unwrap_or(0.0) as i64;
-            Bson::Int64(if mul { x.wrapping_mul(y) } else { x.wrapping_add(y) })
+            Bson::Int64(if mul {
+                x.wrapping_mul(y)
+            } else {
+                x.wrapping_add(y)
+            })
         }
         _ => {
             let (Some(x), Some(y)) = (num(a), num(b)) else {
-                return Err((14, "Cannot apply $inc/$mul to a value of non-numeric type".into()));
+                return Err((
+                    14,
+                    "Cannot apply $inc/$mul to a value of non-numeric type".into(),
+                ));
             };
             Bson::Double(if mul { x * y } else { x + y })
         }
@@ -596,7 +619,13 @@ pub fn apply_update(
     }
     for (op, spec) in update {
         let Bson::Document(fields) = spec else {
-            return Err((9, format!("Modifiers operate on fields but we found type {} instead", spec.element_type() as u8)));
+            return Err((
+                9,
+                format!(
+                    "Modifiers operate on fields but we found type {} instead",
+                    spec.element_type() as u8
+                ),
+            ));
         };
         for (path, arg) in fields {
             let path = positional(path, doc, filter);
@@ -817,12 +846,7 @@ pub fn sort_cmp(a: &Document, b: &Document, spec: &Document) -> Ordering {
                 })
                 .collect();
             let it = vals.into_iter();
-            if desc {
-                it.max_by(cmp)
-            } else {
-                it.min_by(cmp)
-            }
-            .unwrap_or(Bson::Null)
+            if desc { it.max_by(cmp) } else { it.min_by(cmp) }.unwrap_or(Bson::Null)
         };
         let o = cmp(&pick(a), &pick(b));
         let o = if desc { o.reverse() } else { o };
@@ -911,7 +935,9 @@ pub fn eval(doc: &Document, e: &Bson) -> QResult<Bson> {
             })
         }
         Bson::Array(a) => Ok(Bson::Array(
-            a.iter().map(|x| eval(doc, x)).collect::<QResult<Vec<_>>>()?,
+            a.iter()
+                .map(|x| eval(doc, x))
+                .collect::<QResult<Vec<_>>>()?,
         )),
         Bson::Document(d) if is_op_doc(d) && d.len() == 1 => {
             let (op, arg) = d.iter().next().ok_or_else(|| bad("empty"))?;
@@ -929,7 +955,10 @@ pub fn eval(doc: &Document, e: &Bson) -> QResult<Bson> {
                     let mut acc = Bson::Int32(0);
                     for x in &v {
                         let x = match x {
-                            Bson::Array(a) => a.iter().filter(|y| num(y).is_some()).try_fold(Bson::Int32(0), |s, y| arith(&s, y, false))?,
+                            Bson::Array(a) => a
+                                .iter()
+                                .filter(|y| num(y).is_some())
+                                .try_fold(Bson::Int32(0), |s, y| arith(&s, y, false))?,
                             other if num(other).is_some() => other.clone(),
                             _ => continue,
                         };
@@ -988,8 +1017,14 @@ pub fn eval(doc: &Document, e: &Bson) -> QResult<Bson> {
                         ),
                         _ => (
                             v.first().cloned().unwrap_or(Bson::Null),
-                            arg.as_array().and_then(|a| a.get(1)).cloned().unwrap_or(Bson::Null),
-                            arg.as_array().and_then(|a| a.get(2)).cloned().unwrap_or(Bson::Null),
+                            arg.as_array()
+                                .and_then(|a| a.get(1))
+                                .cloned()
+                                .unwrap_or(Bson::Null),
+                            arg.as_array()
+                                .and_then(|a| a.get(2))
+                                .cloned()
+                                .unwrap_or(Bson::Null),
                         ),
                     };
                     eval(doc, if truthy(&c) { &t } else { &f })?
@@ -1039,17 +1074,25 @@ pub trait Source {
     fn docs(&self, coll: &str) -> Vec<Document>;
 }
 
-pub fn aggregate(mut docs: Vec<Document>, pipeline: &[Bson], src: &dyn Source) -> QResult<Vec<Document>> {
+pub fn aggregate(
+    mut docs: Vec<Document>,
+    pipeline: &[Bson],
+    src: &dyn Source,
+) -> QResult<Vec<Document>> {
     for stage in pipeline {
         let Bson::Document(st) = stage else {
-            return Err(bad("Each element of the 'pipeline' array must be an object"));
+            return Err(bad(
+                "Each element of the 'pipeline' array must be an object",
+            ));
         };
         let Some((name, arg)) = st.iter().next() else {
             return Err(bad("empty stage"));
         };
         docs = match name.as_str() {
             "$match" => {
-                let f = arg.as_document().ok_or_else(|| bad("$match needs an object"))?;
+                let f = arg
+                    .as_document()
+                    .ok_or_else(|| bad("$match needs an object"))?;
                 let mut out = Vec::new();
                 for d in docs {
                     if matches(&d, f)? {
@@ -1059,11 +1102,15 @@ pub fn aggregate(mut docs: Vec<Document>, pipeline: &[Bson], src: &dyn Source) -
                 out
             }
             "$project" => {
-                let p = arg.as_document().ok_or_else(|| bad("$project needs an object"))?;
+                let p = arg
+                    .as_document()
+                    .ok_or_else(|| bad("$project needs an object"))?;
                 docs.iter().map(|d| project(d, p)).collect::<QResult<_>>()?
             }
             "$addFields" | "$set" => {
-                let p = arg.as_document().ok_or_else(|| bad("$addFields needs an object"))?;
+                let p = arg
+                    .as_document()
+                    .ok_or_else(|| bad("$addFields needs an object"))?;
                 let mut out = Vec::new();
                 for mut d in docs {
                     for (k, e) in p {
@@ -1077,7 +1124,10 @@ pub fn aggregate(mut docs: Vec<Document>, pipeline: &[Bson], src: &dyn Source) -
             "$unset" => {
                 let fields: Vec<String> = match arg {
                     Bson::String(s) => vec![s.clone()],
-                    Bson::Array(a) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+                    Bson::Array(a) => a
+                        .iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect(),
                     _ => return Err(bad("$unset needs a string or an array")),
                 };
                 docs.into_iter()
@@ -1088,12 +1138,20 @@ pub fn aggregate(mut docs: Vec<Document>, pipeline: &[Bson], src: &dyn Source) -
                     .collect()
             }
             "$sort" => {
-                let s = arg.as_document().ok_or_else(|| bad("$sort needs an object"))?;
+                let s = arg
+                    .as_document()
+                    .ok_or_else(|| bad("$sort needs an object"))?;
                 docs.sort_by(|a, b| sort_cmp(a, b, s));
                 docs
             }
-            "$skip" => docs.into_iter().skip(num(arg).unwrap_or(0.0) as usize).collect(),
-            "$limit" => docs.into_iter().take(num(arg).unwrap_or(0.0) as usize).collect(),
+            "$skip" => docs
+                .into_iter()
+                .skip(num(arg).unwrap_or(0.0) as usize)
+                .collect(),
+            "$limit" => docs
+                .into_iter()
+                .take(num(arg).unwrap_or(0.0) as usize)
+                .collect(),
             "$count" => {
                 let f = arg.as_str().ok_or_else(|| bad("$count needs a string"))?;
                 if docs.is_empty() {
@@ -1106,7 +1164,9 @@ pub fn aggregate(mut docs: Vec<Document>, pipeline: &[Bson], src: &dyn Source) -
                 let (path, keep_empty, idx) = match arg {
                     Bson::String(s) => (s.clone(), false, None),
                     Bson::Document(d) => (
-                        d.get_str("path").map_err(|_| bad("$unwind needs a path"))?.to_string(),
+                        d.get_str("path")
+                            .map_err(|_| bad("$unwind needs a path"))?
+                            .to_string(),
                         d.get_bool("preserveNullAndEmptyArrays").unwrap_or(false),
                         d.get_str("includeArrayIndex").ok().map(String::from),
                     ),
@@ -1136,29 +1196,47 @@ pub fn aggregate(mut docs: Vec<Document>, pipeline: &[Bson], src: &dyn Source) -
                 }
                 out
             }
-            "$group" => group(docs, arg.as_document().ok_or_else(|| bad("$group needs an object"))?)?,
+            "$group" => group(
+                docs,
+                arg.as_document()
+                    .ok_or_else(|| bad("$group needs an object"))?,
+            )?,
             "$sortByCount" => {
                 let g = doc! { "_id": arg.clone(), "count": { "$sum": 1 } };
                 let mut out = group(docs, &g)?;
-                out.sort_by(|a, b| cmp(b.get("count").unwrap_or(&Bson::Null), a.get("count").unwrap_or(&Bson::Null)));
+                out.sort_by(|a, b| {
+                    cmp(
+                        b.get("count").unwrap_or(&Bson::Null),
+                        a.get("count").unwrap_or(&Bson::Null),
+                    )
+                });
                 out
             }
             "$replaceRoot" | "$replaceWith" => {
                 let e = match arg {
-                    Bson::Document(d) if name == "$replaceRoot" => d.get("newRoot").cloned().unwrap_or(Bson::Null),
+                    Bson::Document(d) if name == "$replaceRoot" => {
+                        d.get("newRoot").cloned().unwrap_or(Bson::Null)
+                    }
                     other => other.clone(),
                 };
                 let mut out = Vec::new();
                 for d in docs {
                     match eval(&d, &e)? {
                         Bson::Document(n) => out.push(n),
-                        _ => return Err((40228, "'newRoot' expression must evaluate to an object".into())),
+                        _ => {
+                            return Err((
+                                40228,
+                                "'newRoot' expression must evaluate to an object".into(),
+                            ))
+                        }
                     }
                 }
                 out
             }
             "$lookup" => {
-                let l = arg.as_document().ok_or_else(|| bad("$lookup needs an object"))?;
+                let l = arg
+                    .as_document()
+                    .ok_or_else(|| bad("$lookup needs an object"))?;
                 let from = l.get_str("from").map_err(|_| bad("$lookup needs from"))?;
                 let local = l.get_str("localField").unwrap_or("");
                 let foreign = l.get_str("foreignField").unwrap_or("");
@@ -1188,17 +1266,24 @@ pub fn aggregate(mut docs: Vec<Document>, pipeline: &[Bson], src: &dyn Source) -
                 out
             }
             "$facet" => {
-                let f = arg.as_document().ok_or_else(|| bad("$facet needs an object"))?;
+                let f = arg
+                    .as_document()
+                    .ok_or_else(|| bad("$facet needs an object"))?;
                 let mut out = Document::new();
                 for (k, p) in f {
-                    let p = p.as_array().ok_or_else(|| bad("$facet pipelines are arrays"))?;
+                    let p = p
+                        .as_array()
+                        .ok_or_else(|| bad("$facet pipelines are arrays"))?;
                     let r = aggregate(docs.clone(), p, src)?;
                     out.insert(k, r.into_iter().map(Bson::Document).collect::<Vec<_>>());
                 }
                 vec![out]
             }
             other => {
-                return Err((40324, format!("Unrecognized pipeline stage name: '{other}'")));
+                return Err((
+                    40324,
+                    format!("Unrecognized pipeline stage name: '{other}'"),
+                ));
             }
         };
     }
@@ -1226,13 +1311,19 @@ fn group(docs: Vec<Document>, spec: &Document) -> QResult<Vec<Document>> {
                 continue;
             }
             let Some((op, e)) = acc.as_document().and_then(|a| a.iter().next()) else {
-                return Err((40234, format!("The field '{field}' must be an accumulator object")));
+                return Err((
+                    40234,
+                    format!("The field '{field}' must be an accumulator object"),
+                ));
             };
             let vals: Vec<Bson> = members
                 .iter()
                 .map(|d| eval(d, e))
                 .collect::<QResult<Vec<_>>>()?;
-            let defined = || vals.iter().filter(|v| !matches!(v, Bson::Undefined | Bson::Null));
+            let defined = || {
+                vals.iter()
+                    .filter(|v| !matches!(v, Bson::Undefined | Bson::Null))
+            };
             let v = match op.as_str() {
                 "$sum" => {
                     let mut acc = Bson::Int32(0);
@@ -1251,11 +1342,22 @@ fn group(docs: Vec<Document>, spec: &Document) -> QResult<Vec<Document>> {
                         Bson::Double(ns.iter().sum::<f64>() / ns.len() as f64)
                     }
                 }
-                "$min" => defined().min_by(|a, b| cmp(a, b)).cloned().unwrap_or(Bson::Null),
-                "$max" => defined().max_by(|a, b| cmp(a, b)).cloned().unwrap_or(Bson::Null),
+                "$min" => defined()
+                    .min_by(|a, b| cmp(a, b))
+                    .cloned()
+                    .unwrap_or(Bson::Null),
+                "$max" => defined()
+                    .max_by(|a, b| cmp(a, b))
+                    .cloned()
+                    .unwrap_or(Bson::Null),
                 "$first" => vals.first().cloned().unwrap_or(Bson::Null),
                 "$last" => vals.last().cloned().unwrap_or(Bson::Null),
-                "$push" => Bson::Array(vals.iter().filter(|v| !matches!(v, Bson::Undefined)).cloned().collect()),
+                "$push" => Bson::Array(
+                    vals.iter()
+                        .filter(|v| !matches!(v, Bson::Undefined))
+                        .cloned()
+                        .collect(),
+                ),
                 "$addToSet" => {
                     let mut set: Vec<Bson> = Vec::new();
                     for v in vals.iter().filter(|v| !matches!(v, Bson::Undefined)) {
@@ -1268,7 +1370,11 @@ fn group(docs: Vec<Document>, spec: &Document) -> QResult<Vec<Document>> {
                 "$count" => Bson::Int32(vals.len() as i32),
                 other => return Err((15952, format!("unknown group operator '{other}'"))),
             };
-            let v = if matches!(v, Bson::Undefined) { Bson::Null } else { v };
+            let v = if matches!(v, Bson::Undefined) {
+                Bson::Null
+            } else {
+                v
+            };
             g.insert(field, v);
         }
         out.push(g);
@@ -1304,8 +1410,20 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(d, doc! { "_id": 1, "n": 3, "l": [9, 1, 2, 3], "x": { "y": true } });
-        apply_update(&mut d, &doc! { "$pull": { "l": { "$gte": 3 } } }, &doc! {}, false).unwrap();
-        assert_eq!(d.get_array("l").unwrap(), &vec![Bson::Int32(1), Bson::Int32(2)]);
+        assert_eq!(
+            d,
+            doc! { "_id": 1, "n": 3, "l": [9, 1, 2, 3], "x": { "y": true } }
+        );
+        apply_update(
+            &mut d,
+            &doc! { "$pull": { "l": { "$gte": 3 } } },
+            &doc! {},
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            d.get_array("l").unwrap(),
+            &vec![Bson::Int32(1), Bson::Int32(2)]
+        );
     }
 }

@@ -58,6 +58,10 @@ fn salted(m: Mech, user: &str, password: &str, salt: &[u8], iters: u32) -> Vec<u
     }
 }
 
+/// A failed proof (wrong password, unknown user, bad message).
+#[derive(Debug)]
+pub struct AuthFailed;
+
 /// One authentication in progress on a connection.
 #[derive(Debug)]
 pub struct Conversation {
@@ -99,7 +103,10 @@ impl Conversation {
             .nth(2)
             .ok_or_else(|| "Authentication failed.".to_string())?
             .to_string();
-        let user = attr(&bare, "n").unwrap_or("").replace("=2C", ",").replace("=3D", "=");
+        let user = attr(&bare, "n")
+            .unwrap_or("")
+            .replace("=2C", ",")
+            .replace("=3D", "=");
         let cnonce = attr(&bare, "r").ok_or_else(|| "Authentication failed.".to_string())?;
         let salt: [u8; 16] = rand::random();
         let snonce = B64.encode(rand::random::<[u8; 24]>());
@@ -123,22 +130,22 @@ impl Conversation {
     }
 
     /// Handles the next client message: `(reply, done)`.
-    pub fn step(&mut self, payload: &[u8]) -> Result<(Vec<u8>, bool), ()> {
+    pub fn step(&mut self, payload: &[u8]) -> Result<(Vec<u8>, bool), AuthFailed> {
         if self.stage == 2 {
             self.stage = 3;
             return Ok((Vec::new(), true));
         }
         if self.stage != 1 {
-            return Err(());
+            return Err(AuthFailed);
         }
-        let msg = std::str::from_utf8(payload).map_err(|_| ())?;
-        let proof_at = msg.rfind(",p=").ok_or(())?;
+        let msg = std::str::from_utf8(payload).map_err(|_| AuthFailed)?;
+        let proof_at = msg.rfind(",p=").ok_or(AuthFailed)?;
         let without_proof = &msg[..proof_at];
-        let proof = B64.decode(&msg[proof_at + 3..]).map_err(|_| ())?;
+        let proof = B64.decode(&msg[proof_at + 3..]).map_err(|_| AuthFailed)?;
         if attr(msg, "r") != Some(self.nonce.as_str()) {
-            return Err(());
+            return Err(AuthFailed);
         }
-        let salted = self.salted.as_ref().ok_or(())?;
+        let salted = self.salted.as_ref().ok_or(AuthFailed)?;
         let auth_message = format!(
             "{},{},{}",
             self.client_first_bare, self.server_first, without_proof
@@ -148,11 +155,11 @@ impl Conversation {
         let stored_key = hash(m, &client_key);
         let signature = hmac(m, &stored_key, auth_message.as_bytes());
         if proof.len() != signature.len() {
-            return Err(());
+            return Err(AuthFailed);
         }
         let recovered: Vec<u8> = proof.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
         if hash(m, &recovered) != stored_key {
-            return Err(());
+            return Err(AuthFailed);
         }
         let server_key = hmac(m, salted, b"Server Key");
         let server_sig = hmac(m, &server_key, auth_message.as_bytes());

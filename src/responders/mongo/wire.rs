@@ -50,7 +50,9 @@ fn i32_at(b: &[u8], at: usize) -> Result<i32, WireError> {
 fn read_doc(b: &[u8], at: &mut usize) -> Result<Document, WireError> {
     let len = i32_at(b, *at)?;
     if len < 5 || *at + len as usize > b.len() {
-        return Err(WireError::Bson(format!("document length {len} is out of range")));
+        return Err(WireError::Bson(format!(
+            "document length {len} is out of range"
+        )));
     }
     let slice = &b[*at..*at + len as usize];
     let d = Document::from_reader(&mut &slice[..]).map_err(|e| WireError::Bson(e.to_string()))?;
@@ -93,7 +95,9 @@ pub fn decode(msg: &[u8]) -> Result<Request, WireError> {
             let flags = i32_at(msg, 16)? as u32;
             let mut end = msg.len();
             if flags & CHECKSUM_PRESENT != 0 {
-                end = end.checked_sub(4).ok_or(WireError::Malformed("no checksum"))?;
+                end = end
+                    .checked_sub(4)
+                    .ok_or(WireError::Malformed("no checksum"))?;
             }
             let b = &msg[..end];
             let mut at = 20;
@@ -145,7 +149,11 @@ pub fn decode(msg: &[u8]) -> Result<Request, WireError> {
             at += 8;
             let mut query = read_doc(msg, &mut at)?;
             if let Some(Bson::Document(q)) = query.get("$query").or(query.get("query")) {
-                if query.keys().next().is_some_and(|k| k.starts_with('$') || k == "query") {
+                if query
+                    .keys()
+                    .next()
+                    .is_some_and(|k| k.starts_with('$') || k == "query")
+                {
                     query = q.clone();
                 }
             }
