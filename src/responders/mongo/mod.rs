@@ -727,6 +727,21 @@ impl MongoService {
         let s = self.lock();
         let mut out = Vec::new();
         if let Some(coll) = s.get(db).and_then(|x| x.get(c)) {
+            // `{_id: scalar}` (find_one by id) compares one field.
+            if let (1, Some(id)) = (filter.len(), filter.get("_id")) {
+                if !matches!(
+                    id,
+                    Bson::Document(_) | Bson::Array(_) | Bson::RegularExpression(_)
+                ) {
+                    return Ok(coll
+                        .docs
+                        .iter()
+                        .find(|d| d.get("_id").is_some_and(|x| query::eq(x, id)))
+                        .cloned()
+                        .into_iter()
+                        .collect());
+                }
+            }
             for d in &coll.docs {
                 if query::matches(d, filter)? {
                     out.push(d.clone());
@@ -1094,6 +1109,20 @@ fn dup_text(k: &Bson) -> String {
     }
 }
 
+/// A field by dotted path, borrowed.
+fn field_ref<'a>(d: &'a Document, path: &str) -> Option<&'a Bson> {
+    let mut parts = path.split('.');
+    let mut cur = d.get(parts.next()?)?;
+    for p in parts {
+        cur = match cur {
+            Bson::Document(x) => x.get(p)?,
+            Bson::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
 /// Refuses a document that repeats a unique index's key.
 fn check_unique(
     coll: &Coll,
@@ -1101,14 +1130,23 @@ fn check_unique(
     skip: Option<usize>,
     ns: &str,
 ) -> Result<(), (i32, String)> {
+    const NULL: Bson = Bson::Null;
     for ix in coll.indexes.iter().filter(|i| i.unique) {
-        let k = index_key(d, &ix.key);
-        let clash = coll
-            .docs
-            .iter()
-            .enumerate()
-            .any(|(i, o)| Some(i) != skip && query::eq(&index_key(o, &ix.key), &k));
+        let mine: Vec<&Bson> = ix
+            .key
+            .keys()
+            .map(|k| field_ref(d, k).unwrap_or(&NULL))
+            .collect();
+        let clash = coll.docs.iter().enumerate().any(|(i, o)| {
+            Some(i) != skip
+                && ix
+                    .key
+                    .keys()
+                    .zip(&mine)
+                    .all(|(k, m)| query::eq(field_ref(o, k).unwrap_or(&NULL), m))
+        });
         if clash {
+            let k = index_key(d, &ix.key);
             LAST_DUP.with(|c| *c.borrow_mut() = Some((ix.key.clone(), k.clone())));
             return Err((
                 11000,

@@ -96,7 +96,11 @@ pub fn eq(a: &Bson, b: &Bson) -> bool {
 pub fn values_at(doc: &Document, path: &str) -> Vec<Option<Bson>> {
     let parts: Vec<&str> = path.split('.').collect();
     let mut out = Vec::new();
-    walk(&Bson::Document(doc.clone()), &parts, &mut out);
+    let (first, rest) = parts.split_first().unwrap_or((&"", &[]));
+    match doc.get(*first) {
+        Some(v) => walk(v, rest, &mut out),
+        None => out.push(None),
+    }
     out
 }
 
@@ -133,15 +137,16 @@ fn walk(b: &Bson, parts: &[&str], out: &mut Vec<Option<Bson>>) {
 
 /// The first value at a dotted path (no array fan-out beyond the first).
 pub fn get_path(doc: &Document, path: &str) -> Option<Bson> {
-    let mut cur = Bson::Document(doc.clone());
-    for p in path.split('.') {
+    let mut parts = path.split('.');
+    let mut cur = doc.get(parts.next()?)?;
+    for p in parts {
         cur = match cur {
-            Bson::Document(d) => d.get(p)?.clone(),
-            Bson::Array(a) => a.get(p.parse::<usize>().ok()?)?.clone(),
+            Bson::Document(d) => d.get(p)?,
+            Bson::Array(a) => a.get(p.parse::<usize>().ok()?)?,
             _ => return None,
         };
     }
-    Some(cur)
+    Some(cur.clone())
 }
 
 fn regex_of(pattern: &str, options: &str) -> QResult<regex::Regex> {
