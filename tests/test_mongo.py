@@ -130,6 +130,27 @@ out["sorted"] = [u["name"] for u in users.find().sort([("age", -1)]).skip(1).lim
     assert "MongoDB commands per service" in res.stderr
 
 
+def test_array_updates(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+c = MongoClient("mongodb://mongo.test:27017/", serverSelectionTimeoutMS=5000)
+s = c.t.students
+s.insert_one({"_id": 1, "grades": [{"g": 80, "n": 1}, {"g": 95, "n": 2}], "tags": ["a", "b", "c"], "q": [3, 1, 2]})
+s.update_one({"_id": 1, "grades.n": 2}, {"$set": {"grades.$.g": 99}})
+s.update_one({"_id": 1}, {"$inc": {"grades.$[low].g": 5}}, array_filters=[{"low.g": {"$lt": 90}}])
+s.update_one({"_id": 1}, {"$pull": {"tags": "b"}, "$addToSet": {"q": 3}})
+s.update_one({"_id": 1}, {"$push": {"q": {"$each": [9, 0], "$sort": 1, "$slice": 3}}})
+s.update_one({"_id": 1}, {"$pop": {"tags": -1}, "$rename": {"q": "r"}})
+out["doc"] = s.find_one({"_id": 1})
+out["elem"] = s.count_documents({"grades": {"$elemMatch": {"g": {"$gt": 98}, "n": 2}}})
+out["size"] = s.count_documents({"tags": {"$size": 1}})
+"""))
+    out = last_json(res)
+    assert out["doc"] == {"_id": 1, "grades": [{"g": 85, "n": 1}, {"g": 99, "n": 2}],
+                          "tags": ["c"], "r": [0, 1, 2]}
+    assert out["elem"] == 1
+    assert out["size"] == 1
+
+
 def test_cursors_with_small_batches(jail):
     res = ok(pyrun(jail, rules("basic.yaml"), """
 c = MongoClient("mongodb://mongo.test:27017/", serverSelectionTimeoutMS=5000)

@@ -800,6 +800,7 @@ impl MongoService {
             let q = u.get_document("q").cloned().unwrap_or_default();
             let multi = u.get_bool("multi").unwrap_or(false);
             let upsert = u.get_bool("upsert").unwrap_or(false);
+            let afs = array_filters(&u);
             let res = (|| -> Result<(), (i32, String)> {
                 let mut hit = 0;
                 for idx in 0..coll.docs.len() {
@@ -808,7 +809,7 @@ impl MongoService {
                     }
                     hit += 1;
                     let mut d = coll.docs[idx].clone();
-                    apply(&mut d, u.get("u"), &q, false)?;
+                    apply(&mut d, u.get("u"), &q, false, &afs)?;
                     if d.get("_id") != coll.docs[idx].get("_id") {
                         return Err((66, "Performing an update on the path '_id' would modify the immutable field '_id'".into()));
                     }
@@ -824,7 +825,7 @@ impl MongoService {
                 n += hit;
                 if hit == 0 && upsert {
                     let mut d = query::upsert_seed(&q);
-                    apply(&mut d, u.get("u"), &q, true)?;
+                    apply(&mut d, u.get("u"), &q, true, &afs)?;
                     let d = with_id(d);
                     check_unique(coll, &d, None, &ns)?;
                     upserted.push(Bson::Document(doc! {"index": i as i32, "_id": d.get("_id").cloned().unwrap_or(Bson::Null)}));
@@ -855,6 +856,7 @@ impl MongoService {
         let remove = body.get_bool("remove").unwrap_or(false);
         let new = body.get_bool("new").unwrap_or(false);
         let upsert = body.get_bool("upsert").unwrap_or(false);
+        let afs = array_filters(body);
         let ns = format!("{db}.{c}");
         let mut s = self.lock();
         let coll = s
@@ -881,7 +883,7 @@ impl MongoService {
             Some(i) => {
                 let old = coll.docs[i].clone();
                 let mut d = old.clone();
-                apply(&mut d, body.get("update"), &q, false)?;
+                apply(&mut d, body.get("update"), &q, false, &afs)?;
                 check_unique(coll, &d, Some(i), &ns)?;
                 coll.docs[i] = d.clone();
                 Ok(
@@ -890,7 +892,7 @@ impl MongoService {
             }
             None if upsert && !remove => {
                 let mut d = query::upsert_seed(&q);
-                apply(&mut d, body.get("update"), &q, true)?;
+                apply(&mut d, body.get("update"), &q, true, &afs)?;
                 let d = with_id(d);
                 check_unique(coll, &d, None, &ns)?;
                 coll.docs.push(d.clone());
@@ -1044,14 +1046,21 @@ fn lsid_key(body: &Document) -> String {
     body.get("lsid").map(|l| format!("{l}")).unwrap_or_default()
 }
 
+fn array_filters(d: &Document) -> Vec<Document> {
+    d.get_array("arrayFilters")
+        .map(|a| a.iter().filter_map(|x| x.as_document().cloned()).collect())
+        .unwrap_or_default()
+}
+
 fn apply(
     d: &mut Document,
     u: Option<&Bson>,
     q: &Document,
     insert: bool,
+    afs: &[Document],
 ) -> Result<(), (i32, String)> {
     match u {
-        Some(Bson::Document(u)) => query::apply_update(d, u, q, insert),
+        Some(Bson::Document(u)) => query::apply_update(d, u, q, insert, afs),
         Some(Bson::Array(pipeline)) => {
             let src = Snapshot {
                 store: BTreeMap::new(),

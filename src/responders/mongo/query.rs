@@ -602,6 +602,59 @@ fn arith(a: &Bson, b: &Bson, mul: bool) -> QResult<Bson> {
     })
 }
 
+/// Expands `$[]` and `$[name]` (with `arrayFilters`) into concrete paths.
+fn expand_paths(doc: &Document, path: &str, afs: &[Document]) -> QResult<Vec<String>> {
+    if !path.contains("$[") {
+        return Ok(vec![path.to_string()]);
+    }
+    let mut prefixes: Vec<String> = vec![String::new()];
+    for part in path.split('.') {
+        let mut next = Vec::new();
+        for pre in &prefixes {
+            let join = |s: &str| {
+                if pre.is_empty() {
+                    s.to_string()
+                } else {
+                    format!("{pre}.{s}")
+                }
+            };
+            if let Some(ident) = part.strip_prefix("$[").and_then(|r| r.strip_suffix(']')) {
+                let Some(Bson::Array(arr)) = get_path(doc, pre) else {
+                    return Err((2, format!("The path '{pre}' must exist in the document in order to apply array updates.")));
+                };
+                let filters: Vec<&Document> = afs
+                    .iter()
+                    .filter(|f| {
+                        f.keys()
+                            .next()
+                            .is_some_and(|k| k == ident || k.starts_with(&format!("{ident}.")))
+                    })
+                    .collect();
+                if !ident.is_empty() && filters.is_empty() {
+                    return Err((
+                        2,
+                        format!("No array filter found for identifier '{ident}' in path '{path}'"),
+                    ));
+                }
+                for (i, e) in arr.iter().enumerate() {
+                    let wrapped = doc! { ident: e.clone() };
+                    let mut ok = true;
+                    for f in &filters {
+                        ok &= matches(&wrapped, f)?;
+                    }
+                    if ok {
+                        next.push(join(&i.to_string()));
+                    }
+                }
+            } else {
+                next.push(join(part));
+            }
+        }
+        prefixes = next;
+    }
+    Ok(prefixes)
+}
+
 /// Applies an update (operators or a replacement) to a document.
 /// `insert` is true for the document an upsert creates.
 pub fn apply_update(
@@ -609,6 +662,7 @@ pub fn apply_update(
     update: &Document,
     filter: &Document,
     insert: bool,
+    array_filters: &[Document],
 ) -> QResult<()> {
     if !is_operator_update(update) {
         let id = doc.get("_id").cloned();
@@ -632,8 +686,14 @@ pub fn apply_update(
                 ),
             ));
         };
+        let mut work = Vec::new();
         for (path, arg) in fields {
             let path = positional(path, doc, filter);
+            for p in expand_paths(doc, &path, array_filters)? {
+                work.push((p, arg));
+            }
+        }
+        for (path, arg) in work {
             let cur = get_path(doc, &path);
             match op.as_str() {
                 "$set" => set_path(doc, &path, arg.clone())?,
@@ -1413,6 +1473,7 @@ mod tests {
             &doc! { "$inc": { "n": 2 }, "$push": { "l": { "$each": [9], "$position": 0 } }, "$set": { "x.y": true } },
             &doc! {},
             false,
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -1424,11 +1485,22 @@ mod tests {
             &doc! { "$pull": { "l": { "$gte": 3 } } },
             &doc! {},
             false,
+            &[],
         )
         .unwrap();
         assert_eq!(
             d.get_array("l").unwrap(),
             &vec![Bson::Int32(1), Bson::Int32(2)]
         );
+        let mut g = doc! { "g": [{ "s": 80 }, { "s": 95 }], "h": [1, 2] };
+        apply_update(
+            &mut g,
+            &doc! { "$inc": { "g.$[big].s": 1, "h.$[]": 10 } },
+            &doc! {},
+            false,
+            &[doc! { "big.s": { "$gte": 90 } }],
+        )
+        .unwrap();
+        assert_eq!(g, doc! { "g": [{ "s": 80 }, { "s": 96 }], "h": [11, 12] });
     }
 }
