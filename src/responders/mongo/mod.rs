@@ -1278,3 +1278,90 @@ where
         let _ = buf.remaining();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> MongoService {
+        let mut spec = MongoSpec::default();
+        spec.collections.insert(
+            "app.users".into(),
+            vec![doc! {"_id": 1, "name": "a"}, doc! {"_id": 2, "name": "b"}],
+        );
+        MongoService::new("db", Arc::new(spec), EventSink::default(), false)
+    }
+
+    fn conn() -> Conn {
+        Conn {
+            id: 1,
+            me: "mongo.test:27017".into(),
+            authed: true,
+            scram: None,
+        }
+    }
+
+    #[test]
+    fn commands_cursors_and_reset() {
+        let svc = service();
+        let mut c = conn();
+        let r = svc.run(
+            &mut c,
+            &doc! {"insert": "users", "documents": [{"_id": 3}], "$db": "app"},
+        );
+        assert_eq!(r.get_i32("n").unwrap(), 1);
+        let r = svc.run(
+            &mut c,
+            &doc! {"insert": "users", "documents": [{"_id": 3}], "$db": "app"},
+        );
+        let we = r.get_array("writeErrors").unwrap()[0]
+            .as_document()
+            .unwrap()
+            .clone();
+        assert_eq!(we.get_i32("code").unwrap(), 11000);
+        assert_eq!(we.get_document("keyValue").unwrap(), &doc! {"_id": 3});
+        let r = svc.run(
+            &mut c,
+            &doc! {"find": "users", "batchSize": 1, "$db": "app"},
+        );
+        let cur = r.get_document("cursor").unwrap();
+        let id = cur.get_i64("id").unwrap();
+        assert_ne!(id, 0);
+        let r = svc.run(
+            &mut c,
+            &doc! {"getMore": id, "collection": "users", "batchSize": 5, "$db": "app"},
+        );
+        let cur = r.get_document("cursor").unwrap();
+        assert_eq!(cur.get_array("nextBatch").unwrap().len(), 2);
+        assert_eq!(cur.get_i64("id").unwrap(), 0);
+        let r = svc.run(
+            &mut c,
+            &doc! {"getMore": id, "collection": "users", "$db": "app"},
+        );
+        assert_eq!(r.get_i32("code").unwrap(), 43);
+        let r = svc.run(&mut c, &doc! {"frob": 1, "$db": "app"});
+        assert_eq!(r.get_str("errmsg").unwrap(), "no such command: 'frob'");
+        assert_eq!(r.get_str("codeName").unwrap(), "CommandNotFound");
+        svc.reset();
+        let r = svc.run(&mut c, &doc! {"count": "users", "$db": "app"});
+        assert_eq!(r.get_i32("n").unwrap(), 2);
+    }
+
+    #[test]
+    fn hello_standalone_and_replica_set() {
+        let svc = service();
+        let h = svc.run(&mut conn(), &doc! {"hello": 1, "$db": "admin"});
+        assert!(h.get_bool("isWritablePrimary").unwrap());
+        assert!(!h.contains_key("setName") && !h.contains_key("topologyVersion"));
+        assert_eq!(h.get_i32("maxWireVersion").unwrap(), MAX_WIRE_VERSION);
+        let spec = MongoSpec {
+            replica_set: Some("rs0".into()),
+            ..Default::default()
+        };
+        let rs = MongoService::new("db", Arc::new(spec), EventSink::default(), false);
+        let h = rs.run(&mut conn(), &doc! {"isMaster": 1, "$db": "admin"});
+        assert_eq!(h.get_str("setName").unwrap(), "rs0");
+        assert_eq!(h.get_str("me").unwrap(), "mongo.test:27017");
+        assert!(h.get_bool("ismaster").unwrap());
+    }
+}
