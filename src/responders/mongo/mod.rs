@@ -946,7 +946,6 @@ impl MongoService {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record(&self, ctx: &ServeCtx, body: Option<&Document>, reply: &Document, started: Instant) {
         let command = body
             .and_then(|b| b.keys().next().cloned())
