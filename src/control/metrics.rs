@@ -237,7 +237,8 @@ impl Observer for Metrics {
             }
             Event::Mongo(m) => {
                 // Command names are bounded: unknown ones count as `unknown`.
-                let outcome = if m.error_code == Some(59) {
+                let known = crate::responders::mongo::COMMANDS.contains(&m.command.as_str());
+                let outcome = if m.error_code == Some(59) || !known {
                     "unknown".to_string()
                 } else if m.error_code.is_some() {
                     format!("{}_error", m.command.to_ascii_lowercase())

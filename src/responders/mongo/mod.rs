@@ -134,6 +134,49 @@ fn index_name(key: &Document) -> String {
         .join("_")
 }
 
+/// The commands the responder answers (anything else is `unknown` in
+/// metrics, so labels stay bounded).
+pub const COMMANDS: &[&str] = &[
+    "hello",
+    "isMaster",
+    "ismaster",
+    "ping",
+    "endSessions",
+    "killSessions",
+    "logout",
+    "refreshSessions",
+    "commitTransaction",
+    "abortTransaction",
+    "buildInfo",
+    "buildinfo",
+    "getParameter",
+    "whatsmyuri",
+    "connectionStatus",
+    "saslStart",
+    "saslContinue",
+    "serverStatus",
+    "listDatabases",
+    "listCollections",
+    "create",
+    "drop",
+    "dropDatabase",
+    "insert",
+    "find",
+    "getMore",
+    "killCursors",
+    "count",
+    "distinct",
+    "aggregate",
+    "update",
+    "delete",
+    "findAndModify",
+    "findandmodify",
+    "createIndexes",
+    "listIndexes",
+    "dropIndexes",
+    "deleteIndexes",
+];
+
 /// A command failure: `ok: 0` with a code.
 #[derive(Debug)]
 struct CmdError(i32, String);
