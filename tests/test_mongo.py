@@ -347,6 +347,34 @@ out["second"] = bson.decode(rest[20:]).get("ok")
     assert out["second"] == 1.0
 
 
+def test_faults(jail):
+    res = ok(pyrun(jail, rules("faults.yaml"), """
+import time
+from pymongo.errors import AutoReconnect
+c = MongoClient("mongodb://mongo.test:27017/", serverSelectionTimeoutMS=5000, retryReads=False, retryWrites=False)
+try:
+    c.app.orders.insert_one({"a": 1})
+    out["err"] = "no error"
+except OperationFailure as e:
+    out["err"] = [e.code, str(e)]
+c.app.other.insert_one({"a": 1})
+out["other"] = c.app.other.count_documents({})
+t = time.monotonic()
+c.app.slowly.find_one()
+out["slow"] = time.monotonic() - t
+try:
+    c.app.other.distinct("a")
+    out["reset"] = "answered"
+except AutoReconnect:
+    out["reset"] = "AutoReconnect"
+"""))
+    out = last_json(res)
+    assert out["err"][0] == 2 and "injected write failure" in out["err"][1]
+    assert out["other"] == 1
+    assert out["slow"] >= 0.25
+    assert out["reset"] == "AutoReconnect"
+
+
 def test_expectations(jail):
     code = """
 c = MongoClient("mongodb://mongo.test:27017/", serverSelectionTimeoutMS=5000)

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::http::LatencySpec;
+use super::schema::OneOrMany;
+
 /// A service's MongoDB responder.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(try_from = "RawMongo")]
@@ -17,6 +20,117 @@ pub struct MongoSpec {
     pub collections: BTreeMap<String, Vec<bson::Document>>,
     /// `db.collection` → indexes present at start.
     pub indexes: BTreeMap<String, Vec<MongoIndex>>,
+    /// Faults, tried in order for every command; the first that fires wins.
+    pub faults: Vec<MongoFault>,
+}
+
+/// For the listed commands (all when empty) on collections matching
+/// `collection` (a glob on `db.collection`), do one thing.
+#[derive(Debug, Clone)]
+pub struct MongoFault {
+    pub probability: f64,
+    pub commands: Vec<String>,
+    pub collection: Option<String>,
+    pub kind: MongoFaultKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MongoFaultKind {
+    /// Wait, then answer normally.
+    Latency(LatencySpec),
+    /// Answer `ok: 0` with this code and message instead.
+    Error { code: i32, message: String },
+    /// Reset the connection instead of answering.
+    Reset,
+    /// Never answer.
+    Hang,
+}
+
+impl MongoFaultKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            MongoFaultKind::Latency(_) => "latency",
+            MongoFaultKind::Error { .. } => "error",
+            MongoFaultKind::Reset => "reset",
+            MongoFaultKind::Hang => "hang",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaultError {
+    code: i32,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    #[serde(default)]
+    probability: Option<f64>,
+    #[serde(default, alias = "command")]
+    commands: OneOrMany<String>,
+    #[serde(default)]
+    collection: Option<String>,
+    #[serde(default)]
+    latency: Option<LatencySpec>,
+    #[serde(default)]
+    error: Option<RawFaultError>,
+    #[serde(default)]
+    reset: Option<bool>,
+    #[serde(default)]
+    hang: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for MongoFault {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = RawFault::deserialize(d)?;
+        let probability = r.probability.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&probability) {
+            return Err(serde::de::Error::custom(format!(
+                "probability {probability} is not between 0 and 1"
+            )));
+        }
+        let mut kinds = Vec::new();
+        if let Some(l) = r.latency {
+            kinds.push(MongoFaultKind::Latency(l));
+        }
+        if let Some(e) = r.error {
+            kinds.push(MongoFaultKind::Error {
+                code: e.code,
+                message: e
+                    .message
+                    .unwrap_or_else(|| format!("injected fault (code {})", e.code)),
+            });
+        }
+        if r.reset == Some(true) {
+            kinds.push(MongoFaultKind::Reset);
+        }
+        if r.hang == Some(true) {
+            kinds.push(MongoFaultKind::Hang);
+        }
+        let kind = match kinds.len() {
+            1 => kinds.remove(0),
+            0 => {
+                return Err(serde::de::Error::custom(
+                    "a fault needs one of `latency`, `error`, `reset`, `hang`",
+                ))
+            }
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "a fault does one thing: split it into several faults",
+                ))
+            }
+        };
+        Ok(MongoFault {
+            probability,
+            commands: r.commands.0,
+            collection: r.collection,
+            kind,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +174,8 @@ struct RawMongo {
     collections: BTreeMap<String, Vec<serde_json::Value>>,
     #[serde(default)]
     indexes: BTreeMap<String, Vec<RawIndex>>,
+    #[serde(default, alias = "fault")]
+    faults: OneOrMany<MongoFault>,
 }
 
 fn check_ns(ns: &str) -> Result<(), String> {
@@ -119,6 +235,7 @@ impl TryFrom<RawMongo> for MongoSpec {
             users: r.users,
             collections,
             indexes,
+            faults: r.faults.0,
         })
     }
 }

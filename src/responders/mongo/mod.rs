@@ -20,7 +20,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::events::{now_rfc3339, Event, EventSink, MongoEvent};
-use crate::rules::mongo::MongoSpec;
+use crate::rules::mongo::{MongoFaultKind, MongoSpec};
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;
@@ -989,6 +989,28 @@ impl MongoService {
         }
     }
 
+    /// The first fault that fires for this command, if any.
+    fn pick_fault(&self, body: &Document) -> Option<MongoFaultKind> {
+        if self.spec.faults.is_empty() {
+            return None;
+        }
+        let cmd = body.keys().next()?;
+        let db = body.get_str("$db").unwrap_or("admin");
+        let ns = body.get_str(cmd).ok().map(|c| format!("{db}.{c}"));
+        self.spec.faults.iter().find_map(|f| {
+            let cmd_ok =
+                f.commands.is_empty() || f.commands.iter().any(|c| c.eq_ignore_ascii_case(cmd));
+            let coll_ok = match (&f.collection, &ns) {
+                (None, _) => true,
+                (Some(g), Some(ns)) => {
+                    crate::responders::redis::commands::glob(g.as_bytes(), ns.as_bytes())
+                }
+                (Some(_), None) => false,
+            };
+            (cmd_ok && coll_ok && rand::random::<f64>() < f.probability).then(|| f.kind.clone())
+        })
+    }
+
     fn record(&self, ctx: &ServeCtx, body: Option<&Document>, reply: &Document, started: Instant) {
         let command = body
             .and_then(|b| b.keys().next().cloned())
@@ -1230,12 +1252,33 @@ fn write_error(index: usize, (code, msg): (i32, String)) -> Bson {
     Bson::Document(d)
 }
 
+fn pick_latency(l: &crate::rules::http::LatencySpec) -> std::time::Duration {
+    if l.max <= l.min {
+        return l.min;
+    }
+    let span = (l.max - l.min).as_secs_f64();
+    l.min + std::time::Duration::from_secs_f64(span * rand::random::<f64>())
+}
+
+/// Reads and drops until the client closes (or a minute passes).
+async fn drain<IO: AsyncRead + Unpin>(io: &mut IO) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
 /// Serves one connection until it closes.
 pub async fn serve<IO>(svc: Arc<MongoService>, mut io: IO, ctx: ServeCtx, handle: FlowHandle)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _ = &handle;
     let me = format!(
         "{}:{}",
         ctx.meta
@@ -1272,7 +1315,24 @@ where
             next_id = next_id.wrapping_add(1);
             match wire::decode(&msg) {
                 Ok(Request::Msg { flags, body, .. }) => {
-                    let reply = svc.run(&mut conn, &body);
+                    let reply = match svc.pick_fault(&body) {
+                        None => svc.run(&mut conn, &body),
+                        Some(MongoFaultKind::Latency(l)) => {
+                            tokio::time::sleep(pick_latency(&l)).await;
+                            svc.run(&mut conn, &body)
+                        }
+                        Some(MongoFaultKind::Error { code, message }) => error_doc(code, &message),
+                        Some(kind) => {
+                            svc.record(&ctx, Some(&body), &error_doc(-1, kind.label()), started);
+                            let _ = io.write_all(&out).await;
+                            let _ = io.flush().await;
+                            if kind == MongoFaultKind::Reset {
+                                handle.abort_after_flush();
+                            }
+                            drain(&mut io).await;
+                            break 'conn;
+                        }
+                    };
                     svc.record(&ctx, Some(&body), &reply, started);
                     if flags & wire::MORE_TO_COME == 0 {
                         wire::encode_msg(&mut out, next_id, response_to, &reply);
