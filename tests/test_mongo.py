@@ -347,6 +347,18 @@ out["second"] = bson.decode(rest[20:]).get("ok")
     assert out["second"] == 1.0
 
 
+def test_unacknowledged_writes_get_no_reply(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+from pymongo import WriteConcern
+c = MongoClient("mongodb://mongo.test:27017/", serverSelectionTimeoutMS=5000)
+col = c.t.get_collection("w0", write_concern=WriteConcern(w=0))
+for i in range(5):
+    col.insert_one({"i": i})
+out["n"] = c.t.w0.count_documents({})
+"""))
+    assert last_json(res)["n"] == 5
+
+
 def test_faults(jail):
     res = ok(pyrun(jail, rules("faults.yaml"), """
 import time
