@@ -53,10 +53,7 @@ pub fn cmp(a: &Bson, b: &Bson) -> Ordering {
             let y = b.as_i64().or(b.as_i32().map(i64::from)).unwrap_or(0);
             x.cmp(&y)
         }
-        _ if ra == 2 => num(a)
-            .unwrap_or(0.0)
-            .partial_cmp(&num(b).unwrap_or(0.0))
-            .unwrap_or(Ordering::Equal),
+        _ if ra == 2 => num(a).unwrap_or(0.0).total_cmp(&num(b).unwrap_or(0.0)),
         (Bson::String(x), Bson::String(y)) => x.cmp(y),
         (Bson::Document(x), Bson::Document(y)) => {
             for ((ka, va), (kb, vb)) in x.iter().zip(y.iter()) {
@@ -471,6 +468,9 @@ fn set_in_bson(b: &mut Bson, parts: &[&str], value: Bson, name: &str) -> QResult
                     format!("Cannot create field '{first}' in element {{{name}: [...]}}"),
                 )
             })?;
+            if i > 1_000_000 {
+                return Err((2, format!("can't pad array to index {i}")));
+            }
             while a.len() <= i {
                 a.push(Bson::Null);
             }
