@@ -235,6 +235,23 @@ impl Observer for Metrics {
                     .with_label_values(&[&r.service, "redis"])
                     .observe(r.latency_ms / 1000.0);
             }
+            Event::Mongo(m) => {
+                // Command names are bounded: unknown ones count as `unknown`.
+                let known = crate::responders::mongo::COMMANDS.contains(&m.command.as_str());
+                let outcome = if m.error_code == Some(59) || !known {
+                    "unknown".to_string()
+                } else if m.error_code.is_some() {
+                    format!("{}_error", m.command.to_ascii_lowercase())
+                } else {
+                    m.command.to_ascii_lowercase()
+                };
+                self.requests
+                    .with_label_values(&[&m.service, "mongo", &outcome])
+                    .inc();
+                self.latency
+                    .with_label_values(&[&m.service, "mongo"])
+                    .observe(m.latency_ms / 1000.0);
+            }
             Event::Reload(r) => {
                 self.reloads
                     .with_label_values(&[if r.ok { "ok" } else { "error" }])

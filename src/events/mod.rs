@@ -130,6 +130,28 @@ pub struct RedisEvent {
     pub fault: Option<&'static str>,
 }
 
+/// One MongoDB command answered by a mocked service.
+#[derive(Debug, Clone, Serialize)]
+pub struct MongoEvent {
+    pub time: String,
+    pub flow_id: FlowId,
+    pub service: String,
+    /// The command name as sent (`insert`, `find`, `hello`);
+    /// `(protocol)` for a malformed message.
+    pub command: String,
+    pub db: String,
+    /// `db.collection` when the command names a collection.
+    pub collection: Option<String>,
+    /// The filter, as relaxed extended JSON (clipped).
+    pub filter: Option<String>,
+    pub matched: Option<u64>,
+    pub modified: Option<u64>,
+    /// The error code (`ok: 0` or the first write error).
+    pub error_code: Option<i32>,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+}
+
 /// Something the user should know that is not a flow (for example a
 /// classification failure or a setup warning).
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +169,7 @@ pub enum Event {
     Http(HttpEvent),
     Reload(ReloadEvent),
     Redis(RedisEvent),
+    Mongo(MongoEvent),
     Notice(NoticeEvent),
 }
 
@@ -189,6 +212,9 @@ struct Inner {
     redis: std::collections::VecDeque<RedisEvent>,
     /// service → command → (calls, errors), for the summary.
     redis_counts: summary::RedisCounts,
+    /// MongoDB events kept for `expect:`, and counts for the summary.
+    mongo: std::collections::VecDeque<MongoEvent>,
+    mongo_counts: summary::RedisCounts,
     write_error: Option<String>,
 }
 
@@ -279,6 +305,20 @@ impl EventSink {
                         inner.redis.pop_front();
                     }
                     inner.redis.push_back(r);
+                }
+            }
+            Event::Mongo(m) => {
+                summary::count_redis(
+                    &mut inner.mongo_counts,
+                    &m.service,
+                    &m.command,
+                    m.error_code.is_some(),
+                );
+                if !inner.journal_off {
+                    if inner.mongo.len() == JOURNAL_LIMIT {
+                        inner.mongo.pop_front();
+                    }
+                    inner.mongo.push_back(m);
                 }
             }
             Event::Notice(_) => {}
@@ -381,6 +421,41 @@ impl EventSink {
         self.lock().redis.iter().cloned().collect()
     }
 
+    /// Counts a MongoDB command without building its event.
+    pub fn count_mongo(&self, service: &str, command: &str, error: bool) {
+        summary::count_redis(&mut self.lock().mongo_counts, service, command, error);
+    }
+
+    /// The MongoDB commands recorded so far with full events, in the shape
+    /// `expect:` counts (command, key = `db.collection`).
+    pub fn mongo_journal(&self) -> Vec<MongoEvent> {
+        self.lock().mongo.iter().cloned().collect()
+    }
+
+    /// Redis and MongoDB commands as one journal for `expect:` checks: a
+    /// MongoDB command's key is its `db.collection`.
+    pub fn command_journal(&self) -> Vec<RedisEvent> {
+        let inner = self.lock();
+        let mut v: Vec<RedisEvent> = inner.redis.iter().cloned().collect();
+        v.extend(inner.mongo.iter().map(|m| RedisEvent {
+            time: m.time.clone(),
+            flow_id: m.flow_id,
+            service: m.service.clone(),
+            command: m.command.clone(),
+            key: m.collection.clone(),
+            db: 0,
+            reply: if m.error_code.is_some() {
+                "error"
+            } else {
+                "ok"
+            },
+            error: m.error.clone(),
+            latency_ms: m.latency_ms,
+            fault: None,
+        }));
+        v
+    }
+
     /// The HTTP exchanges so far (the request journal).
     pub fn http_journal(&self) -> Vec<HttpEvent> {
         self.lock().http.iter().cloned().collect()
@@ -395,6 +470,7 @@ impl EventSink {
         let mut s = Summary::from_flows(&inner.flows, inner.dns_count);
         s.add_routes(&inner.routes, &inner.http);
         s.add_redis(&inner.redis_counts);
+        s.add_mongo(&inner.mongo_counts);
         s
     }
 }

@@ -26,6 +26,7 @@ pub struct Summary {
     routes: Vec<((String, String), u64)>,
     other_calls: BTreeMap<(String, &'static str), u64>,
     redis: RedisCounts,
+    mongo: RedisCounts,
 }
 
 /// service → command → (calls, errors).
@@ -107,6 +108,11 @@ impl Summary {
         self.redis = counts.clone();
     }
 
+    /// Adds the MongoDB command counts per service.
+    pub fn add_mongo(&mut self, counts: &RedisCounts) {
+        self.mongo = counts.clone();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -129,6 +135,7 @@ fn mock_hint(port: u16, protocol: &str) -> Option<&'static str> {
             Some("http: { routes: [ { when: { path: / }, respond: { status: 200 } } ] }")
         }
         ("resp", _) | ("none", 6379) => Some("redis: { seed: {} }"),
+        ("mongo", _) | ("none", 27017) => Some("mongo: { collections: {} }"),
         _ => None,
     }
 }
@@ -169,10 +176,13 @@ impl fmt::Display for Summary {
                 writeln!(f, "    {svc} / (no route, answered by {by}): {n}")?;
             }
         }
-        if !self.redis.is_empty() {
+        for (title, counts) in [("Redis", &self.redis), ("MongoDB", &self.mongo)] {
+            if counts.is_empty() {
+                continue;
+            }
             writeln!(f)?;
-            writeln!(f, "  Redis commands per service:")?;
-            for (svc, per) in &self.redis {
+            writeln!(f, "  {title} commands per service:")?;
+            for (svc, per) in counts {
                 let total: u64 = per.values().map(|c| c.0).sum();
                 let errors: u64 = per.values().map(|c| c.1).sum();
                 let mut top: Vec<(&String, &(u64, u64))> = per.iter().collect();

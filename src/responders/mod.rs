@@ -3,6 +3,7 @@
 //! the stack.
 
 pub mod http;
+pub mod mongo;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub struct ServeCtx {
 pub struct Registry {
     http: HashMap<String, Arc<http::HttpService>>,
     redis: HashMap<String, Arc<redis::RedisService>>,
+    mongo: HashMap<String, Arc<mongo::MongoService>>,
 }
 
 impl Registry {
@@ -63,8 +65,17 @@ impl Registry {
                 );
                 reg.redis.insert(svc.name.clone(), Arc::new(s));
             }
+            if let Action::Mongo(spec) = &svc.action {
+                let journal = rules.expects.iter().any(|e| e.service == svc.name);
+                let s = mongo::MongoService::new(&svc.name, spec.clone(), events.clone(), journal);
+                reg.mongo.insert(svc.name.clone(), Arc::new(s));
+            }
         }
         reg
+    }
+
+    pub fn mongo(&self, service: &str) -> Option<Arc<mongo::MongoService>> {
+        self.mongo.get(service).cloned()
     }
 
     pub fn http(&self, service: &str) -> Option<Arc<http::HttpService>> {
@@ -83,17 +94,25 @@ impl Registry {
                     s.reset();
                 } else if let Some(s) = self.redis.get(name) {
                     s.reset();
+                } else if let Some(s) = self.mongo.get(name) {
+                    s.reset();
                 } else {
                     return Err(format!("no mocked service is named `{name}`"));
                 }
                 Ok(vec![name.to_string()])
             }
             None => {
-                let mut names: Vec<String> =
-                    self.http.keys().chain(self.redis.keys()).cloned().collect();
+                let mut names: Vec<String> = self
+                    .http
+                    .keys()
+                    .chain(self.redis.keys())
+                    .chain(self.mongo.keys())
+                    .cloned()
+                    .collect();
                 names.sort();
                 self.http.values().for_each(|s| s.reset());
                 self.redis.values().for_each(|s| s.reset());
+                self.mongo.values().for_each(|s| s.reset());
                 Ok(names)
             }
         }

@@ -3,6 +3,7 @@
 
 mod glob;
 pub mod http;
+pub mod mongo;
 pub mod redis;
 mod schema;
 
@@ -44,6 +45,7 @@ pub enum Action {
     Refuse,
     Http(Arc<http::HttpSpec>),
     Redis(Arc<redis::RedisSpec>),
+    Mongo(Arc<mongo::MongoSpec>),
 }
 
 impl Action {
@@ -53,6 +55,7 @@ impl Action {
             Action::Refuse => "refuse",
             Action::Http(_) => "http",
             Action::Redis(_) => "redis",
+            Action::Mongo(_) => "mongo",
         }
     }
 }
@@ -228,6 +231,7 @@ impl RuleSet {
                     spec.refuse.map(|_| ("refuse", Action::Refuse)),
                     http.map(|h| ("http", Action::Http(Arc::new(h)))),
                     spec.redis.map(|r| ("redis", Action::Redis(Arc::new(r)))),
+                    spec.mongo.map(|m| ("mongo", Action::Mongo(Arc::new(m)))),
                 ]
                 .into_iter()
                 .flatten()
@@ -238,7 +242,7 @@ impl RuleSet {
                         return Err(invalid(
                             "",
                             format!(
-                                "service `{}` needs one action key: `http`, `redis`, `pass` or `refuse`",
+                                "service `{}` needs one action key: `http`, `redis`, `mongo`, `pass` or `refuse`",
                                 spec.name
                             ),
                         ))
@@ -281,7 +285,10 @@ impl RuleSet {
                     format!("no service is named `{}`", e.service),
                 ));
             };
-            if !matches!(svc.action, Action::Http(_) | Action::Redis(_)) {
+            if !matches!(
+                svc.action,
+                Action::Http(_) | Action::Redis(_) | Action::Mongo(_)
+            ) {
                 return Err(expect_error(
                     sources,
                     i,
@@ -293,7 +300,9 @@ impl RuleSet {
                     ),
                 ));
             }
-            if (e.command.is_some() || e.key.is_some()) && !matches!(svc.action, Action::Redis(_)) {
+            if (e.command.is_some() || e.key.is_some())
+                && !matches!(svc.action, Action::Redis(_) | Action::Mongo(_))
+            {
                 let what = e
                     .command
                     .as_deref()
@@ -304,7 +313,7 @@ impl RuleSet {
                     i,
                     what,
                     format!(
-                        "`command` and `key` apply to Redis services; `{}` is not one",
+                        "`command`, `key` and `collection` apply to Redis and MongoDB services; `{}` is not one",
                         svc.name
                     ),
                 ));

@@ -537,7 +537,7 @@ mod tests {
             "services:\n  - name: h\n    match: { port: 80 }\n    http: {}\nexpect:\n  - { service: h, command: GET }\n",
         )
         .unwrap_err();
-        assert!(err.contains("apply to Redis services"), "{err}");
+        assert!(err.contains("apply to Redis and MongoDB services"), "{err}");
         let err =
             load("services:\n  - name: c\n    match: { port: 1 }\n    redis: { databses: 2 }\n")
                 .unwrap_err();

@@ -97,6 +97,9 @@ struct RawExpect {
     command: Option<String>,
     #[serde(default)]
     key: Option<String>,
+    /// A MongoDB namespace (`app.orders`, a glob), for MongoDB services.
+    #[serde(default)]
+    collection: Option<String>,
     #[serde(default)]
     times: Option<u64>,
     #[serde(default)]
@@ -125,7 +128,13 @@ impl TryFrom<RawExpect> for ExpectSpec {
                 )
             }
         };
-        if r.route.is_some() && (r.command.is_some() || r.key.is_some()) {
+        if r.key.is_some() && r.collection.is_some() {
+            return Err(
+                "`key` is for Redis services, `collection` for MongoDB ones: not both".into(),
+            );
+        }
+        let key = r.key.or(r.collection);
+        if r.route.is_some() && (r.command.is_some() || key.is_some()) {
             return Err(
                 "`route` is for HTTP services, `command`/`key` for Redis ones: not both".into(),
             );
@@ -134,7 +143,7 @@ impl TryFrom<RawExpect> for ExpectSpec {
             service: r.service,
             route: r.route,
             command: r.command.map(|c| c.to_ascii_uppercase()),
-            key: r.key,
+            key,
             count,
         })
     }
@@ -160,6 +169,9 @@ pub struct ServiceSpec {
     /// Answer claimed flows with the Redis responder.
     #[serde(default)]
     pub redis: Option<super::redis::RedisSpec>,
+    /// Answer claimed flows with the MongoDB responder.
+    #[serde(default)]
+    pub mongo: Option<super::mongo::MongoSpec>,
 }
 
 /// A key that is present counts even with no value (`pass:` alone).

@@ -1,0 +1,278 @@
+//! The `mongo:` part of a service: replica-set mode, users, seeded
+//! collections (extended JSON documents) and indexes. Seeds are converted
+//! to BSON while deserializing, so their errors carry the YAML position.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::http::LatencySpec;
+use super::schema::OneOrMany;
+
+/// A service's MongoDB responder.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "RawMongo")]
+pub struct MongoSpec {
+    /// Answer `hello` as the primary of a one-node replica set of this name.
+    pub replica_set: Option<String>,
+    pub users: Vec<MongoUser>,
+    /// `db.collection` → documents present at start.
+    pub collections: BTreeMap<String, Vec<bson::Document>>,
+    /// `db.collection` → indexes present at start.
+    pub indexes: BTreeMap<String, Vec<MongoIndex>>,
+    /// Faults, tried in order for every command; the first that fires wins.
+    pub faults: Vec<MongoFault>,
+}
+
+/// For the listed commands (all when empty) on collections matching
+/// `collection` (a glob on `db.collection`), do one thing.
+#[derive(Debug, Clone)]
+pub struct MongoFault {
+    pub probability: f64,
+    pub commands: Vec<String>,
+    pub collection: Option<String>,
+    pub kind: MongoFaultKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MongoFaultKind {
+    /// Wait, then answer normally.
+    Latency(LatencySpec),
+    /// Answer `ok: 0` with this code and message instead.
+    Error { code: i32, message: String },
+    /// Reset the connection instead of answering.
+    Reset,
+    /// Never answer.
+    Hang,
+}
+
+impl MongoFaultKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            MongoFaultKind::Latency(_) => "latency",
+            MongoFaultKind::Error { .. } => "error",
+            MongoFaultKind::Reset => "reset",
+            MongoFaultKind::Hang => "hang",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaultError {
+    code: i32,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    #[serde(default)]
+    probability: Option<f64>,
+    #[serde(default, alias = "command")]
+    commands: OneOrMany<String>,
+    #[serde(default)]
+    collection: Option<String>,
+    #[serde(default)]
+    latency: Option<LatencySpec>,
+    #[serde(default)]
+    error: Option<RawFaultError>,
+    #[serde(default)]
+    reset: Option<bool>,
+    #[serde(default)]
+    hang: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for MongoFault {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = RawFault::deserialize(d)?;
+        let probability = r.probability.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&probability) {
+            return Err(serde::de::Error::custom(format!(
+                "probability {probability} is not between 0 and 1"
+            )));
+        }
+        let mut kinds = Vec::new();
+        if let Some(l) = r.latency {
+            kinds.push(MongoFaultKind::Latency(l));
+        }
+        if let Some(e) = r.error {
+            kinds.push(MongoFaultKind::Error {
+                code: e.code,
+                message: e
+                    .message
+                    .unwrap_or_else(|| format!("injected fault (code {})", e.code)),
+            });
+        }
+        if r.reset == Some(true) {
+            kinds.push(MongoFaultKind::Reset);
+        }
+        if r.hang == Some(true) {
+            kinds.push(MongoFaultKind::Hang);
+        }
+        let kind = match kinds.len() {
+            1 => kinds.remove(0),
+            0 => {
+                return Err(serde::de::Error::custom(
+                    "a fault needs one of `latency`, `error`, `reset`, `hang`",
+                ))
+            }
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "a fault does one thing: split it into several faults",
+                ))
+            }
+        };
+        Ok(MongoFault {
+            probability,
+            commands: r.commands.0,
+            collection: r.collection,
+            kind,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoUser {
+    pub user: String,
+    pub password: String,
+    #[serde(default = "admin")]
+    pub db: String,
+}
+
+fn admin() -> String {
+    "admin".into()
+}
+
+#[derive(Debug, Clone)]
+pub struct MongoIndex {
+    pub key: bson::Document,
+    pub unique: bool,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIndex {
+    key: serde_json::Value,
+    #[serde(default)]
+    unique: bool,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMongo {
+    #[serde(default)]
+    replica_set: Option<String>,
+    #[serde(default)]
+    users: Vec<MongoUser>,
+    #[serde(default)]
+    collections: BTreeMap<String, Vec<serde_json::Value>>,
+    #[serde(default)]
+    indexes: BTreeMap<String, Vec<RawIndex>>,
+    #[serde(default, alias = "fault")]
+    faults: OneOrMany<MongoFault>,
+}
+
+fn check_ns(ns: &str) -> Result<(), String> {
+    match ns.split_once('.') {
+        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => Ok(()),
+        _ => Err(format!(
+            "`{ns}` must be `database.collection` (for example `app.users`)"
+        )),
+    }
+}
+
+/// Converts one extended-JSON value to a BSON document.
+pub fn to_document(v: serde_json::Value) -> Result<bson::Document, String> {
+    match bson::Bson::try_from(v) {
+        Ok(bson::Bson::Document(d)) => Ok(d),
+        Ok(other) => Err(format!("expected a document, found {other}")),
+        Err(e) => Err(format!("invalid extended JSON: {e}")),
+    }
+}
+
+impl TryFrom<RawMongo> for MongoSpec {
+    type Error = String;
+    fn try_from(r: RawMongo) -> Result<Self, String> {
+        let mut collections = BTreeMap::new();
+        for (ns, docs) in r.collections {
+            check_ns(&ns)?;
+            let mut out = Vec::new();
+            for (i, d) in docs.into_iter().enumerate() {
+                out.push(to_document(d).map_err(|e| format!("collections.{ns}[{i}]: {e}"))?);
+            }
+            collections.insert(ns, out);
+        }
+        let mut indexes = BTreeMap::new();
+        for (ns, list) in r.indexes {
+            check_ns(&ns)?;
+            let mut out = Vec::new();
+            for (i, ix) in list.into_iter().enumerate() {
+                let key = to_document(ix.key).map_err(|e| format!("indexes.{ns}[{i}].key: {e}"))?;
+                if key.is_empty() {
+                    return Err(format!("indexes.{ns}[{i}].key is empty"));
+                }
+                out.push(MongoIndex {
+                    key,
+                    unique: ix.unique,
+                    name: ix.name,
+                });
+            }
+            indexes.insert(ns, out);
+        }
+        if let Some(rs) = &r.replica_set {
+            if rs.is_empty() {
+                return Err("`replica_set` must not be empty".into());
+            }
+        }
+        Ok(MongoSpec {
+            replica_set: r.replica_set,
+            users: r.users,
+            collections,
+            indexes,
+            faults: r.faults.0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn load(yaml: &str) -> Result<crate::rules::RuleSet, String> {
+        let dir = std::env::temp_dir().join(format!("meshwrap-mongo-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("r{}.yaml", rand::random::<u32>()));
+        std::fs::write(&path, yaml).unwrap();
+        crate::rules::RuleSet::load(&[path]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn service_seeds_and_expectations() {
+        let set = load(
+            "services:\n  - name: m\n    match: { port: 27017 }\n    mongo:\n      replica_set: rs0\n      collections: { \"app.u\": [ { _id: { $oid: \"65a1b2c3d4e5f60718293a4b\" }, n: 1 } ] }\n      indexes: { \"app.u\": [ { key: { n: 1 }, unique: true } ] }\nexpect:\n  - { service: m, command: insert, collection: app.u }\n",
+        )
+        .unwrap();
+        assert_eq!(set.services[0].action.label(), "mongo");
+        assert_eq!(set.expects[0].key.as_deref(), Some("app.u"));
+        let crate::rules::Action::Mongo(spec) = &set.services[0].action else {
+            panic!()
+        };
+        assert!(matches!(
+            spec.collections["app.u"][0].get("_id"),
+            Some(bson::Bson::ObjectId(_))
+        ));
+        let err =
+            load("services:\n  - name: m\n    match: { port: 1 }\n    mongo: { colections: {} }\n")
+                .unwrap_err();
+        assert!(err.contains(":4:") && err.contains("colections"), "{err}");
+        let err = load(
+            "services:\n  - name: m\n    match: { port: 1 }\n    mongo: { collections: { nodot: [] } }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("database.collection"), "{err}");
+    }
+}
