@@ -130,6 +130,28 @@ pub struct RedisEvent {
     pub fault: Option<&'static str>,
 }
 
+/// One Kafka request (or, for Produce, one record) answered by a mocked
+/// service.
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaEvent {
+    pub time: String,
+    pub flow_id: FlowId,
+    pub service: String,
+    /// snake_case API name (`produce`, `fetch`, `join_group`…).
+    pub api: String,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    /// Produce: the record's offset; Fetch: the high watermark;
+    /// ListOffsets: the offset answered.
+    pub offset: Option<i64>,
+    /// Lossy UTF-8, clipped.
+    pub key: Option<String>,
+    pub value: Option<String>,
+    /// Kafka's error code (0 for none).
+    pub error_code: i16,
+    pub latency_ms: f64,
+}
+
 /// Something the user should know that is not a flow (for example a
 /// classification failure or a setup warning).
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +169,7 @@ pub enum Event {
     Http(HttpEvent),
     Reload(ReloadEvent),
     Redis(RedisEvent),
+    Kafka(KafkaEvent),
     Notice(NoticeEvent),
 }
 
@@ -189,6 +212,10 @@ struct Inner {
     redis: std::collections::VecDeque<RedisEvent>,
     /// service → command → (calls, errors), for the summary.
     redis_counts: summary::RedisCounts,
+    /// Kafka events kept for `expect:` (only built when needed).
+    kafka: std::collections::VecDeque<KafkaEvent>,
+    /// service → API → (requests, errors), for the summary.
+    kafka_counts: summary::RedisCounts,
     write_error: Option<String>,
 }
 
@@ -279,6 +306,20 @@ impl EventSink {
                         inner.redis.pop_front();
                     }
                     inner.redis.push_back(r);
+                }
+            }
+            Event::Kafka(k) => {
+                summary::count_redis(
+                    &mut inner.kafka_counts,
+                    &k.service,
+                    &k.api,
+                    k.error_code != 0,
+                );
+                if !inner.journal_off {
+                    if inner.kafka.len() == JOURNAL_LIMIT {
+                        inner.kafka.pop_front();
+                    }
+                    inner.kafka.push_back(k);
                 }
             }
             Event::Notice(_) => {}
@@ -376,6 +417,16 @@ impl EventSink {
         summary::count_redis(&mut self.lock().redis_counts, service, command, error);
     }
 
+    /// Counts a Kafka request without building its event.
+    pub fn count_kafka(&self, service: &str, api: &str, error: bool) {
+        summary::count_redis(&mut self.lock().kafka_counts, service, api, error);
+    }
+
+    /// The Kafka requests recorded so far with full events.
+    pub fn kafka_journal(&self) -> Vec<KafkaEvent> {
+        self.lock().kafka.iter().cloned().collect()
+    }
+
     /// The Redis commands recorded so far with full events.
     pub fn redis_journal(&self) -> Vec<RedisEvent> {
         self.lock().redis.iter().cloned().collect()
@@ -395,6 +446,7 @@ impl EventSink {
         let mut s = Summary::from_flows(&inner.flows, inner.dns_count);
         s.add_routes(&inner.routes, &inner.http);
         s.add_redis(&inner.redis_counts);
+        s.add_kafka(&inner.kafka_counts);
         s
     }
 }

@@ -3,6 +3,7 @@
 //! the stack.
 
 pub mod http;
+pub mod kafka;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub struct ServeCtx {
 pub struct Registry {
     http: HashMap<String, Arc<http::HttpService>>,
     redis: HashMap<String, Arc<redis::RedisService>>,
+    kafka: HashMap<String, Arc<kafka::KafkaService>>,
 }
 
 impl Registry {
@@ -63,6 +65,11 @@ impl Registry {
                 );
                 reg.redis.insert(svc.name.clone(), Arc::new(s));
             }
+            if let Action::Kafka(spec) = &svc.action {
+                let journal = rules.expects.iter().any(|e| e.service == svc.name);
+                let s = kafka::KafkaService::new(&svc.name, spec.clone(), events.clone(), journal);
+                reg.kafka.insert(svc.name.clone(), Arc::new(s));
+            }
         }
         reg
     }
@@ -75,6 +82,10 @@ impl Registry {
         self.redis.get(service).cloned()
     }
 
+    pub fn kafka(&self, service: &str) -> Option<Arc<kafka::KafkaService>> {
+        self.kafka.get(service).cloned()
+    }
+
     /// Resets one service's state (or every service's) to its seeds.
     pub fn reset(&self, service: Option<&str>) -> Result<Vec<String>, String> {
         match service {
@@ -83,6 +94,8 @@ impl Registry {
                     s.reset();
                 } else if let Some(s) = self.redis.get(name) {
                     s.reset();
+                } else if let Some(s) = self.kafka.get(name) {
+                    s.reset();
                 } else {
                     return Err(format!("no mocked service is named `{name}`"));
                 }
@@ -90,10 +103,17 @@ impl Registry {
             }
             None => {
                 let mut names: Vec<String> =
-                    self.http.keys().chain(self.redis.keys()).cloned().collect();
+                    self
+                    .http
+                    .keys()
+                    .chain(self.redis.keys())
+                    .chain(self.kafka.keys())
+                    .cloned()
+                    .collect();
                 names.sort();
                 self.http.values().for_each(|s| s.reset());
                 self.redis.values().for_each(|s| s.reset());
+                self.kafka.values().for_each(|s| s.reset());
                 Ok(names)
             }
         }

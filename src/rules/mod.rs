@@ -3,6 +3,7 @@
 
 mod glob;
 pub mod http;
+pub mod kafka;
 pub mod redis;
 mod schema;
 
@@ -44,6 +45,7 @@ pub enum Action {
     Refuse,
     Http(Arc<http::HttpSpec>),
     Redis(Arc<redis::RedisSpec>),
+    Kafka(Arc<kafka::KafkaSpec>),
 }
 
 impl Action {
@@ -53,6 +55,7 @@ impl Action {
             Action::Refuse => "refuse",
             Action::Http(_) => "http",
             Action::Redis(_) => "redis",
+            Action::Kafka(_) => "kafka",
         }
     }
 }
@@ -223,11 +226,16 @@ impl RuleSet {
                     Some(h) => Some(load_http_files(h, file).map_err(|m| invalid(".http", m))?),
                     None => None,
                 };
+                if let Some(k) = &spec.kafka {
+                    k.check().map_err(|m| invalid(".kafka", m))?;
+                }
+                let kafka = spec.kafka;
                 let actions: Vec<(&str, Action)> = [
                     spec.pass.map(|_| ("pass", Action::Pass)),
                     spec.refuse.map(|_| ("refuse", Action::Refuse)),
                     http.map(|h| ("http", Action::Http(Arc::new(h)))),
                     spec.redis.map(|r| ("redis", Action::Redis(Arc::new(r)))),
+                    kafka.map(|k| ("kafka", Action::Kafka(Arc::new(k)))),
                 ]
                 .into_iter()
                 .flatten()
@@ -238,7 +246,7 @@ impl RuleSet {
                         return Err(invalid(
                             "",
                             format!(
-                                "service `{}` needs one action key: `http`, `redis`, `pass` or `refuse`",
+                                "service `{}` needs one action key: `http`, `redis`, `kafka`, `pass` or `refuse`",
                                 spec.name
                             ),
                         ))
@@ -281,7 +289,7 @@ impl RuleSet {
                     format!("no service is named `{}`", e.service),
                 ));
             };
-            if !matches!(svc.action, Action::Http(_) | Action::Redis(_)) {
+            if !matches!(svc.action, Action::Http(_) | Action::Redis(_) | Action::Kafka(_)) {
                 return Err(expect_error(
                     sources,
                     i,
@@ -305,6 +313,20 @@ impl RuleSet {
                     what,
                     format!(
                         "`command` and `key` apply to Redis services; `{}` is not one",
+                        svc.name
+                    ),
+                ));
+            }
+            if (e.topic.is_some() || e.value_contains.is_some())
+                && !matches!(svc.action, Action::Kafka(_))
+            {
+                let what = e.topic.as_deref().unwrap_or("value_contains");
+                return Err(expect_error(
+                    sources,
+                    i,
+                    what,
+                    format!(
+                        "`topic` and `value_contains` apply to Kafka services; `{}` is not one",
                         svc.name
                     ),
                 ));
