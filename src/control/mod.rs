@@ -438,10 +438,12 @@ impl Control {
             }
         }
         let journal = self.events.http_journal();
-        let results =
-            crate::events::verify::check(&expects, &journal, &self.events.redis_journal(),
-                &self.events.kafka_journal(),
-            );
+        let results = crate::events::verify::check(
+            &expects,
+            &journal,
+            &self.events.redis_journal(),
+            &self.events.kafka_journal(),
+        );
         let failed = results.iter().filter(|r| !r.ok).count();
         self.metrics.expectations_failed.inc_by(failed as u64);
         let out: Vec<Value> = results

@@ -122,7 +122,11 @@ fn check_kafka(e: &ExpectSpec, calls: &[&KafkaEvent]) -> ExpectResult {
         .collect();
     let hits = produced
         .iter()
-        .filter(|c| e.topic.as_deref().is_none_or(|t| c.topic.as_deref() == Some(t)))
+        .filter(|c| {
+            e.topic
+                .as_deref()
+                .is_none_or(|t| c.topic.as_deref() == Some(t))
+        })
         .filter(|c| match &e.value_contains {
             None => true,
             Some(want) => c.value.as_deref().is_some_and(|v| value_contains(v, want)),
@@ -165,7 +169,9 @@ fn json_subset(have: &serde_json::Value, want: &serde_json::Value) -> bool {
         (Value::Object(h), Value::Object(w)) => w
             .iter()
             .all(|(k, wv)| h.get(k).is_some_and(|hv| json_subset(hv, wv))),
-        (Value::Array(h), Value::Array(w)) => w.iter().all(|wv| h.iter().any(|hv| json_subset(hv, wv))),
+        (Value::Array(h), Value::Array(w)) => {
+            w.iter().all(|wv| h.iter().any(|hv| json_subset(hv, wv)))
+        }
         (Value::Number(h), Value::Number(w)) => h.as_f64() == w.as_f64(),
         (h, w) => h == w,
     }

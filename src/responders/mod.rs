@@ -102,8 +102,7 @@ impl Registry {
                 Ok(vec![name.to_string()])
             }
             None => {
-                let mut names: Vec<String> =
-                    self
+                let mut names: Vec<String> = self
                     .http
                     .keys()
                     .chain(self.redis.keys())

@@ -289,7 +289,10 @@ impl RuleSet {
                     format!("no service is named `{}`", e.service),
                 ));
             };
-            if !matches!(svc.action, Action::Http(_) | Action::Redis(_) | Action::Kafka(_)) {
+            if !matches!(
+                svc.action,
+                Action::Http(_) | Action::Redis(_) | Action::Kafka(_)
+            ) {
                 return Err(expect_error(
                     sources,
                     i,

@@ -182,7 +182,9 @@ pub struct ServiceSpec {
     pub kafka: Option<super::kafka::KafkaSpec>,
 }
 
-fn present_kafka<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::kafka::KafkaSpec>, D::Error> {
+fn present_kafka<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<super::kafka::KafkaSpec>, D::Error> {
     Option::<super::kafka::KafkaSpec>::deserialize(d).map(|k| Some(k.unwrap_or_default()))
 }
 

@@ -58,7 +58,8 @@ impl Group {
 
     fn evict(&mut self, now: Instant) {
         let before = self.members.len();
-        self.members.retain(|_, m| now.duration_since(m.seen) <= m.session);
+        self.members
+            .retain(|_, m| now.duration_since(m.seen) <= m.session);
         if self.members.len() != before {
             self.start_rebalance(now);
         }
@@ -142,7 +143,11 @@ pub async fn join(svc: &KafkaService, r: JoinGroupRequest, version: i16) -> Join
             .with_error_code(code)
             .with_generation_id(-1)
             .with_member_id(member)
-            .with_protocol_name(if version >= 7 { None } else { Some(StrBytes::default()) })
+            .with_protocol_name(if version >= 7 {
+                None
+            } else {
+                Some(StrBytes::default())
+            })
     };
     {
         let mut st = svc.lock();
@@ -287,7 +292,8 @@ pub async fn sync(svc: &KafkaService, r: SyncGroupRequest) -> SyncGroupResponse 
         }
         if g.leader.as_ref() == Some(&r.member_id) && g.phase == Phase::Completing {
             for a in &r.assignments {
-                g.assignments.insert(a.member_id.clone(), a.assignment.clone());
+                g.assignments
+                    .insert(a.member_id.clone(), a.assignment.clone());
             }
             g.phase = Phase::Stable;
         }
@@ -342,7 +348,7 @@ pub fn heartbeat(svc: &KafkaService, r: &HeartbeatRequest) -> i16 {
     NONE
 }
 
-pub fn leave(svc: &KafkaService, r: &LeaveGroupRequest) -> LeaveGroupResponse {
+pub fn leave(svc: &KafkaService, r: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let mut ids: Vec<StrBytes> = r.members.iter().map(|m| m.member_id.clone()).collect();
     if !r.member_id.is_empty() {
         ids.push(r.member_id.clone());
@@ -374,6 +380,14 @@ pub fn leave(svc: &KafkaService, r: &LeaveGroupRequest) -> LeaveGroupResponse {
         }
     }
     svc.group_changed.notify_waiters();
+    if version < 3 {
+        // v0-2 name one member and have no per-member results.
+        resp.error_code = resp
+            .members
+            .first()
+            .map_or(resp.error_code, |m| m.error_code);
+        resp.members.clear();
+    }
     resp
 }
 

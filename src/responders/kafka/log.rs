@@ -7,8 +7,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use super::CORRUPT_MESSAGE;
@@ -206,7 +205,9 @@ impl Topics {
             self.map.insert(
                 name.to_string(),
                 Topic {
-                    partitions: (0..partitions.max(1)).map(|_| Partition::default()).collect(),
+                    partitions: (0..partitions.max(1))
+                        .map(|_| Partition::default())
+                        .collect(),
                 },
             );
         }

@@ -222,7 +222,17 @@ where
         }
         let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
         if len < 8 || len as usize > MAX_FRAME {
-            svc.record(&ctx, "(protocol)", None, None, None, None, None, INVALID_REQUEST, Instant::now());
+            svc.record(
+                &ctx,
+                "(protocol)",
+                None,
+                None,
+                None,
+                None,
+                None,
+                INVALID_REQUEST,
+                Instant::now(),
+            );
             let _ = io.shutdown().await;
             return;
         }
@@ -245,7 +255,17 @@ where
         match reply {
             Reply::None => {}
             Reply::Close => {
-                svc.record(&ctx, api_name(api_key), None, None, None, None, None, INVALID_REQUEST, started);
+                svc.record(
+                    &ctx,
+                    api_name(api_key),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    INVALID_REQUEST,
+                    started,
+                );
                 let _ = io.shutdown().await;
                 return;
             }
@@ -271,7 +291,17 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             // client then retries with a version it shares.
             let mut resp = api_versions();
             resp.error_code = UNSUPPORTED_VERSION;
-            svc.record(ctx, "api_versions", None, None, None, None, None, UNSUPPORTED_VERSION, started);
+            svc.record(
+                ctx,
+                "api_versions",
+                None,
+                None,
+                None,
+                None,
+                None,
+                UNSUPPORTED_VERSION,
+                started,
+            );
             return encode(correlation_id, ApiKey::ApiVersions, 0, &resp);
         }
         Err(wire::DecodeError::Close) => return Reply::Close,
@@ -280,7 +310,17 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
     let cid = req.correlation_id;
     match req.body {
         wire::Body::ApiVersions(_) => {
-            svc.record(ctx, "api_versions", None, None, None, None, None, NONE, started);
+            svc.record(
+                ctx,
+                "api_versions",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
             encode(cid, ApiKey::ApiVersions, v, &api_versions())
         }
         wire::Body::Metadata(r) => {
@@ -310,16 +350,28 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             let resp = InitProducerIdResponse::default()
                 .with_producer_id(id.into())
                 .with_producer_epoch(0);
-            svc.record(ctx, "init_producer_id", None, None, None, None, None, NONE, started);
+            svc.record(
+                ctx,
+                "init_producer_id",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
             encode(cid, ApiKey::InitProducerId, v, &resp)
         }
         wire::Body::FindCoordinator(r) => {
             let (host, port) = broker_address(ctx);
-            let mut resp = FindCoordinatorResponse::default()
-                .with_node_id(NODE_ID.into())
-                .with_host(host.clone())
-                .with_port(port);
-            if v >= 4 {
+            let mut resp = FindCoordinatorResponse::default();
+            if v < 4 {
+                resp = resp
+                    .with_node_id(NODE_ID.into())
+                    .with_host(host.clone())
+                    .with_port(port);
+            } else {
                 resp.coordinators = r
                     .coordinator_keys
                     .iter()
@@ -332,47 +384,142 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
                     })
                     .collect();
             }
-            svc.record(ctx, "find_coordinator", None, None, None, None, None, NONE, started);
+            svc.record(
+                ctx,
+                "find_coordinator",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
             encode(cid, ApiKey::FindCoordinator, v, &resp)
         }
         wire::Body::JoinGroup(r) => {
             let resp = groups::join(svc, r, v).await;
-            svc.record(ctx, "join_group", None, None, None, None, None, resp.error_code, started);
+            svc.record(
+                ctx,
+                "join_group",
+                None,
+                None,
+                None,
+                None,
+                None,
+                resp.error_code,
+                started,
+            );
             encode(cid, ApiKey::JoinGroup, v, &resp)
         }
         wire::Body::SyncGroup(r) => {
             let resp = groups::sync(svc, r).await;
-            svc.record(ctx, "sync_group", None, None, None, None, None, resp.error_code, started);
+            svc.record(
+                ctx,
+                "sync_group",
+                None,
+                None,
+                None,
+                None,
+                None,
+                resp.error_code,
+                started,
+            );
             encode(cid, ApiKey::SyncGroup, v, &resp)
         }
         wire::Body::Heartbeat(r) => {
             let code = groups::heartbeat(svc, &r);
-            svc.record(ctx, "heartbeat", None, None, None, None, None, code, started);
-            encode(cid, ApiKey::Heartbeat, v, &HeartbeatResponse::default().with_error_code(code))
+            svc.record(
+                ctx,
+                "heartbeat",
+                None,
+                None,
+                None,
+                None,
+                None,
+                code,
+                started,
+            );
+            encode(
+                cid,
+                ApiKey::Heartbeat,
+                v,
+                &HeartbeatResponse::default().with_error_code(code),
+            )
         }
         wire::Body::LeaveGroup(r) => {
-            let resp = groups::leave(svc, &r);
-            svc.record(ctx, "leave_group", None, None, None, None, None, resp.error_code, started);
+            let resp = groups::leave(svc, &r, v);
+            svc.record(
+                ctx,
+                "leave_group",
+                None,
+                None,
+                None,
+                None,
+                None,
+                resp.error_code,
+                started,
+            );
             encode(cid, ApiKey::LeaveGroup, v, &resp)
         }
         wire::Body::OffsetCommit(r) => {
             let resp = groups::commit(svc, &r);
-            svc.record(ctx, "offset_commit", None, None, None, None, None, NONE, started);
+            svc.record(
+                ctx,
+                "offset_commit",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
             encode(cid, ApiKey::OffsetCommit, v, &resp)
         }
         wire::Body::OffsetFetch(r) => {
             let resp = groups::fetch_offsets(svc, &r);
-            svc.record(ctx, "offset_fetch", None, None, None, None, None, NONE, started);
+            svc.record(
+                ctx,
+                "offset_fetch",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
             encode(cid, ApiKey::OffsetFetch, v, &resp)
         }
         wire::Body::DescribeGroups(r) => {
             let resp = groups::describe(svc, &r);
-            svc.record(ctx, "describe_groups", None, None, None, None, None, NONE, started);
+            svc.record(
+                ctx,
+                "describe_groups",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
             encode(cid, ApiKey::DescribeGroups, v, &resp)
         }
         wire::Body::ListGroups(_) => {
             let resp = groups::list(svc);
-            svc.record(ctx, "list_groups", None, None, None, None, None, NONE, started);
+            svc.record(
+                ctx,
+                "list_groups",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
             encode(cid, ApiKey::ListGroups, v, &resp)
         }
     }
@@ -409,7 +556,11 @@ fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R
     let mut out = BytesMut::with_capacity(256);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let hv = key.response_header_version(version);
-    if header.encode(&mut out, hv).is_err() || body.encode(&mut out, version).is_err() {
+    if let Err(e) = header
+        .encode(&mut out, hv)
+        .and_then(|_| body.encode(&mut out, version))
+    {
+        tracing::warn!("kafka: cannot encode the {key:?} v{version} response: {e}");
         return Reply::Close;
     }
     Reply::Body(out)
@@ -427,7 +578,8 @@ impl KafkaService {
                 .collect(),
         };
         // Metadata v4+ says whether the client allows auto-creation.
-        let may_create = self.spec.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
+        let may_create =
+            self.spec.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
         let mut topics = Vec::new();
         for name in names {
             if may_create {
@@ -511,7 +663,17 @@ impl KafkaService {
         }
         self.appended.notify_waiters();
         for (topic, p, off, k, v, code) in events {
-            self.record(ctx, "produce", Some(&topic), Some(p), Some(off), k.as_deref(), v.as_deref(), code, started);
+            self.record(
+                ctx,
+                "produce",
+                Some(&topic),
+                Some(p),
+                Some(off),
+                k.as_deref(),
+                v.as_deref(),
+                code,
+                started,
+            );
         }
         ProduceResponse::default().with_responses(responses)
     }
@@ -529,7 +691,17 @@ impl KafkaService {
                     for p in &t.partitions {
                         let n = p.records.as_ref().map_or(0, |b| b.len());
                         if n > 0 || p.error_code != NONE {
-                            self.record(ctx, "fetch", Some(&t.topic.0), Some(p.partition_index), Some(p.high_watermark), None, None, p.error_code, started);
+                            self.record(
+                                ctx,
+                                "fetch",
+                                Some(&t.topic.0),
+                                Some(p.partition_index),
+                                Some(p.high_watermark),
+                                None,
+                                None,
+                                p.error_code,
+                                started,
+                            );
                         }
                     }
                 }
@@ -545,7 +717,11 @@ impl KafkaService {
     fn fetch_once(&self, r: &FetchRequest) -> (FetchResponse, usize) {
         let st = self.lock();
         let mut total = 0usize;
-        let max_total = if r.max_bytes > 0 { r.max_bytes as usize } else { usize::MAX };
+        let max_total = if r.max_bytes > 0 {
+            r.max_bytes as usize
+        } else {
+            usize::MAX
+        };
         let mut topics = Vec::new();
         for t in &r.topics {
             let mut parts = Vec::new();
@@ -587,7 +763,12 @@ impl KafkaService {
         (FetchResponse::default().with_responses(topics), total)
     }
 
-    fn list_offsets(&self, ctx: &ServeCtx, r: &ListOffsetsRequest, started: Instant) -> ListOffsetsResponse {
+    fn list_offsets(
+        &self,
+        ctx: &ServeCtx,
+        r: &ListOffsetsRequest,
+        started: Instant,
+    ) -> ListOffsetsResponse {
         let st = self.lock();
         let mut topics = Vec::new();
         let mut evs = Vec::new();
@@ -612,7 +793,12 @@ impl KafkaService {
                         }
                     },
                 }
-                evs.push((t.name.0.to_string(), p.partition_index, pr.offset, pr.error_code));
+                evs.push((
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    pr.offset,
+                    pr.error_code,
+                ));
                 parts.push(pr);
             }
             topics.push(
@@ -623,7 +809,17 @@ impl KafkaService {
         }
         drop(st);
         for (t, p, off, code) in evs {
-            self.record(ctx, "list_offsets", Some(&t), Some(p), Some(off), None, None, code, started);
+            self.record(
+                ctx,
+                "list_offsets",
+                Some(&t),
+                Some(p),
+                Some(off),
+                None,
+                None,
+                code,
+                started,
+            );
         }
         ListOffsetsResponse::default().with_topics(topics)
     }
