@@ -844,3 +844,191 @@ type Map<K, V> = BTreeMap<K, V>;
 fn decode_body<T: Decodable>(mut b: Bytes, v: i16) -> anyhow::Result<T> {
     T::decode(&mut b, v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FlowMeta, Transport};
+    use kafka_protocol::protocol::Request as _;
+
+    fn ctx() -> ServeCtx {
+        ServeCtx {
+            meta: FlowMeta {
+                id: Default::default(),
+                transport: Transport::Tcp,
+                src: "10.0.2.100:40000".parse().unwrap(),
+                dst: "198.18.0.1:9092".parse().unwrap(),
+                host: Some("kafka.test".into()),
+            },
+            upstream: super::super::Upstream::None,
+            tls_server_name: None,
+        }
+    }
+
+    fn service() -> KafkaService {
+        let spec: KafkaSpec = serde_norway::from_str(
+            "topics: { orders: { partitions: 2, messages: [ { key: k, value: v } ] } }",
+        )
+        .unwrap();
+        KafkaService::new("bus", Arc::new(spec), EventSink::default(), true)
+    }
+
+    fn frame<R: kafka_protocol::protocol::Request>(req: &R, version: i16) -> Bytes {
+        let mut b = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(9)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        header.encode(&mut b, R::header_version(version)).unwrap();
+        req.encode(&mut b, version).unwrap();
+        b.freeze()
+    }
+
+    async fn answers<R: kafka_protocol::protocol::Request>(svc: &KafkaService, req: R) {
+        let key = ApiKey::try_from(R::KEY).unwrap();
+        let (_, lo, hi) = *SUPPORTED.iter().find(|(k, _, _)| *k == key).unwrap();
+        for v in lo..=hi {
+            let reply = handle_frame(svc, &ctx(), frame(&req, v), Instant::now()).await;
+            assert!(
+                matches!(reply, Reply::Body(_)),
+                "{key:?} v{v} closed the connection"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_advertised_version_encodes() {
+        let svc = service();
+        let topic = || TopicName(StrBytes::from_static_str("orders"));
+        answers(&svc, ApiVersionsRequest::default()).await;
+        answers(&svc, MetadataRequest::default().with_topics(None)).await;
+        answers(
+            &svc,
+            ListOffsetsRequest::default().with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1)
+                    ]),
+            ]),
+        )
+        .await;
+        answers(
+            &svc,
+            FetchRequest::default()
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![fetch_request::FetchTopic::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![fetch_request::FetchPartition::default()
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20)])]),
+        )
+        .await;
+        answers(
+            &svc,
+            InitProducerIdRequest::default().with_transaction_timeout_ms(1000),
+        )
+        .await;
+        answers(
+            &svc,
+            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+        )
+        .await;
+        answers(
+            &svc,
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        )
+        .await;
+        answers(
+            &svc,
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0, 1]),
+                ])),
+        )
+        .await;
+        answers(
+            &svc,
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        )
+        .await;
+        answers(
+            &svc,
+            LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g"))),
+        )
+        .await;
+        answers(
+            &svc,
+            DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(StrBytes::from_static_str("g"))]),
+        )
+        .await;
+        answers(&svc, ListGroupsRequest::default()).await;
+        answers(
+            &svc,
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn join_group_member_id_required_then_joins() {
+        let svc = service();
+        for v in 0..=7i16 {
+            let gid = GroupId(StrBytes::from_string(format!("g{v}")));
+            let req = JoinGroupRequest::default()
+                .with_group_id(gid)
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"m"))]);
+            let first = groups::join(&svc, req.clone(), v).await;
+            let second = if v >= 4 {
+                assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
+                groups::join(&svc, req.with_member_id(first.member_id.clone()), v).await
+            } else {
+                first
+            };
+            assert_eq!(second.error_code, NONE, "v{v}");
+            assert_eq!(second.leader, second.member_id);
+            assert_eq!(second.members.len(), 1);
+            let mut b = BytesMut::new();
+            second.encode(&mut b, v).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn produce_rewrites_base_offsets_and_list_offsets_sees_the_end() {
+        let svc = service();
+        let mut st = svc.lock();
+        let p = st.topics.partition_mut("orders", 0).unwrap();
+        assert_eq!(p.hw, 1);
+        let again = p.batches[0].data.clone();
+        let (base, recs) = p.append(again).unwrap();
+        assert_eq!(base, 1);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(p.hw, 2);
+        assert_eq!(&p.batches[1].data[..8], &1i64.to_be_bytes());
+        assert!(p.append(Bytes::from_static(b"short")).is_err());
+    }
+}
