@@ -283,3 +283,26 @@ print(json.dumps({k: (v.decode() if isinstance(v, bytes) else v) for k, v in out
     assert out["garbage"] == ""
     assert out["fallback"] == [77, 35]
     assert out["v3"] == [78, 0]
+
+
+# --------------------------------------------------------------------------
+# rules
+
+
+def test_rules_errors_name_the_file_line_and_field(jail, meshwrap_bin):
+    bad = jail.write("bad.yaml", "services:\n  - name: bus\n    match: { port: 9092 }\n"
+                     "    kafka:\n      topics:\n        orders: { partitions: 3, partitons: 2 }\n")
+    res = subprocess.run([meshwrap_bin, "check", bad], capture_output=True, text=True)
+    assert res.returncode != 0, res.stderr
+    assert "bad.yaml:6:" in res.stderr and "services[0].kafka.topics.orders.partitons" in res.stderr
+    bad = jail.write("bad2.yaml", "services:\n  - name: bus\n    match: { port: 9092 }\n"
+                     "    kafka: { topics: { orders: { partitions: 2, messages: [ { value: x, partition: 5 } ] } } }\n")
+    res = subprocess.run([meshwrap_bin, "check", bad], capture_output=True, text=True)
+    assert res.returncode != 0 and "partition 5 does not exist" in res.stderr, res.stderr
+    bad = jail.write("bad3.yaml", "services:\n  - name: cache\n    match: { port: 6379 }\n    redis: {}\n"
+                     "expect:\n  - { service: cache, topic: orders }\n")
+    res = subprocess.run([meshwrap_bin, "check", bad], capture_output=True, text=True)
+    assert res.returncode != 0 and "apply to Kafka services" in res.stderr, res.stderr
+    example = str(HERE.parent / "rules" / "examples" / "kafka.yaml")
+    res = subprocess.run([meshwrap_bin, "check", example], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
