@@ -21,8 +21,10 @@ RULES = HERE / "kafka_rules"
 HAVE_CK = subprocess.run([PYTHON, "-c", "import confluent_kafka"],
                          capture_output=True).returncode == 0
 HAVE_KCAT = shutil.which("kcat") is not None
+HAVE_KP = subprocess.run([PYTHON, "-c", "import kafka"], capture_output=True).returncode == 0
 
 need_ck = pytest.mark.skipif(not HAVE_CK, reason="python `confluent-kafka` not installed")
+need_kp = pytest.mark.skipif(not HAVE_KP, reason="python `kafka-python` not installed")
 need_kcat = pytest.mark.skipif(not HAVE_KCAT, reason="kcat not installed (Debian kcat)")
 
 
@@ -225,6 +227,42 @@ print(json.dumps([t.offset for t in tps]))
 """))
     # orders/0 holds o1 (now) then o3 (2023): the first at or after each time.
     assert res.json_out() == [0, 0, -1]
+
+
+# --------------------------------------------------------------------------
+# kafka-python
+
+
+@need_kp
+def test_kafka_python_producer_and_group_consumer(jail):
+    code = """
+import json
+from kafka import KafkaProducer, KafkaConsumer
+p = KafkaProducer(bootstrap_servers="kafka.test:9092", compression_type="gzip")
+for i in range(5):
+    p.send("kp", key=b"k%d" % i, value=json.dumps({"i": i}).encode())
+p.flush(10)
+c = KafkaConsumer(bootstrap_servers="kafka.test:9092", group_id="kpg", auto_offset_reset="earliest",
+                  consumer_timeout_ms=8000, enable_auto_commit=False)
+c.subscribe(["kp", "orders"])
+got = []
+for m in c:
+    got.append([m.topic, m.offset, m.value.decode()])
+    if len(got) >= 8:
+        break
+c.commit()
+c.close()
+print(json.dumps(sorted(got)))
+"""
+    script = jail.write("kp.py", code)
+    res = ok(jail.run([PYTHON, script], rules=rules("basic.yaml")))
+    got = res.json_out()
+    assert [g for g in got if g[0] == "kp"] == [["kp", i, json.dumps({"i": i})] for i in range(5)]
+    assert sorted(g[2] for g in got if g[0] == "orders") == sorted(
+        ['{"id":1,"status":"paid"}', "second", "third"])
+    # ApiVersions v4 is above the range: the v0 fallback, then a retry.
+    assert kafka_events(res, api="api_versions", error_code=35)
+    assert kafka_events(res, api="offset_commit")
 
 
 # --------------------------------------------------------------------------
