@@ -143,6 +143,30 @@ print(json.dumps({"errs": out, "offsets": [g[0] for g in got], "keys": [g[1] for
 
 
 @need_ck
+def test_acks_zero_gets_no_response_and_is_stored(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+p = Producer({"bootstrap.servers": "kafka.test:9092", "acks": 0, "enable.idempotence": False})
+errs = []
+for i in range(10):
+    p.produce("fire", value=f"f{i}", partition=0,
+              on_delivery=lambda e, m: errs.append(str(e)) if e else None)
+p.flush(10)
+c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "f"})
+c.assign([TopicPartition("fire", 0, 0)])
+got = []
+deadline = time.time() + 15
+while len(got) < 10 and time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        got.append(m.value().decode())
+c.close()
+print(json.dumps({"errs": errs, "got": got}))
+"""))
+    out = res.json_out()
+    assert out == {"errs": [], "got": [f"f{i}" for i in range(10)]}
+
+
+@need_ck
 def test_fetch_long_poll_is_woken_by_new_data(jail):
     res = ok(pyrun(jail, rules("basic.yaml"), """
 c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "lp",

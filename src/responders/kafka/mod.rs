@@ -12,14 +12,13 @@ mod groups;
 mod log;
 pub mod wire;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
@@ -206,11 +205,10 @@ enum Reply {
 }
 
 /// Serves one client connection until it closes.
-pub async fn serve<IO>(svc: Arc<KafkaService>, mut io: IO, ctx: ServeCtx, handle: FlowHandle)
+pub async fn serve<IO>(svc: Arc<KafkaService>, mut io: IO, ctx: ServeCtx, _handle: FlowHandle)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _ = &handle;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         // One frame: a big-endian length, then the request.
@@ -247,10 +245,7 @@ where
         buf.advance(4);
         let frame = buf.split_to(len).freeze();
         let started = Instant::now();
-        let (api_key, correlation) = (
-            i16::from_be_bytes([frame[0], frame[1]]),
-            i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]),
-        );
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         let reply = handle_frame(&svc, &ctx, frame, started).await;
         match reply {
             Reply::None => {}
@@ -273,7 +268,6 @@ where
                 let mut out = BytesMut::with_capacity(body.len() + 8);
                 out.put_i32(body.len() as i32);
                 out.extend_from_slice(&body);
-                let _ = correlation;
                 if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
                     return;
                 }
@@ -836,20 +830,10 @@ fn has_error(r: &FetchResponse) -> bool {
         .any(|t| t.partitions.iter().any(|p| p.error_code != NONE))
 }
 
-/// Kept for the shape of `BTreeMap` imports used by submodules.
-#[allow(dead_code)]
-type Map<K, V> = BTreeMap<K, V>;
-
-#[allow(dead_code)]
-fn decode_body<T: Decodable>(mut b: Bytes, v: i16) -> anyhow::Result<T> {
-    T::decode(&mut b, v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{FlowMeta, Transport};
-    use kafka_protocol::protocol::Request as _;
 
     fn ctx() -> ServeCtx {
         ServeCtx {
