@@ -7,6 +7,7 @@ codec, consumer groups, committed offsets) and raw sockets for malformed
 frames. Every name is under .test; nothing leaves the jail.
 """
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -261,6 +262,7 @@ print(json.dumps([t.offset for t in tps]))
 def test_kafka_python_producer_and_group_consumer(jail):
     code = """
 import json
+import os
 from kafka import KafkaProducer, KafkaConsumer
 p = KafkaProducer(bootstrap_servers="kafka.test:9092", compression_type="gzip")
 for i in range(5):
@@ -368,3 +370,54 @@ def test_rules_errors_name_the_file_line_and_field(jail, meshwrap_bin):
     example = str(HERE.parent / "rules" / "examples" / "kafka.yaml")
     res = subprocess.run([meshwrap_bin, "check", example], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+# --------------------------------------------------------------------------
+# control plane: metrics and the request journal
+
+
+@need_ck
+def test_metrics_count_kafka_requests_by_api_and_the_journal_lists_them(meshwrap_bin, tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    from conftest import jail_env
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    script = tmp_path / "sut.py"
+    script.write_text(
+        "import time\nfrom confluent_kafka import Producer\n"
+        "p = Producer({'bootstrap.servers': 'kafka.test:9092'})\n"
+        "p.produce('metered', value='{\"status\": \"paid\"}')\np.flush(10)\n"
+        "open(__file__ + '.done', 'w').close()\ntime.sleep(30)\n")
+    script.chmod(0o644)
+    proc = subprocess.Popen(
+        [meshwrap_bin, "--rules", rules("basic.yaml"), "--admin", f"127.0.0.1:{port}", "--",
+         PYTHON, str(script)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=jail_env(), start_new_session=True)
+    try:
+        metrics = ""
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                metrics = ""
+            if 'protocol="kafka"' in metrics and 'outcome="produce"' in metrics:
+                break
+            time.sleep(0.2)
+        lines = [l for l in metrics.splitlines() if 'protocol="kafka"' in l]
+        assert any('outcome="produce"' in l for l in lines), metrics
+        assert any('outcome="metadata"' in l for l in lines), metrics
+        journal = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/requests?service=bus", timeout=2).read())
+        produced = [e for e in journal["kafka"] if e["api"] == "produce"]
+        assert produced and produced[0]["topic"] == "metered", journal
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.communicate(timeout=20)

@@ -358,9 +358,16 @@ impl Control {
             .filter(|e| service.is_none_or(|s| e.service == s))
             .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
             .collect();
+        let kafka: Vec<Value> = self
+            .events
+            .kafka_journal()
+            .into_iter()
+            .filter(|e| service.is_none_or(|s| e.service == s))
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .collect();
         json_response(
             StatusCode::OK,
-            &json!({ "requests": entries, "redis": redis }),
+            &json!({ "requests": entries, "redis": redis, "kafka": kafka }),
         )
     }
 
