@@ -279,7 +279,7 @@ impl Appliance {
                     pass(claim.why, up, name, service)
                 }
                 Action::Refuse => refuse(claim.why, service),
-                Action::Http(_) | Action::Redis(_) | Action::Mongo(_) => {
+                Action::Http(_) | Action::Redis(_) | Action::Mongo(_) | Action::Kafka(_) => {
                     let (up, name) = target();
                     Decision {
                         kind: DecisionKind::Mock,
@@ -525,10 +525,12 @@ impl Appliance {
         let mut error = None;
         let mut tls = None;
         let mut protocol = protocol;
-        // A Redis service answers whatever the client sends (garbage gets
-        // RESP's protocol error), so its flows skip the HTTP dispatch.
+        // Redis, MongoDB and Kafka services answer whatever the client sends
+        // (garbage gets the protocol's own error), so their flows skip the
+        // HTTP dispatch.
         let redis = pending.snapshot.responders.redis(&service);
         let mongo = pending.snapshot.responders.mongo(&service);
+        let kafka = pending.snapshot.responders.kafka(&service);
         match (&protocol, pending.snapshot.responders.http(&service)) {
             (Protocol::Tls { .. }, _) if mongo.is_some() => {
                 error = Some(format!(
@@ -539,6 +541,17 @@ impl Appliance {
             _ if mongo.is_some() => {
                 if let Some(svc) = mongo {
                     responders::mongo::serve(svc, io, ctx, aborter.clone()).await;
+                }
+            }
+            (Protocol::Tls { .. }, _) if kafka.is_some() => {
+                error = Some(format!(
+                    "service `{service}` answers Kafka; TLS to Kafka is not mocked yet"
+                ));
+                aborter.abort();
+            }
+            _ if kafka.is_some() => {
+                if let Some(svc) = kafka {
+                    responders::kafka::serve(svc, io, ctx, aborter.clone()).await;
                 }
             }
             (Protocol::Tls { .. }, _) if redis.is_some() => {

@@ -485,8 +485,12 @@ fn run(args: RunArgs) -> Result<i32> {
         );
         return Ok(code);
     }
-    let results =
-        crate::events::verify::check(&expects, &events.http_journal(), &events.command_journal());
+    let results = crate::events::verify::check(
+        &expects,
+        &events.http_journal(),
+        &events.command_journal(),
+        &events.kafka_journal(),
+    );
     let failed = results.iter().filter(|r| !r.ok).count();
     if failed > 0 || !args.quiet {
         eprintln!(

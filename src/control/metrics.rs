@@ -252,6 +252,21 @@ impl Observer for Metrics {
                     .with_label_values(&[&m.service, "mongo"])
                     .observe(m.latency_ms / 1000.0);
             }
+            Event::Kafka(k) => {
+                // API names come from a fixed table, so the label stays
+                // bounded.
+                let outcome = if k.error_code != 0 {
+                    format!("{}_error", k.api)
+                } else {
+                    k.api.clone()
+                };
+                self.requests
+                    .with_label_values(&[&k.service, "kafka", &outcome])
+                    .inc();
+                self.latency
+                    .with_label_values(&[&k.service, "kafka"])
+                    .observe(k.latency_ms / 1000.0);
+            }
             Event::Reload(r) => {
                 self.reloads
                     .with_label_values(&[if r.ok { "ok" } else { "error" }])

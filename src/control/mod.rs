@@ -365,9 +365,16 @@ impl Control {
             .filter(|e| service.is_none_or(|s| e.service == s))
             .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
             .collect();
+        let kafka: Vec<Value> = self
+            .events
+            .kafka_journal()
+            .into_iter()
+            .filter(|e| service.is_none_or(|s| e.service == s))
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .collect();
         json_response(
             StatusCode::OK,
-            &json!({ "requests": entries, "redis": redis, "mongo": mongo }),
+            &json!({ "requests": entries, "redis": redis, "mongo": mongo, "kafka": kafka }),
         )
     }
 
@@ -445,8 +452,12 @@ impl Control {
             }
         }
         let journal = self.events.http_journal();
-        let results =
-            crate::events::verify::check(&expects, &journal, &self.events.command_journal());
+        let results = crate::events::verify::check(
+            &expects,
+            &journal,
+            &self.events.command_journal(),
+            &self.events.kafka_journal(),
+        );
         let failed = results.iter().filter(|r| !r.ok).count();
         self.metrics.expectations_failed.inc_by(failed as u64);
         let out: Vec<Value> = results

@@ -152,6 +152,28 @@ pub struct MongoEvent {
     pub latency_ms: f64,
 }
 
+/// One Kafka request (or, for Produce, one record) answered by a mocked
+/// service.
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaEvent {
+    pub time: String,
+    pub flow_id: FlowId,
+    pub service: String,
+    /// snake_case API name (`produce`, `fetch`, `join_group`…).
+    pub api: String,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    /// Produce: the record's offset; Fetch: the high watermark;
+    /// ListOffsets: the offset answered.
+    pub offset: Option<i64>,
+    /// Lossy UTF-8, clipped.
+    pub key: Option<String>,
+    pub value: Option<String>,
+    /// Kafka's error code (0 for none).
+    pub error_code: i16,
+    pub latency_ms: f64,
+}
+
 /// Something the user should know that is not a flow (for example a
 /// classification failure or a setup warning).
 #[derive(Debug, Clone, Serialize)]
@@ -170,6 +192,7 @@ pub enum Event {
     Reload(ReloadEvent),
     Redis(RedisEvent),
     Mongo(MongoEvent),
+    Kafka(KafkaEvent),
     Notice(NoticeEvent),
 }
 
@@ -215,6 +238,10 @@ struct Inner {
     /// MongoDB events kept for `expect:`, and counts for the summary.
     mongo: std::collections::VecDeque<MongoEvent>,
     mongo_counts: summary::RedisCounts,
+    /// Kafka events kept for `expect:` (only built when needed).
+    kafka: std::collections::VecDeque<KafkaEvent>,
+    /// service → API → (requests, errors), for the summary.
+    kafka_counts: summary::RedisCounts,
     write_error: Option<String>,
 }
 
@@ -305,6 +332,20 @@ impl EventSink {
                         inner.redis.pop_front();
                     }
                     inner.redis.push_back(r);
+                }
+            }
+            Event::Kafka(k) => {
+                summary::count_redis(
+                    &mut inner.kafka_counts,
+                    &k.service,
+                    &k.api,
+                    k.error_code != 0,
+                );
+                if !inner.journal_off {
+                    if inner.kafka.len() == JOURNAL_LIMIT {
+                        inner.kafka.pop_front();
+                    }
+                    inner.kafka.push_back(k);
                 }
             }
             Event::Mongo(m) => {
@@ -461,6 +502,16 @@ impl EventSink {
         self.lock().http.iter().cloned().collect()
     }
 
+    /// Counts a Kafka request without building its event.
+    pub fn count_kafka(&self, service: &str, api: &str, error: bool) {
+        summary::count_redis(&mut self.lock().kafka_counts, service, api, error);
+    }
+
+    /// The Kafka requests recorded so far with full events.
+    pub fn kafka_journal(&self) -> Vec<KafkaEvent> {
+        self.lock().kafka.iter().cloned().collect()
+    }
+
     /// Flushes the events file and builds the exit summary.
     pub fn finish(&self) -> Summary {
         let mut inner = self.lock();
@@ -471,6 +522,7 @@ impl EventSink {
         s.add_routes(&inner.routes, &inner.http);
         s.add_redis(&inner.redis_counts);
         s.add_mongo(&inner.mongo_counts);
+        s.add_kafka(&inner.kafka_counts);
         s
     }
 }

@@ -27,6 +27,7 @@ pub struct Summary {
     other_calls: BTreeMap<(String, &'static str), u64>,
     redis: RedisCounts,
     mongo: RedisCounts,
+    kafka: RedisCounts,
 }
 
 /// service → command → (calls, errors).
@@ -113,6 +114,11 @@ impl Summary {
         self.mongo = counts.clone();
     }
 
+    /// Adds the Kafka request counts per service.
+    pub fn add_kafka(&mut self, counts: &RedisCounts) {
+        self.kafka = counts.clone();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -192,6 +198,24 @@ impl fmt::Display for Summary {
                     f,
                     "    {svc}: {total} {}, {errors} {} ({})",
                     if total == 1 { "command" } else { "commands" },
+                    if errors == 1 { "error" } else { "errors" },
+                    list.join(", ")
+                )?;
+            }
+        }
+        if !self.kafka.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "  Kafka requests per service:")?;
+            for (svc, per) in &self.kafka {
+                let total: u64 = per.values().map(|c| c.0).sum();
+                let errors: u64 = per.values().map(|c| c.1).sum();
+                let mut top: Vec<(&String, &(u64, u64))> = per.iter().collect();
+                top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+                let list: Vec<String> = top.iter().map(|(c, n)| format!("{c} {}", n.0)).collect();
+                writeln!(
+                    f,
+                    "    {svc}: {total} {}, {errors} {} ({})",
+                    if total == 1 { "request" } else { "requests" },
                     if errors == 1 { "error" } else { "errors" },
                     list.join(", ")
                 )?;

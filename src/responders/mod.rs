@@ -3,6 +3,7 @@
 //! the stack.
 
 pub mod http;
+pub mod kafka;
 pub mod mongo;
 pub mod redis;
 
@@ -40,6 +41,7 @@ pub struct Registry {
     http: HashMap<String, Arc<http::HttpService>>,
     redis: HashMap<String, Arc<redis::RedisService>>,
     mongo: HashMap<String, Arc<mongo::MongoService>>,
+    kafka: HashMap<String, Arc<kafka::KafkaService>>,
 }
 
 impl Registry {
@@ -70,6 +72,11 @@ impl Registry {
                 let s = mongo::MongoService::new(&svc.name, spec.clone(), events.clone(), journal);
                 reg.mongo.insert(svc.name.clone(), Arc::new(s));
             }
+            if let Action::Kafka(spec) = &svc.action {
+                let journal = rules.expects.iter().any(|e| e.service == svc.name);
+                let s = kafka::KafkaService::new(&svc.name, spec.clone(), events.clone(), journal);
+                reg.kafka.insert(svc.name.clone(), Arc::new(s));
+            }
         }
         reg
     }
@@ -86,6 +93,10 @@ impl Registry {
         self.redis.get(service).cloned()
     }
 
+    pub fn kafka(&self, service: &str) -> Option<Arc<kafka::KafkaService>> {
+        self.kafka.get(service).cloned()
+    }
+
     /// Resets one service's state (or every service's) to its seeds.
     pub fn reset(&self, service: Option<&str>) -> Result<Vec<String>, String> {
         match service {
@@ -95,6 +106,8 @@ impl Registry {
                 } else if let Some(s) = self.redis.get(name) {
                     s.reset();
                 } else if let Some(s) = self.mongo.get(name) {
+                    s.reset();
+                } else if let Some(s) = self.kafka.get(name) {
                     s.reset();
                 } else {
                     return Err(format!("no mocked service is named `{name}`"));
@@ -107,12 +120,14 @@ impl Registry {
                     .keys()
                     .chain(self.redis.keys())
                     .chain(self.mongo.keys())
+                    .chain(self.kafka.keys())
                     .cloned()
                     .collect();
                 names.sort();
                 self.http.values().for_each(|s| s.reset());
                 self.redis.values().for_each(|s| s.reset());
                 self.mongo.values().for_each(|s| s.reset());
+                self.kafka.values().for_each(|s| s.reset());
                 Ok(names)
             }
         }

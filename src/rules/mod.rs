@@ -3,6 +3,7 @@
 
 mod glob;
 pub mod http;
+pub mod kafka;
 pub mod mongo;
 pub mod redis;
 mod schema;
@@ -46,6 +47,7 @@ pub enum Action {
     Http(Arc<http::HttpSpec>),
     Redis(Arc<redis::RedisSpec>),
     Mongo(Arc<mongo::MongoSpec>),
+    Kafka(Arc<kafka::KafkaSpec>),
 }
 
 impl Action {
@@ -56,6 +58,7 @@ impl Action {
             Action::Http(_) => "http",
             Action::Redis(_) => "redis",
             Action::Mongo(_) => "mongo",
+            Action::Kafka(_) => "kafka",
         }
     }
 }
@@ -226,12 +229,17 @@ impl RuleSet {
                     Some(h) => Some(load_http_files(h, file).map_err(|m| invalid(".http", m))?),
                     None => None,
                 };
+                if let Some(k) = &spec.kafka {
+                    k.check().map_err(|m| invalid(".kafka", m))?;
+                }
+                let kafka = spec.kafka;
                 let actions: Vec<(&str, Action)> = [
                     spec.pass.map(|_| ("pass", Action::Pass)),
                     spec.refuse.map(|_| ("refuse", Action::Refuse)),
                     http.map(|h| ("http", Action::Http(Arc::new(h)))),
                     spec.redis.map(|r| ("redis", Action::Redis(Arc::new(r)))),
                     spec.mongo.map(|m| ("mongo", Action::Mongo(Arc::new(m)))),
+                    kafka.map(|k| ("kafka", Action::Kafka(Arc::new(k)))),
                 ]
                 .into_iter()
                 .flatten()
@@ -242,7 +250,7 @@ impl RuleSet {
                         return Err(invalid(
                             "",
                             format!(
-                                "service `{}` needs one action key: `http`, `redis`, `mongo`, `pass` or `refuse`",
+                                "service `{}` needs one action key: `http`, `redis`, `mongo`, `kafka`, `pass` or `refuse`",
                                 spec.name
                             ),
                         ))
@@ -287,7 +295,7 @@ impl RuleSet {
             };
             if !matches!(
                 svc.action,
-                Action::Http(_) | Action::Redis(_) | Action::Mongo(_)
+                Action::Http(_) | Action::Redis(_) | Action::Mongo(_) | Action::Kafka(_)
             ) {
                 return Err(expect_error(
                     sources,
@@ -314,6 +322,20 @@ impl RuleSet {
                     what,
                     format!(
                         "`command`, `key` and `collection` apply to Redis and MongoDB services; `{}` is not one",
+                        svc.name
+                    ),
+                ));
+            }
+            if (e.topic.is_some() || e.value_contains.is_some())
+                && !matches!(svc.action, Action::Kafka(_))
+            {
+                let what = e.topic.as_deref().unwrap_or("value_contains");
+                return Err(expect_error(
+                    sources,
+                    i,
+                    what,
+                    format!(
+                        "`topic` and `value_contains` apply to Kafka services; `{}` is not one",
                         svc.name
                     ),
                 ));

@@ -51,6 +51,11 @@ pub struct ExpectSpec {
     pub command: Option<String>,
     /// A glob on the Redis command's first key (`session:*`).
     pub key: Option<String>,
+    /// A Kafka topic: counts the records produced to it.
+    pub topic: Option<String>,
+    /// Kafka: only records whose value contains this (a JSON subset for
+    /// an object, a substring for a string).
+    pub value_contains: Option<serde_json::Value>,
     pub count: CountSpec,
 }
 
@@ -101,6 +106,10 @@ struct RawExpect {
     #[serde(default)]
     collection: Option<String>,
     #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    value_contains: Option<serde_json::Value>,
+    #[serde(default)]
     times: Option<u64>,
     #[serde(default)]
     at_least: Option<u64>,
@@ -139,8 +148,15 @@ impl TryFrom<RawExpect> for ExpectSpec {
                 "`route` is for HTTP services, `command`/`key` for Redis ones: not both".into(),
             );
         }
+        if (r.topic.is_some() || r.value_contains.is_some())
+            && (r.route.is_some() || r.command.is_some() || key.is_some())
+        {
+            return Err("`topic`/`value_contains` are for Kafka services: not with `route`, `command` or `key`".into());
+        }
         Ok(ExpectSpec {
             service: r.service,
+            topic: r.topic,
+            value_contains: r.value_contains,
             route: r.route,
             command: r.command.map(|c| c.to_ascii_uppercase()),
             key,
@@ -172,6 +188,16 @@ pub struct ServiceSpec {
     /// Answer claimed flows with the MongoDB responder.
     #[serde(default)]
     pub mongo: Option<super::mongo::MongoSpec>,
+    /// Answer claimed flows with the Kafka responder (`kafka:` alone is a
+    /// broker with no topics that creates them on first use).
+    #[serde(default, deserialize_with = "present_kafka")]
+    pub kafka: Option<super::kafka::KafkaSpec>,
+}
+
+fn present_kafka<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<super::kafka::KafkaSpec>, D::Error> {
+    Option::<super::kafka::KafkaSpec>::deserialize(d).map(|k| Some(k.unwrap_or_default()))
 }
 
 /// A key that is present counts even with no value (`pass:` alone).

@@ -1,0 +1,1018 @@
+//! The Kafka responder: one in-memory broker per service, shared by every
+//! connection for the whole run. Topics hold record batches (magic v2) per
+//! partition exactly as producers sent them (compressed or not), with
+//! their base offsets rewritten; consumers get them back as stored.
+//!
+//! Shape: the log and the consumer groups sit behind one mutex per
+//! service; every request runs synchronously under it except the waits
+//! (Fetch long polling, JoinGroup and SyncGroup barriers), which sleep on
+//! `Notify`s woken by appends and group changes.
+
+mod groups;
+mod log;
+pub mod wire;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::events::{now_rfc3339, Event, EventSink, KafkaEvent};
+use crate::rules::kafka::KafkaSpec;
+use crate::stack::FlowHandle;
+
+use super::ServeCtx;
+use groups::Groups;
+use log::Topics;
+
+/// The broker id the responder claims (it is the only broker and the
+/// controller).
+pub const NODE_ID: i32 = 1;
+/// Largest request accepted; bigger frames close the connection.
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Characters of a key or value kept in an event.
+const CLIP: usize = 256;
+
+// Kafka error codes used here.
+pub const NONE: i16 = 0;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const ILLEGAL_GENERATION: i16 = 22;
+pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const INVALID_REQUEST: i16 = 42;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
+
+/// The APIs answered and the versions advertised (each tested against
+/// real clients; anything else is not advertised).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 1, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+pub fn api_name(key: i16) -> &'static str {
+    match ApiKey::try_from(key) {
+        Ok(k) => match k {
+            ApiKey::Produce => "produce",
+            ApiKey::Fetch => "fetch",
+            ApiKey::ListOffsets => "list_offsets",
+            ApiKey::Metadata => "metadata",
+            ApiKey::OffsetCommit => "offset_commit",
+            ApiKey::OffsetFetch => "offset_fetch",
+            ApiKey::FindCoordinator => "find_coordinator",
+            ApiKey::JoinGroup => "join_group",
+            ApiKey::Heartbeat => "heartbeat",
+            ApiKey::LeaveGroup => "leave_group",
+            ApiKey::SyncGroup => "sync_group",
+            ApiKey::DescribeGroups => "describe_groups",
+            ApiKey::ListGroups => "list_groups",
+            ApiKey::ApiVersions => "api_versions",
+            ApiKey::InitProducerId => "init_producer_id",
+            _ => "unsupported",
+        },
+        Err(_) => "unknown",
+    }
+}
+
+/// The shared state of one service.
+pub(crate) struct State {
+    pub topics: Topics,
+    pub groups: Groups,
+}
+
+/// One mocked Kafka service and its state for the whole run.
+pub struct KafkaService {
+    name: String,
+    spec: Arc<KafkaSpec>,
+    state: Mutex<State>,
+    /// Woken after every append, for Fetch long polls.
+    appended: Notify,
+    /// Woken after every group change, for JoinGroup/SyncGroup waits.
+    pub(crate) group_changed: Notify,
+    events: EventSink,
+    detail: bool,
+    next_producer: AtomicI64,
+}
+
+impl KafkaService {
+    pub fn new(name: &str, spec: Arc<KafkaSpec>, events: EventSink, journal: bool) -> Self {
+        KafkaService {
+            name: name.to_string(),
+            state: Mutex::new(State {
+                topics: Topics::seeded(&spec),
+                groups: Groups::default(),
+            }),
+            spec,
+            appended: Notify::new(),
+            group_changed: Notify::new(),
+            events,
+            detail: journal,
+            next_producer: AtomicI64::new(1000),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Puts the topics back to their seeds and forgets the groups.
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        s.topics = Topics::seeded(&self.spec);
+        s.groups = Groups::default();
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn detailed(&self) -> bool {
+        self.detail || self.events.wants_detail()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        ctx: &ServeCtx,
+        api: &'static str,
+        topic: Option<&str>,
+        partition: Option<i32>,
+        offset: Option<i64>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        error_code: i16,
+        started: Instant,
+    ) {
+        if !self.detailed() {
+            self.events.count_kafka(&self.name, api, error_code != NONE);
+            return;
+        }
+        self.events.record(Event::Kafka(KafkaEvent {
+            time: now_rfc3339(),
+            flow_id: ctx.meta.id,
+            service: self.name.clone(),
+            api: api.to_string(),
+            topic: topic.map(str::to_string),
+            partition,
+            offset,
+            key: key.map(clip),
+            value: value.map(clip),
+            error_code,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }));
+    }
+}
+
+fn clip(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    if s.chars().count() > CLIP {
+        s.chars().take(CLIP).collect::<String>() + "…"
+    } else {
+        s.into_owned()
+    }
+}
+
+/// What the connection does after a request.
+enum Reply {
+    /// A response body, encoded at the request's version.
+    Body(BytesMut),
+    /// Nothing (Produce with acks=0).
+    None,
+    /// Close the connection.
+    Close,
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve<IO>(svc: Arc<KafkaService>, mut io: IO, ctx: ServeCtx, _handle: FlowHandle)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        // One frame: a big-endian length, then the request.
+        while buf.len() < 4 {
+            match io.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        if len < 8 || len as usize > MAX_FRAME {
+            svc.record(
+                &ctx,
+                "(protocol)",
+                None,
+                None,
+                None,
+                None,
+                None,
+                INVALID_REQUEST,
+                Instant::now(),
+            );
+            let _ = io.shutdown().await;
+            return;
+        }
+        let len = len as usize;
+        while buf.len() < 4 + len {
+            buf.reserve(4 + len - buf.len());
+            match io.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        buf.advance(4);
+        let frame = buf.split_to(len).freeze();
+        let started = Instant::now();
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+        let reply = handle_frame(&svc, &ctx, frame, started).await;
+        match reply {
+            Reply::None => {}
+            Reply::Close => {
+                svc.record(
+                    &ctx,
+                    api_name(api_key),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    INVALID_REQUEST,
+                    started,
+                );
+                let _ = io.shutdown().await;
+                return;
+            }
+            Reply::Body(body) => {
+                let mut out = BytesMut::with_capacity(body.len() + 8);
+                out.put_i32(body.len() as i32);
+                out.extend_from_slice(&body);
+                if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes one request frame and answers it.
+async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started: Instant) -> Reply {
+    let req = match wire::decode(frame) {
+        Ok(r) => r,
+        Err(wire::DecodeError::ApiVersionsTooNew { correlation_id }) => {
+            // Kafka answers with the v0 body listing its ranges; the
+            // client then retries with a version it shares.
+            let mut resp = api_versions();
+            resp.error_code = UNSUPPORTED_VERSION;
+            svc.record(
+                ctx,
+                "api_versions",
+                None,
+                None,
+                None,
+                None,
+                None,
+                UNSUPPORTED_VERSION,
+                started,
+            );
+            return encode(correlation_id, ApiKey::ApiVersions, 0, &resp);
+        }
+        Err(wire::DecodeError::Close) => return Reply::Close,
+    };
+    let v = req.version;
+    let cid = req.correlation_id;
+    match req.body {
+        wire::Body::ApiVersions(_) => {
+            svc.record(
+                ctx,
+                "api_versions",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
+            encode(cid, ApiKey::ApiVersions, v, &api_versions())
+        }
+        wire::Body::Metadata(r) => {
+            let resp = svc.metadata(ctx, &r, v);
+            svc.record(ctx, "metadata", None, None, None, None, None, NONE, started);
+            encode(cid, ApiKey::Metadata, v, &resp)
+        }
+        wire::Body::Produce(r) => {
+            let acks = r.acks;
+            let resp = svc.produce(ctx, r, started);
+            if acks == 0 {
+                Reply::None
+            } else {
+                encode(cid, ApiKey::Produce, v, &resp)
+            }
+        }
+        wire::Body::Fetch(r) => {
+            let resp = svc.fetch(ctx, &r, started).await;
+            encode(cid, ApiKey::Fetch, v, &resp)
+        }
+        wire::Body::ListOffsets(r) => {
+            let resp = svc.list_offsets(ctx, &r, started);
+            encode(cid, ApiKey::ListOffsets, v, &resp)
+        }
+        wire::Body::InitProducerId(_) => {
+            let id = svc.next_producer.fetch_add(1, Ordering::Relaxed);
+            let resp = InitProducerIdResponse::default()
+                .with_producer_id(id.into())
+                .with_producer_epoch(0);
+            svc.record(
+                ctx,
+                "init_producer_id",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
+            encode(cid, ApiKey::InitProducerId, v, &resp)
+        }
+        wire::Body::FindCoordinator(r) => {
+            let (host, port) = broker_address(ctx);
+            let mut resp = FindCoordinatorResponse::default();
+            if v < 4 {
+                resp = resp
+                    .with_node_id(NODE_ID.into())
+                    .with_host(host.clone())
+                    .with_port(port);
+            } else {
+                resp.coordinators = r
+                    .coordinator_keys
+                    .iter()
+                    .map(|k| {
+                        find_coordinator_response::Coordinator::default()
+                            .with_key(k.clone())
+                            .with_node_id(NODE_ID.into())
+                            .with_host(host.clone())
+                            .with_port(port)
+                    })
+                    .collect();
+            }
+            svc.record(
+                ctx,
+                "find_coordinator",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
+            encode(cid, ApiKey::FindCoordinator, v, &resp)
+        }
+        wire::Body::JoinGroup(r) => {
+            let resp = groups::join(svc, r, v).await;
+            svc.record(
+                ctx,
+                "join_group",
+                None,
+                None,
+                None,
+                None,
+                None,
+                resp.error_code,
+                started,
+            );
+            encode(cid, ApiKey::JoinGroup, v, &resp)
+        }
+        wire::Body::SyncGroup(r) => {
+            let resp = groups::sync(svc, r).await;
+            svc.record(
+                ctx,
+                "sync_group",
+                None,
+                None,
+                None,
+                None,
+                None,
+                resp.error_code,
+                started,
+            );
+            encode(cid, ApiKey::SyncGroup, v, &resp)
+        }
+        wire::Body::Heartbeat(r) => {
+            let code = groups::heartbeat(svc, &r);
+            svc.record(
+                ctx,
+                "heartbeat",
+                None,
+                None,
+                None,
+                None,
+                None,
+                code,
+                started,
+            );
+            encode(
+                cid,
+                ApiKey::Heartbeat,
+                v,
+                &HeartbeatResponse::default().with_error_code(code),
+            )
+        }
+        wire::Body::LeaveGroup(r) => {
+            let resp = groups::leave(svc, &r, v);
+            svc.record(
+                ctx,
+                "leave_group",
+                None,
+                None,
+                None,
+                None,
+                None,
+                resp.error_code,
+                started,
+            );
+            encode(cid, ApiKey::LeaveGroup, v, &resp)
+        }
+        wire::Body::OffsetCommit(r) => {
+            let resp = groups::commit(svc, &r);
+            svc.record(
+                ctx,
+                "offset_commit",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
+            encode(cid, ApiKey::OffsetCommit, v, &resp)
+        }
+        wire::Body::OffsetFetch(r) => {
+            let resp = groups::fetch_offsets(svc, &r);
+            svc.record(
+                ctx,
+                "offset_fetch",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
+            encode(cid, ApiKey::OffsetFetch, v, &resp)
+        }
+        wire::Body::DescribeGroups(r) => {
+            let resp = groups::describe(svc, &r);
+            svc.record(
+                ctx,
+                "describe_groups",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
+            encode(cid, ApiKey::DescribeGroups, v, &resp)
+        }
+        wire::Body::ListGroups(_) => {
+            let resp = groups::list(svc);
+            svc.record(
+                ctx,
+                "list_groups",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
+            encode(cid, ApiKey::ListGroups, v, &resp)
+        }
+    }
+}
+
+/// The ApiVersions body: only what is implemented, no tagged fields.
+fn api_versions() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(
+        SUPPORTED
+            .iter()
+            .map(|(k, lo, hi)| {
+                api_versions_response::ApiVersion::default()
+                    .with_api_key(*k as i16)
+                    .with_min_version(*lo)
+                    .with_max_version(*hi)
+            })
+            .collect(),
+    )
+}
+
+/// The host and port the client dialled, so the advertised broker is the
+/// one in its `bootstrap.servers`.
+fn broker_address(ctx: &ServeCtx) -> (StrBytes, i32) {
+    let host = ctx
+        .meta
+        .host
+        .clone()
+        .unwrap_or_else(|| ctx.meta.dst.ip().to_string());
+    (StrBytes::from_string(host), ctx.meta.dst.port() as i32)
+}
+
+/// Encodes a response with its header.
+fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R) -> Reply {
+    let mut out = BytesMut::with_capacity(256);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let hv = key.response_header_version(version);
+    if let Err(e) = header
+        .encode(&mut out, hv)
+        .and_then(|_| body.encode(&mut out, version))
+    {
+        tracing::warn!("kafka: cannot encode the {key:?} v{version} response: {e}");
+        return Reply::Close;
+    }
+    Reply::Body(out)
+}
+
+impl KafkaService {
+    fn metadata(&self, ctx: &ServeCtx, r: &MetadataRequest, version: i16) -> MetadataResponse {
+        let (host, port) = broker_address(ctx);
+        let mut st = self.lock();
+        let names: Vec<String> = match &r.topics {
+            None => st.topics.names(),
+            Some(ts) => ts
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                .collect(),
+        };
+        // Metadata v4+ says whether the client allows auto-creation.
+        let may_create =
+            self.spec.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
+        let mut topics = Vec::new();
+        for name in names {
+            if may_create {
+                st.topics.ensure(&name, self.spec.default_partitions);
+            }
+            let t = match st.topics.get(&name) {
+                Some(t) => metadata_response::MetadataResponseTopic::default()
+                    .with_name(Some(StrBytes::from_string(name.clone()).into()))
+                    .with_partitions(
+                        (0..t.partitions.len() as i32)
+                            .map(|p| {
+                                metadata_response::MetadataResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_leader_id(NODE_ID.into())
+                                    .with_leader_epoch(-1)
+                                    .with_replica_nodes(vec![NODE_ID.into()])
+                                    .with_isr_nodes(vec![NODE_ID.into()])
+                            })
+                            .collect(),
+                    ),
+                None => metadata_response::MetadataResponseTopic::default()
+                    .with_name(Some(StrBytes::from_string(name.clone()).into()))
+                    .with_error_code(UNKNOWN_TOPIC_OR_PARTITION),
+            };
+            topics.push(t);
+        }
+        MetadataResponse::default()
+            .with_brokers(vec![metadata_response::MetadataResponseBroker::default()
+                .with_node_id(NODE_ID.into())
+                .with_host(host)
+                .with_port(port)])
+            .with_cluster_id(Some(StrBytes::from_static_str("meshwrap")))
+            .with_controller_id(NODE_ID.into())
+            .with_topics(topics)
+    }
+
+    fn produce(&self, ctx: &ServeCtx, r: ProduceRequest, started: Instant) -> ProduceResponse {
+        let detail = self.detailed();
+        let mut responses = Vec::new();
+        let mut events = Vec::new();
+        {
+            let mut st = self.lock();
+            for t in r.topic_data {
+                let name = t.name.0.to_string();
+                if self.spec.auto_create_topics {
+                    st.topics.ensure(&name, self.spec.default_partitions);
+                }
+                let mut parts = Vec::new();
+                for p in t.partition_data {
+                    let mut pr = produce_response::PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1);
+                    match st.topics.partition_mut(&name, p.index) {
+                        None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                        Some(part) => match part.append(p.records.unwrap_or_default()) {
+                            Ok((base, records)) => {
+                                pr.base_offset = base;
+                                if detail {
+                                    for (off, k, v) in records {
+                                        events.push((name.clone(), p.index, off, k, v, NONE));
+                                    }
+                                } else {
+                                    events.push((name.clone(), p.index, base, None, None, NONE));
+                                }
+                            }
+                            Err(code) => {
+                                pr.error_code = code;
+                                events.push((name.clone(), p.index, -1, None, None, code));
+                            }
+                        },
+                    }
+                    parts.push(pr);
+                }
+                responses.push(
+                    produce_response::TopicProduceResponse::default()
+                        .with_name(t.name)
+                        .with_partition_responses(parts),
+                );
+            }
+        }
+        self.appended.notify_waiters();
+        for (topic, p, off, k, v, code) in events {
+            self.record(
+                ctx,
+                "produce",
+                Some(&topic),
+                Some(p),
+                Some(off),
+                k.as_deref(),
+                v.as_deref(),
+                code,
+                started,
+            );
+        }
+        ProduceResponse::default().with_responses(responses)
+    }
+
+    async fn fetch(&self, ctx: &ServeCtx, r: &FetchRequest, started: Instant) -> FetchResponse {
+        let deadline = started + Duration::from_millis(r.max_wait_ms.clamp(0, 60_000) as u64);
+        loop {
+            let notified = self.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (resp, bytes) = self.fetch_once(r);
+            let now = Instant::now();
+            if bytes >= r.min_bytes.max(1) as usize || now >= deadline || has_error(&resp) {
+                for t in &resp.responses {
+                    for p in &t.partitions {
+                        let n = p.records.as_ref().map_or(0, |b| b.len());
+                        if n > 0 || p.error_code != NONE {
+                            self.record(
+                                ctx,
+                                "fetch",
+                                Some(&t.topic.0),
+                                Some(p.partition_index),
+                                Some(p.high_watermark),
+                                None,
+                                None,
+                                p.error_code,
+                                started,
+                            );
+                        }
+                    }
+                }
+                if bytes == 0 && !has_error(&resp) {
+                    self.record(ctx, "fetch", None, None, None, None, None, NONE, started);
+                }
+                return resp;
+            }
+            let _ = tokio::time::timeout(deadline - now, notified).await;
+        }
+    }
+
+    fn fetch_once(&self, r: &FetchRequest) -> (FetchResponse, usize) {
+        let st = self.lock();
+        let mut total = 0usize;
+        let max_total = if r.max_bytes > 0 {
+            r.max_bytes as usize
+        } else {
+            usize::MAX
+        };
+        let mut topics = Vec::new();
+        for t in &r.topics {
+            let mut parts = Vec::new();
+            for p in &t.partitions {
+                let mut pd = fetch_response::PartitionData::default()
+                    .with_partition_index(p.partition)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_aborted_transactions(Some(vec![]))
+                    .with_preferred_read_replica((-1).into());
+                match st.topics.partition(&t.topic.0, p.partition) {
+                    None => pd.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(part) => {
+                        pd.high_watermark = part.hw;
+                        pd.last_stable_offset = part.hw;
+                        pd.log_start_offset = 0;
+                        if p.fetch_offset < 0 || p.fetch_offset > part.hw {
+                            pd.error_code = OFFSET_OUT_OF_RANGE;
+                        } else {
+                            // The first batch always goes, so one bigger
+                            // than the limits still gets through.
+                            let room = (p.partition_max_bytes.max(0) as usize)
+                                .min(max_total.saturating_sub(total));
+                            let data = part.read(p.fetch_offset, room, total == 0);
+                            total += data.len();
+                            pd.records = Some(data);
+                        }
+                    }
+                }
+                parts.push(pd);
+            }
+            topics.push(
+                fetch_response::FetchableTopicResponse::default()
+                    .with_topic(t.topic.clone())
+                    .with_partitions(parts),
+            );
+        }
+        (FetchResponse::default().with_responses(topics), total)
+    }
+
+    fn list_offsets(
+        &self,
+        ctx: &ServeCtx,
+        r: &ListOffsetsRequest,
+        started: Instant,
+    ) -> ListOffsetsResponse {
+        let st = self.lock();
+        let mut topics = Vec::new();
+        let mut evs = Vec::new();
+        for t in &r.topics {
+            let mut parts = Vec::new();
+            for p in &t.partitions {
+                let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_timestamp(-1)
+                    .with_offset(-1)
+                    .with_leader_epoch(-1);
+                match st.topics.partition(&t.name.0, p.partition_index) {
+                    None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(part) => match p.timestamp {
+                        -2 => pr.offset = 0,
+                        -1 => pr.offset = part.hw,
+                        ts => {
+                            if let Some((off, at)) = part.offset_for_time(ts) {
+                                pr.offset = off;
+                                pr.timestamp = at;
+                            }
+                        }
+                    },
+                }
+                evs.push((
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    pr.offset,
+                    pr.error_code,
+                ));
+                parts.push(pr);
+            }
+            topics.push(
+                list_offsets_response::ListOffsetsTopicResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(parts),
+            );
+        }
+        drop(st);
+        for (t, p, off, code) in evs {
+            self.record(
+                ctx,
+                "list_offsets",
+                Some(&t),
+                Some(p),
+                Some(off),
+                None,
+                None,
+                code,
+                started,
+            );
+        }
+        ListOffsetsResponse::default().with_topics(topics)
+    }
+
+    /// Messages stored in a topic (decoded), for tests of the state.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.lock().topics.names()
+    }
+}
+
+fn has_error(r: &FetchResponse) -> bool {
+    r.responses
+        .iter()
+        .any(|t| t.partitions.iter().any(|p| p.error_code != NONE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FlowMeta, Transport};
+
+    fn ctx() -> ServeCtx {
+        ServeCtx {
+            meta: FlowMeta {
+                id: Default::default(),
+                transport: Transport::Tcp,
+                src: "10.0.2.100:40000".parse().unwrap(),
+                dst: "198.18.0.1:9092".parse().unwrap(),
+                host: Some("kafka.test".into()),
+            },
+            upstream: super::super::Upstream::None,
+            tls_server_name: None,
+        }
+    }
+
+    fn service() -> KafkaService {
+        let spec: KafkaSpec = serde_norway::from_str(
+            "topics: { orders: { partitions: 2, messages: [ { key: k, value: v } ] } }",
+        )
+        .unwrap();
+        KafkaService::new("bus", Arc::new(spec), EventSink::default(), true)
+    }
+
+    fn frame<R: kafka_protocol::protocol::Request>(req: &R, version: i16) -> Bytes {
+        let mut b = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(9)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        header.encode(&mut b, R::header_version(version)).unwrap();
+        req.encode(&mut b, version).unwrap();
+        b.freeze()
+    }
+
+    async fn answers<R: kafka_protocol::protocol::Request>(svc: &KafkaService, req: R) {
+        let key = ApiKey::try_from(R::KEY).unwrap();
+        let (_, lo, hi) = *SUPPORTED.iter().find(|(k, _, _)| *k == key).unwrap();
+        for v in lo..=hi {
+            let reply = handle_frame(svc, &ctx(), frame(&req, v), Instant::now()).await;
+            assert!(
+                matches!(reply, Reply::Body(_)),
+                "{key:?} v{v} closed the connection"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_advertised_version_encodes() {
+        let svc = service();
+        let topic = || TopicName(StrBytes::from_static_str("orders"));
+        answers(&svc, ApiVersionsRequest::default()).await;
+        answers(&svc, MetadataRequest::default().with_topics(None)).await;
+        answers(
+            &svc,
+            ListOffsetsRequest::default().with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1)
+                    ]),
+            ]),
+        )
+        .await;
+        answers(
+            &svc,
+            FetchRequest::default()
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![fetch_request::FetchTopic::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![fetch_request::FetchPartition::default()
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20)])]),
+        )
+        .await;
+        answers(
+            &svc,
+            InitProducerIdRequest::default().with_transaction_timeout_ms(1000),
+        )
+        .await;
+        answers(
+            &svc,
+            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+        )
+        .await;
+        answers(
+            &svc,
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        )
+        .await;
+        answers(
+            &svc,
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0, 1]),
+                ])),
+        )
+        .await;
+        answers(
+            &svc,
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        )
+        .await;
+        answers(
+            &svc,
+            LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g"))),
+        )
+        .await;
+        answers(
+            &svc,
+            DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(StrBytes::from_static_str("g"))]),
+        )
+        .await;
+        answers(&svc, ListGroupsRequest::default()).await;
+        answers(
+            &svc,
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn join_group_member_id_required_then_joins() {
+        let svc = service();
+        for v in 0..=7i16 {
+            let gid = GroupId(StrBytes::from_string(format!("g{v}")));
+            let req = JoinGroupRequest::default()
+                .with_group_id(gid)
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"m"))]);
+            let first = groups::join(&svc, req.clone(), v).await;
+            let second = if v >= 4 {
+                assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
+                groups::join(&svc, req.with_member_id(first.member_id.clone()), v).await
+            } else {
+                first
+            };
+            assert_eq!(second.error_code, NONE, "v{v}");
+            assert_eq!(second.leader, second.member_id);
+            assert_eq!(second.members.len(), 1);
+            let mut b = BytesMut::new();
+            second.encode(&mut b, v).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn produce_rewrites_base_offsets_and_list_offsets_sees_the_end() {
+        let svc = service();
+        let mut st = svc.lock();
+        let p = st.topics.partition_mut("orders", 0).unwrap();
+        assert_eq!(p.hw, 1);
+        let again = p.batches[0].data.clone();
+        let (base, recs) = p.append(again).unwrap();
+        assert_eq!(base, 1);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(p.hw, 2);
+        assert_eq!(&p.batches[1].data[..8], &1i64.to_be_bytes());
+        assert!(p.append(Bytes::from_static(b"short")).is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! Request framing: the header and the body of each implemented API,
+//! decoded with the `kafka-protocol` crate. Anything malformed, unknown or
+//! outside the advertised versions closes only its own connection.
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::Decodable;
+
+use super::SUPPORTED;
+
+/// A decoded request.
+#[derive(Debug)]
+pub struct Request {
+    pub version: i16,
+    pub correlation_id: i32,
+    pub body: Body,
+}
+
+#[derive(Debug)]
+pub enum Body {
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    Metadata(MetadataRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    ListGroups(ListGroupsRequest),
+    ApiVersions(ApiVersionsRequest),
+    InitProducerId(InitProducerIdRequest),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// ApiVersions above the advertised range: answer with the v0 body.
+    ApiVersionsTooNew { correlation_id: i32 },
+    /// Anything else that cannot be answered: close the connection.
+    Close,
+}
+
+/// Decodes one frame (without its length prefix).
+pub fn decode(frame: Bytes) -> Result<Request, DecodeError> {
+    if frame.len() < 8 {
+        return Err(DecodeError::Close);
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(key).map_err(|_| DecodeError::Close)?;
+    let Some(&(_, lo, hi)) = SUPPORTED.iter().find(|(k, _, _)| *k == api) else {
+        return Err(DecodeError::Close);
+    };
+    if version > hi && api == ApiKey::ApiVersions {
+        return Err(DecodeError::ApiVersionsTooNew { correlation_id });
+    }
+    if version < lo || version > hi {
+        return Err(DecodeError::Close);
+    }
+    let mut buf = frame;
+    let hv = api.request_header_version(version);
+    RequestHeader::decode(&mut buf, hv).map_err(|_| DecodeError::Close)?;
+    fn d<T: Decodable>(b: &mut Bytes, v: i16) -> Result<T, DecodeError> {
+        T::decode(b, v).map_err(|_| DecodeError::Close)
+    }
+    let b = &mut buf;
+    let v = version;
+    let body = match api {
+        ApiKey::Produce => Body::Produce(d(b, v)?),
+        ApiKey::Fetch => Body::Fetch(d(b, v)?),
+        ApiKey::ListOffsets => Body::ListOffsets(d(b, v)?),
+        ApiKey::Metadata => Body::Metadata(d(b, v)?),
+        ApiKey::OffsetCommit => Body::OffsetCommit(d(b, v)?),
+        ApiKey::OffsetFetch => Body::OffsetFetch(d(b, v)?),
+        ApiKey::FindCoordinator => Body::FindCoordinator(d(b, v)?),
+        ApiKey::JoinGroup => Body::JoinGroup(d(b, v)?),
+        ApiKey::Heartbeat => Body::Heartbeat(d(b, v)?),
+        ApiKey::LeaveGroup => Body::LeaveGroup(d(b, v)?),
+        ApiKey::SyncGroup => Body::SyncGroup(d(b, v)?),
+        ApiKey::DescribeGroups => Body::DescribeGroups(d(b, v)?),
+        ApiKey::ListGroups => Body::ListGroups(d(b, v)?),
+        ApiKey::ApiVersions => Body::ApiVersions(d(b, v)?),
+        ApiKey::InitProducerId => Body::InitProducerId(d(b, v)?),
+        _ => return Err(DecodeError::Close),
+    };
+    let _ = buf.remaining();
+    Ok(Request {
+        version,
+        correlation_id,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn random_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn random_bodies_of_known_apis_never_panic(
+            key in 0i16..70,
+            version in 0i16..16,
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut f = Vec::new();
+            f.extend_from_slice(&key.to_be_bytes());
+            f.extend_from_slice(&version.to_be_bytes());
+            f.extend_from_slice(&7i32.to_be_bytes());
+            f.extend_from_slice(&body);
+            let _ = decode(Bytes::from(f));
+        }
+    }
+
+    #[test]
+    fn api_versions_above_the_range_gets_the_fallback() {
+        let mut f = Vec::new();
+        f.extend_from_slice(&18i16.to_be_bytes());
+        f.extend_from_slice(&9i16.to_be_bytes());
+        f.extend_from_slice(&42i32.to_be_bytes());
+        assert_eq!(
+            decode(Bytes::from(f)).unwrap_err(),
+            DecodeError::ApiVersionsTooNew { correlation_id: 42 }
+        );
+    }
+}

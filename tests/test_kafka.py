@@ -1,0 +1,423 @@
+"""Integration tests for meshwrap's Kafka responder (`services[].kafka`).
+
+Real clients run inside the jail against brokers mocked from the YAML
+files in tests/kafka_rules/: kcat (Debian, librdkafka 2.0), Python's
+confluent-kafka (librdkafka 2.x: idempotent producer, every compression
+codec, consumer groups, committed offsets) and raw sockets for malformed
+frames. Every name is under .test; nothing leaves the jail.
+"""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON
+
+HERE = Path(__file__).resolve().parent
+RULES = HERE / "kafka_rules"
+
+HAVE_CK = subprocess.run([PYTHON, "-c", "import confluent_kafka"],
+                         capture_output=True).returncode == 0
+HAVE_KCAT = shutil.which("kcat") is not None
+HAVE_KP = subprocess.run([PYTHON, "-c", "import kafka"], capture_output=True).returncode == 0
+
+need_ck = pytest.mark.skipif(not HAVE_CK, reason="python `confluent-kafka` not installed")
+need_kp = pytest.mark.skipif(not HAVE_KP, reason="python `kafka-python` not installed")
+need_kcat = pytest.mark.skipif(not HAVE_KCAT, reason="kcat not installed (Debian kcat)")
+
+
+def rules(name):
+    return str(RULES / name)
+
+
+def ok(res, code=0):
+    assert res.returncode == code, (
+        f"expected exit code {code}, got {res.returncode}\n{res.describe()}")
+    return res
+
+
+def kafka_events(res, **match):
+    return [e for e in res.events if e.get("kind") == "kafka"
+            and all(e.get(k) == v for k, v in match.items())]
+
+
+def sh(jail, rules_file, script, **kw):
+    path = jail.write("kcat.sh", script + "\n")
+    return jail.run(["sh", path], rules=rules_file, **kw)
+
+
+def pyrun(jail, rules_file, code, **kw):
+    """Runs a python script in the jail; it prints one JSON line last."""
+    script = jail.write("script.py", "import json, sys, time, threading\n"
+                        "from confluent_kafka import Producer, Consumer, TopicPartition\n"
+                        + code)
+    return jail.run([PYTHON, script], rules=rules_file, **kw)
+
+
+# --------------------------------------------------------------------------
+# kcat
+
+
+@need_kcat
+def test_kcat_metadata_lists_the_broker_as_dialled_and_the_topics(jail):
+    res = ok(sh(jail, rules("basic.yaml"), "kcat -b kafka.test:9092 -L -J"))
+    meta = json.loads(res.stdout.strip().splitlines()[-1])
+    assert meta["brokers"] == [{"id": 1, "name": "kafka.test:9092"}]
+    topics = {t["topic"]: len(t["partitions"]) for t in meta["topics"]}
+    assert topics["orders"] == 3 and topics["empty"] == 2
+    assert kafka_events(res, api="api_versions")
+    assert kafka_events(res, api="metadata")
+
+
+@need_kcat
+def test_kcat_reads_seeded_messages_from_the_beginning(jail):
+    res = ok(sh(jail, rules("basic.yaml"),
+                "kcat -b kafka.test:9092 -C -t orders -o beginning -e -f '%p %o %k %s\\n'"))
+    lines = sorted(l for l in res.stdout.splitlines() if l.strip())
+    assert lines == ['0 0 o1 {"id":1,"status":"paid"}', "0 1 o3 third", "1 0 o2 second"], res.describe()
+
+
+@need_kcat
+def test_kcat_produce_then_consume(jail):
+    script = (
+        "printf 'a\\nb\\nc\\n' | kcat -b kafka.test:9092 -P -t fresh -p 0 && "
+        "printf 'd\\n' | kcat -b kafka.test:9092 -P -t fresh -p 0 -z gzip && "
+        "kcat -b kafka.test:9092 -C -t fresh -p 0 -o beginning -e -f '%o:%s\\n'")
+    res = ok(sh(jail, rules("basic.yaml"), script))
+    lines = [l for l in res.stdout.splitlines() if ":" in l]
+    assert lines == ["0:a", "1:b", "2:c", "3:d"], res.describe()
+    produced = kafka_events(res, api="produce", topic="fresh")
+    assert [e["value"] for e in produced] == ["a", "b", "c", "d"]
+    assert [e["offset"] for e in produced] == [0, 1, 2, 3]
+
+
+@need_kcat
+def test_no_auto_create_refuses_unknown_topics(jail):
+    res = sh(jail, rules("noauto.yaml"),
+             "printf 'x\\n' | kcat -b kafka.test:9092 -P -t nope -m 5; echo rc=$?; "
+             "kcat -b kafka.test:9092 -L -J")
+    meta = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [t["topic"] for t in meta["topics"]] == ["known"]
+
+
+# --------------------------------------------------------------------------
+# confluent-kafka
+
+
+@need_ck
+def test_idempotent_producer_every_codec_and_a_consumer(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+out = {}
+for codec in ["none", "gzip", "snappy", "lz4", "zstd"]:
+    p = Producer({"bootstrap.servers": "kafka.test:9092", "enable.idempotence": True,
+                  "compression.type": codec, "linger.ms": 5})
+    errs = []
+    for i in range(20):
+        p.produce("codecs", key=f"{codec}-{i}", value=json.dumps({"codec": codec, "i": i}),
+                  partition=0, on_delivery=lambda e, m: errs.append(str(e)) if e else None)
+    p.flush(10)
+    out[codec] = errs
+c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "reader",
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.assign([TopicPartition("codecs", 0, 0)])
+got = []
+deadline = time.time() + 20
+while len(got) < 100 and time.time() < deadline:
+    m = c.poll(0.5)
+    if m is None or m.error():
+        continue
+    got.append((m.offset(), m.key().decode(), json.loads(m.value())))
+c.close()
+lo, hi = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "x"}).get_watermark_offsets(TopicPartition("codecs", 0), timeout=5)
+print(json.dumps({"errs": out, "offsets": [g[0] for g in got], "keys": [g[1] for g in got], "wm": [lo, hi]}))
+"""))
+    out = res.json_out()
+    assert all(v == [] for v in out["errs"].values()), out
+    assert out["offsets"] == list(range(100))
+    assert out["keys"][:2] == ["none-0", "none-1"] and out["keys"][-1] == "zstd-19"
+    assert out["wm"] == [0, 100]
+    assert kafka_events(res, api="init_producer_id")
+    assert len(kafka_events(res, api="produce", topic="codecs")) == 100
+
+
+@need_ck
+def test_acks_zero_gets_no_response_and_is_stored(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+p = Producer({"bootstrap.servers": "kafka.test:9092", "acks": 0, "enable.idempotence": False})
+errs = []
+for i in range(10):
+    p.produce("fire", value=f"f{i}", partition=0,
+              on_delivery=lambda e, m: errs.append(str(e)) if e else None)
+p.flush(10)
+c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "f"})
+c.assign([TopicPartition("fire", 0, 0)])
+got = []
+deadline = time.time() + 15
+while len(got) < 10 and time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        got.append(m.value().decode())
+c.close()
+print(json.dumps({"errs": errs, "got": got}))
+"""))
+    out = res.json_out()
+    assert out == {"errs": [], "got": [f"f{i}" for i in range(10)]}
+
+
+@need_ck
+def test_fetch_long_poll_is_woken_by_new_data(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "lp",
+              "fetch.wait.max.ms": 5000, "auto.offset.reset": "latest"})
+c.assign([TopicPartition("empty", 0, 0)])
+c.poll(1.0)
+p = Producer({"bootstrap.servers": "kafka.test:9092"})
+t0 = time.time()
+p.produce("empty", value="wake", partition=0)
+p.flush(5)
+m = None
+while time.time() - t0 < 10:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        break
+print(json.dumps({"value": m.value().decode(), "waited": time.time() - t0}))
+"""))
+    out = res.json_out()
+    assert out["value"] == "wake"
+    assert out["waited"] < 3, out
+
+
+@need_ck
+def test_consumer_group_of_two_splits_partitions_and_commits_survive(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+p = Producer({"bootstrap.servers": "kafka.test:9092"})
+for i in range(30):
+    p.produce("work", value=f"m{i}", partition=i % 4)
+p.flush(10)
+
+def conf(name):
+    return {"bootstrap.servers": "kafka.test:9092", "group.id": "workers",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 500,
+            "client.id": name}
+
+a, b = Consumer(conf("a")), Consumer(conf("b"))
+a.subscribe(["work"]); b.subscribe(["work"])
+seen = {"a": [], "b": []}
+deadline = time.time() + 40
+while len(seen["a"]) + len(seen["b"]) < 30 and time.time() < deadline:
+    for name, c in (("a", a), ("b", b)):
+        m = c.poll(0.1)
+        if m is not None and not m.error():
+            seen[name].append(m.value().decode())
+            c.commit(message=m, asynchronous=False)
+parts = {"a": sorted(tp.partition for tp in a.assignment()),
+         "b": sorted(tp.partition for tp in b.assignment())}
+a.close(); b.close()
+# More data; a restarted consumer resumes after the committed offsets.
+for i in range(30, 34):
+    p.produce("work", value=f"m{i}", partition=i % 4)
+p.flush(10)
+c = Consumer(conf("c")); c.subscribe(["work"])
+after = []
+deadline = time.time() + 30
+while len(after) < 4 and time.time() < deadline:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        after.append(m.value().decode())
+c.close()
+print(json.dumps({"seen": seen, "parts": parts, "after": sorted(after)}))
+""", timeout=150))
+    out = res.json_out()
+    total = out["seen"]["a"] + out["seen"]["b"]
+    assert sorted(total) == sorted(f"m{i}" for i in range(30)), out
+    assert out["parts"]["a"] and out["parts"]["b"], out
+    assert sorted(out["parts"]["a"] + out["parts"]["b"]) == [0, 1, 2, 3]
+    assert out["after"] == sorted(f"m{i}" for i in range(30, 34)), out
+    assert kafka_events(res, api="join_group") and kafka_events(res, api="sync_group")
+    assert kafka_events(res, api="offset_commit")
+
+
+@need_ck
+def test_list_offsets_by_time(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "t"})
+tps = c.offsets_for_times([TopicPartition("orders", 0, 1600000000000),
+                           TopicPartition("orders", 0, 1700000000000),
+                           TopicPartition("orders", 1, 99999999999999)], timeout=5)
+print(json.dumps([t.offset for t in tps]))
+"""))
+    # orders/0 holds o1 (now) then o3 (2023): the first at or after each time.
+    assert res.json_out() == [0, 0, -1]
+
+
+# --------------------------------------------------------------------------
+# kafka-python
+
+
+@need_kp
+def test_kafka_python_producer_and_group_consumer(jail):
+    code = """
+import json
+import os
+from kafka import KafkaProducer, KafkaConsumer
+p = KafkaProducer(bootstrap_servers="kafka.test:9092", compression_type="gzip")
+for i in range(5):
+    p.send("kp", key=b"k%d" % i, value=json.dumps({"i": i}).encode())
+p.flush(10)
+c = KafkaConsumer(bootstrap_servers="kafka.test:9092", group_id="kpg", auto_offset_reset="earliest",
+                  consumer_timeout_ms=8000, enable_auto_commit=False)
+c.subscribe(["kp", "orders"])
+got = []
+for m in c:
+    got.append([m.topic, m.offset, m.value.decode()])
+    if len(got) >= 8:
+        break
+c.commit()
+c.close()
+print(json.dumps(sorted(got)))
+"""
+    script = jail.write("kp.py", code)
+    res = ok(jail.run([PYTHON, script], rules=rules("basic.yaml")))
+    got = res.json_out()
+    assert [g for g in got if g[0] == "kp"] == [["kp", i, json.dumps({"i": i})] for i in range(5)]
+    assert sorted(g[2] for g in got if g[0] == "orders") == sorted(
+        ['{"id":1,"status":"paid"}', "second", "third"])
+    # ApiVersions v4 is above the range: the v0 fallback, then a retry.
+    assert kafka_events(res, api="api_versions", error_code=35)
+    assert kafka_events(res, api="offset_commit")
+
+
+# --------------------------------------------------------------------------
+# expectations, raw frames
+
+
+@need_ck
+def test_expectations_on_topics(jail):
+    code = """
+p = Producer({"bootstrap.servers": "kafka.test:9092"})
+for v in sys.argv[1:]:
+    p.produce("payments", value=v)
+p.flush(10)
+print(json.dumps({}))
+"""
+    script = jail.write("exp.py", "import json, sys\nfrom confluent_kafka import Producer\n" + code)
+    good = jail.run([PYTHON, script, '{"id": 1, "status": "paid"}', '{"id": 2, "status": "paid", "x": 1}'],
+                    rules=rules("expect.yaml"))
+    assert good.returncode == 0, good.describe()
+    bad = jail.run([PYTHON, script, '{"id": 1, "status": "paid"}', '{"id": 2, "status": "open"}'],
+                   rules=rules("expect.yaml"))
+    assert bad.returncode == 1, bad.describe()
+    assert "FAIL bus / topic payments" in bad.stderr, bad.describe()
+
+
+def test_malformed_frames_close_only_that_connection(jail):
+    code = r"""
+import socket, struct, json
+def frame(b):
+    return struct.pack(">i", len(b)) + b
+def api_versions(v, cid):
+    body = struct.pack(">hhi", 18, v, cid) + struct.pack(">h", 4) + b"test"
+    if v >= 3:
+        body += b"\x00" + b"\x05kcat" + b"\x061.0.0" + b"\x00"
+    return frame(body)
+def read(s):
+    n = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+    return s.recv(n, socket.MSG_WAITALL)
+out = {}
+s = socket.create_connection(("kafka.test", 9092), timeout=5)
+s.sendall(frame(b"\x00\x63garbage-garbage"))
+out["garbage"] = s.recv(10)
+s = socket.create_connection(("kafka.test", 9092), timeout=5)
+s.sendall(api_versions(9, 77))
+r = read(s)
+cid, err = struct.unpack(">ih", r[:6])
+out["fallback"] = [cid, err]
+s.sendall(api_versions(3, 78))
+r = read(s)
+out["v3"] = list(struct.unpack(">ih", r[:6]))
+print(json.dumps({k: (v.decode() if isinstance(v, bytes) else v) for k, v in out.items()}))
+"""
+    script = jail.write("raw.py", code)
+    res = ok(jail.run([PYTHON, script], rules=rules("basic.yaml")))
+    out = res.json_out()
+    assert out["garbage"] == ""
+    assert out["fallback"] == [77, 35]
+    assert out["v3"] == [78, 0]
+
+
+# --------------------------------------------------------------------------
+# rules
+
+
+def test_rules_errors_name_the_file_line_and_field(jail, meshwrap_bin):
+    bad = jail.write("bad.yaml", "services:\n  - name: bus\n    match: { port: 9092 }\n"
+                     "    kafka:\n      topics:\n        orders: { partitions: 3, partitons: 2 }\n")
+    res = subprocess.run([meshwrap_bin, "check", bad], capture_output=True, text=True)
+    assert res.returncode != 0, res.stderr
+    assert "bad.yaml:6:" in res.stderr and "services[0].kafka.topics.orders.partitons" in res.stderr
+    bad = jail.write("bad2.yaml", "services:\n  - name: bus\n    match: { port: 9092 }\n"
+                     "    kafka: { topics: { orders: { partitions: 2, messages: [ { value: x, partition: 5 } ] } } }\n")
+    res = subprocess.run([meshwrap_bin, "check", bad], capture_output=True, text=True)
+    assert res.returncode != 0 and "partition 5 does not exist" in res.stderr, res.stderr
+    bad = jail.write("bad3.yaml", "services:\n  - name: cache\n    match: { port: 6379 }\n    redis: {}\n"
+                     "expect:\n  - { service: cache, topic: orders }\n")
+    res = subprocess.run([meshwrap_bin, "check", bad], capture_output=True, text=True)
+    assert res.returncode != 0 and "apply to Kafka services" in res.stderr, res.stderr
+    example = str(HERE.parent / "rules" / "examples" / "kafka.yaml")
+    res = subprocess.run([meshwrap_bin, "check", example], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+# --------------------------------------------------------------------------
+# control plane: metrics and the request journal
+
+
+@need_ck
+def test_metrics_count_kafka_requests_by_api_and_the_journal_lists_them(meshwrap_bin, tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    from conftest import jail_env
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    script = tmp_path / "sut.py"
+    script.write_text(
+        "import time\nfrom confluent_kafka import Producer\n"
+        "p = Producer({'bootstrap.servers': 'kafka.test:9092'})\n"
+        "p.produce('metered', value='{\"status\": \"paid\"}')\np.flush(10)\n"
+        "open(__file__ + '.done', 'w').close()\ntime.sleep(30)\n")
+    script.chmod(0o644)
+    proc = subprocess.Popen(
+        [meshwrap_bin, "--rules", rules("basic.yaml"), "--admin", f"127.0.0.1:{port}", "--",
+         PYTHON, str(script)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=jail_env(), start_new_session=True)
+    try:
+        metrics = ""
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                metrics = ""
+            if 'protocol="kafka"' in metrics and 'outcome="produce"' in metrics:
+                break
+            time.sleep(0.2)
+        lines = [l for l in metrics.splitlines() if 'protocol="kafka"' in l]
+        assert any('outcome="produce"' in l for l in lines), metrics
+        assert any('outcome="metadata"' in l for l in lines), metrics
+        journal = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/requests?service=bus", timeout=2).read())
+        produced = [e for e in journal["kafka"] if e["api"] == "produce"]
+        assert produced and produced[0]["topic"] == "metered", journal
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.communicate(timeout=20)
