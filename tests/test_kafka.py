@@ -421,3 +421,80 @@ def test_metrics_count_kafka_requests_by_api_and_the_journal_lists_them(meshwrap
     finally:
         os.killpg(proc.pid, 15)
         proc.communicate(timeout=20)
+
+
+# --------------------------------------------------------------------------
+# faults
+
+
+@need_ck
+def test_produce_error_fault_is_retried_then_the_message_arrives(jail):
+    res = ok(pyrun(jail, rules("faults.yaml"), """
+p = Producer({"bootstrap.servers": "kafka.test:9092", "retry.backoff.ms": 10,
+              "enable.idempotence": False})
+got = []
+p.produce("orders", key="k", value="v", partition=0,
+          on_delivery=lambda e, m: got.append(str(e) if e else m.offset()))
+p.flush(20)
+c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "g",
+              "auto.offset.reset": "earliest"})
+c.assign([TopicPartition("orders", 0, 0)])
+m = c.poll(10)
+c.close()
+print(json.dumps({"delivery": got, "value": m.value().decode() if m else None}))
+"""))
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"delivery": [0], "value": "v"}, res.describe()
+    codes = [e["error_code"] for e in kafka_events(res, api="produce", service="retry")]
+    assert codes == [6, 6, 0], res.describe()
+
+
+@need_ck
+def test_produce_error_fault_with_probability_one_fails_visibly(jail):
+    res = ok(pyrun(jail, rules("faults.yaml"), """
+p = Producer({"bootstrap.servers": "broken.test:9092", "message.timeout.ms": 3000})
+got = []
+p.produce("t", value="v", on_delivery=lambda e, m: got.append(e.name() if e else "ok"))
+p.flush(10)
+print(json.dumps(got))
+"""))
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == ["TOPIC_AUTHORIZATION_FAILED"]
+    assert kafka_events(res, api="produce", error_code=29)
+
+
+@need_ck
+def test_disconnect_fault_is_seen_by_the_client_which_reconnects(jail):
+    res = ok(pyrun(jail, rules("faults.yaml"), """
+logs = []
+class L:
+    def log(self, level, msg, *a):
+        logs.append(msg % a if a else msg)
+import logging
+lg = logging.getLogger("rd"); lg.setLevel(logging.DEBUG)
+class H(logging.Handler):
+    def emit(self, r): logs.append(r.getMessage())
+lg.addHandler(H())
+errs = []
+p = Producer({"bootstrap.servers": "drop.test:9092", "retry.backoff.ms": 10,
+              "reconnect.backoff.ms": 10, "logger": lg,
+              "error_cb": lambda e: errs.append(str(e))})
+got = []
+p.produce("t", value="v", on_delivery=lambda e, m: got.append(str(e) if e else m.offset()))
+p.flush(20)
+print(json.dumps({"got": got, "seen": any("isconnect" in s for s in logs + errs)}))
+"""))
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"got": [0], "seen": True}, res.describe()
+    assert kafka_events(res, api="produce", service="drop", error_code=13)
+
+
+@need_ck
+def test_latency_fault_delays_produce(jail):
+    res = ok(pyrun(jail, rules("faults.yaml"), """
+p = Producer({"bootstrap.servers": "slow.test:9092", "linger.ms": 0})
+p.produce("t", value="warm"); p.flush(10)
+t0 = time.time()
+p.produce("t", value="v"); p.flush(10)
+print(json.dumps(time.time() - t0))
+"""))
+    assert json.loads(res.stdout.strip().splitlines()[-1]) >= 0.28

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::http::LatencySpec;
+use super::schema::OneOrMany;
+
 /// A service's Kafka responder.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +22,9 @@ pub struct KafkaSpec {
     /// Partitions of an auto-created topic.
     #[serde(default = "one")]
     pub default_partitions: i32,
+    /// Faults, tried in order for every request; the first that fires wins.
+    #[serde(default, alias = "fault")]
+    pub faults: Vec<KafkaFault>,
 }
 
 impl Default for KafkaSpec {
@@ -27,6 +33,7 @@ impl Default for KafkaSpec {
             topics: BTreeMap::new(),
             auto_create_topics: true,
             default_partitions: 1,
+            faults: Vec::new(),
         }
     }
 }
@@ -79,6 +86,162 @@ impl SeedMessage {
     }
 }
 
+/// The APIs a fault may name (snake case, as in events).
+pub const FAULT_APIS: &[&str] = &[
+    "produce",
+    "fetch",
+    "list_offsets",
+    "metadata",
+    "offset_commit",
+    "offset_fetch",
+    "find_coordinator",
+    "join_group",
+    "heartbeat",
+    "leave_group",
+    "sync_group",
+    "describe_groups",
+    "list_groups",
+    "api_versions",
+    "init_producer_id",
+];
+
+/// Kafka error names accepted by `error:` (upper case) and their codes.
+pub const ERROR_NAMES: &[(&str, i16)] = &[
+    ("UNKNOWN_SERVER_ERROR", -1),
+    ("CORRUPT_MESSAGE", 2),
+    ("UNKNOWN_TOPIC_OR_PARTITION", 3),
+    ("LEADER_NOT_AVAILABLE", 5),
+    ("NOT_LEADER_OR_FOLLOWER", 6),
+    ("NOT_LEADER_FOR_PARTITION", 6),
+    ("REQUEST_TIMED_OUT", 7),
+    ("BROKER_NOT_AVAILABLE", 8),
+    ("MESSAGE_TOO_LARGE", 10),
+    ("NETWORK_EXCEPTION", 13),
+    ("COORDINATOR_LOAD_IN_PROGRESS", 14),
+    ("COORDINATOR_NOT_AVAILABLE", 15),
+    ("NOT_COORDINATOR", 16),
+    ("RECORD_LIST_TOO_LARGE", 18),
+    ("NOT_ENOUGH_REPLICAS", 19),
+    ("NOT_ENOUGH_REPLICAS_AFTER_APPEND", 20),
+    ("TOPIC_AUTHORIZATION_FAILED", 29),
+    ("CLUSTER_AUTHORIZATION_FAILED", 31),
+    ("POLICY_VIOLATION", 44),
+    ("KAFKA_STORAGE_ERROR", 56),
+    ("THROTTLING_QUOTA_EXCEEDED", 89),
+];
+
+/// A Kafka error code from a name (`NOT_LEADER_OR_FOLLOWER`, any case) or a
+/// number.
+pub fn error_code(s: &str) -> Option<i16> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i16>() {
+        return Some(n);
+    }
+    let up = s.to_ascii_uppercase().replace(['-', ' '], "_");
+    ERROR_NAMES.iter().find(|(n, _)| *n == up).map(|(_, c)| *c)
+}
+
+/// A fault: with `probability` (default 1), at most `times` times (default:
+/// always), for the `apis` listed (all when absent), do one thing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawFault")]
+pub struct KafkaFault {
+    pub probability: f64,
+    /// Snake-case API names; empty means every API.
+    pub apis: Vec<String>,
+    pub times: Option<u64>,
+    pub kind: KafkaFaultKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum KafkaFaultKind {
+    /// Wait, then answer normally.
+    Latency(LatencySpec),
+    /// Answer Produce with this error code on every partition.
+    Error(i16),
+    /// Close the connection instead of answering.
+    Disconnect,
+}
+
+impl KafkaFaultKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            KafkaFaultKind::Latency(_) => "latency",
+            KafkaFaultKind::Error(_) => "error",
+            KafkaFaultKind::Disconnect => "disconnect",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    #[serde(default)]
+    probability: Option<f64>,
+    #[serde(default, alias = "api")]
+    apis: OneOrMany<String>,
+    #[serde(default)]
+    times: Option<u64>,
+    #[serde(default)]
+    latency: Option<LatencySpec>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+    #[serde(default, alias = "reset")]
+    disconnect: Option<bool>,
+}
+
+impl TryFrom<RawFault> for KafkaFault {
+    type Error = String;
+    fn try_from(r: RawFault) -> Result<Self, String> {
+        let probability = r.probability.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&probability) {
+            return Err(format!("probability {probability} is not between 0 and 1"));
+        }
+        let mut apis = Vec::new();
+        for a in r.apis.0 {
+            let a = a.trim().to_ascii_lowercase().replace('-', "_");
+            if !FAULT_APIS.contains(&a.as_str()) {
+                return Err(format!(
+                    "unknown Kafka API `{a}` (one of {})",
+                    FAULT_APIS.join(", ")
+                ));
+            }
+            apis.push(a);
+        }
+        let mut kinds = Vec::new();
+        if let Some(l) = r.latency {
+            kinds.push(KafkaFaultKind::Latency(l));
+        }
+        if let Some(e) = r.error {
+            let text = match &e {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let code = error_code(&text).ok_or_else(|| {
+                format!("unknown Kafka error `{text}`: use a name such as NOT_LEADER_OR_FOLLOWER or a code")
+            })?;
+            if apis.iter().any(|a| a != "produce") || apis.is_empty() {
+                return Err("an `error` fault applies to `api: produce` only (say so)".into());
+            }
+            kinds.push(KafkaFaultKind::Error(code));
+        }
+        if r.disconnect == Some(true) {
+            kinds.push(KafkaFaultKind::Disconnect);
+        }
+        let kind = match kinds.len() {
+            1 => kinds.remove(0),
+            0 => return Err("a fault needs one of `latency`, `error`, `disconnect`".into()),
+            _ => return Err("a fault does one thing: split it into several faults".into()),
+        };
+        Ok(KafkaFault {
+            probability,
+            apis,
+            times: r.times,
+            kind,
+        })
+    }
+}
+
 impl KafkaSpec {
     /// Checks what serde cannot: partition counts and seeded partitions.
     pub fn check(&self) -> Result<(), String> {
@@ -107,5 +270,31 @@ impl KafkaSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<KafkaSpec, String> {
+        serde_norway::from_str(y).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn faults() {
+        let s = parse(
+            "faults:\n  - { api: produce, error: NOT_LEADER_OR_FOLLOWER, times: 2 }\n  - { latency: 5ms-10ms, probability: 0.5 }\n  - { api: [fetch], disconnect: true }\n",
+        )
+        .unwrap();
+        assert_eq!(s.faults[0].kind, KafkaFaultKind::Error(6));
+        assert_eq!(s.faults[0].times, Some(2));
+        assert!(s.faults[1].apis.is_empty());
+        assert_eq!(s.faults[2].kind, KafkaFaultKind::Disconnect);
+        assert!(parse("faults: [ { api: produce, error: NOPE } ]").is_err());
+        assert!(parse("faults: [ { error: 6 } ]").is_err());
+        assert!(parse("faults: [ { api: prodce, disconnect: true } ]").is_err());
+        assert!(parse("faults: [ { api: produce, disconnect: true, latency: 1ms } ]").is_err());
+        assert_eq!(error_code("not-leader-or-follower"), Some(6));
     }
 }

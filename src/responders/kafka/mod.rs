@@ -12,7 +12,7 @@ mod groups;
 mod log;
 pub mod wire;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::events::{now_rfc3339, Event, EventSink, KafkaEvent};
-use crate::rules::kafka::KafkaSpec;
+use crate::rules::kafka::{KafkaFaultKind, KafkaSpec};
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;
@@ -51,6 +51,7 @@ pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const INVALID_REQUEST: i16 = 42;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
+pub const NETWORK_EXCEPTION: i16 = 13;
 
 /// The APIs answered and the versions advertised (each tested against
 /// real clients; anything else is not advertised).
@@ -114,10 +115,13 @@ pub struct KafkaService {
     events: EventSink,
     detail: bool,
     next_producer: AtomicI64,
+    /// How often each fault fired (for `times:`).
+    fired: Vec<AtomicU64>,
 }
 
 impl KafkaService {
     pub fn new(name: &str, spec: Arc<KafkaSpec>, events: EventSink, journal: bool) -> Self {
+        let fired = spec.faults.iter().map(|_| AtomicU64::new(0)).collect();
         KafkaService {
             name: name.to_string(),
             state: Mutex::new(State {
@@ -130,6 +134,7 @@ impl KafkaService {
             events,
             detail: journal,
             next_producer: AtomicI64::new(1000),
+            fired,
         }
     }
 
@@ -142,6 +147,28 @@ impl KafkaService {
         let mut s = self.lock();
         s.topics = Topics::seeded(&self.spec);
         s.groups = Groups::default();
+        for f in &self.fired {
+            f.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The first fault that applies to this API and fires.
+    fn pick_fault(&self, api: &str) -> Option<&KafkaFaultKind> {
+        self.spec.faults.iter().enumerate().find_map(|(i, f)| {
+            if !(f.apis.is_empty() || f.apis.iter().any(|a| a == api)) {
+                return None;
+            }
+            if !(f.probability >= 1.0 || rand::random::<f64>() < f.probability) {
+                return None;
+            }
+            if let Some(max) = f.times {
+                let n = self.fired[i].fetch_add(1, Ordering::Relaxed);
+                if n >= max {
+                    return None;
+                }
+            }
+            Some(&f.kind)
+        })
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -202,6 +229,16 @@ enum Reply {
     None,
     /// Close the connection.
     Close,
+    /// Close the connection (a fault, already recorded).
+    Disconnect,
+}
+
+fn pick_latency(l: &crate::rules::http::LatencySpec) -> Duration {
+    if l.max <= l.min {
+        return l.min;
+    }
+    let span = (l.max - l.min).as_secs_f64();
+    l.min + Duration::from_secs_f64(span * rand::random::<f64>())
 }
 
 /// Serves one client connection until it closes.
@@ -249,6 +286,10 @@ where
         let reply = handle_frame(&svc, &ctx, frame, started).await;
         match reply {
             Reply::None => {}
+            Reply::Disconnect => {
+                let _ = io.shutdown().await;
+                return;
+            }
             Reply::Close => {
                 svc.record(
                     &ctx,
@@ -302,6 +343,66 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
     };
     let v = req.version;
     let cid = req.correlation_id;
+    let api = api_name(req.api_key);
+    match svc.pick_fault(api) {
+        None => {}
+        Some(KafkaFaultKind::Latency(l)) => tokio::time::sleep(pick_latency(l)).await,
+        Some(KafkaFaultKind::Disconnect) => {
+            svc.record(
+                ctx,
+                api,
+                None,
+                None,
+                None,
+                None,
+                None,
+                NETWORK_EXCEPTION,
+                started,
+            );
+            return Reply::Disconnect;
+        }
+        Some(KafkaFaultKind::Error(code)) => {
+            if let wire::Body::Produce(r) = &req.body {
+                let code = *code;
+                let responses = r
+                    .topic_data
+                    .iter()
+                    .map(|t| {
+                        let parts = t
+                            .partition_data
+                            .iter()
+                            .map(|p| {
+                                svc.record(
+                                    ctx,
+                                    "produce",
+                                    Some(&t.name.0),
+                                    Some(p.index),
+                                    None,
+                                    None,
+                                    None,
+                                    code,
+                                    started,
+                                );
+                                produce_response::PartitionProduceResponse::default()
+                                    .with_index(p.index)
+                                    .with_error_code(code)
+                                    .with_base_offset(-1)
+                                    .with_log_append_time_ms(-1)
+                            })
+                            .collect();
+                        produce_response::TopicProduceResponse::default()
+                            .with_name(t.name.clone())
+                            .with_partition_responses(parts)
+                    })
+                    .collect();
+                if r.acks == 0 {
+                    return Reply::None;
+                }
+                let resp = ProduceResponse::default().with_responses(responses);
+                return encode(cid, ApiKey::Produce, v, &resp);
+            }
+        }
+    }
     match req.body {
         wire::Body::ApiVersions(_) => {
             svc.record(

@@ -11,6 +11,7 @@ use super::SUPPORTED;
 /// A decoded request.
 #[derive(Debug)]
 pub struct Request {
+    pub api_key: i16,
     pub version: i16,
     pub correlation_id: i32,
     pub body: Body,
@@ -89,6 +90,7 @@ pub fn decode(frame: Bytes) -> Result<Request, DecodeError> {
     };
     let _ = buf.remaining();
     Ok(Request {
+        api_key: key,
         version,
         correlation_id,
         body,
