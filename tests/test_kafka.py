@@ -498,3 +498,51 @@ p.produce("t", value="v"); p.flush(10)
 print(json.dumps(time.time() - t0))
 """))
     assert json.loads(res.stdout.strip().splitlines()[-1]) >= 0.28
+
+
+# --------------------------------------------------------------------------
+# admin
+
+
+@need_ck
+def test_admin_client_creates_grows_and_deletes_topics(jail):
+    res = ok(pyrun(jail, rules("noauto.yaml"), """
+from confluent_kafka.admin import AdminClient, NewTopic, NewPartitions
+a = AdminClient({"bootstrap.servers": "kafka.test:9092"})
+out = {}
+def wait(fs):
+    r = {}
+    for k, f in fs.items():
+        try:
+            f.result(10); r[k] = "ok"
+        except Exception as e:
+            r[k] = e.args[0].name()
+    return r
+out["create"] = wait(a.create_topics([NewTopic("made", 3, 1), NewTopic("known", 1, 1)]))
+time.sleep(0.2)
+md = a.list_topics(timeout=10)
+out["after_create"] = {t: len(md.topics[t].partitions) for t in md.topics}
+out["grow"] = wait(a.create_partitions([NewPartitions("made", 5), NewPartitions("made2", 2)]))
+md = a.list_topics(timeout=10)
+out["after_grow"] = len(md.topics["made"].partitions)
+p = Producer({"bootstrap.servers": "kafka.test:9092"})
+got = []
+p.produce("made", value="x", partition=4, on_delivery=lambda e, m: got.append(str(e) if e else m.partition()))
+p.flush(10)
+out["produced"] = got
+out["delete"] = wait(a.delete_topics(["made", "nope"]))
+md = a.list_topics(timeout=10)
+out["after_delete"] = sorted(md.topics)
+print(json.dumps(out))
+"""))
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {
+        "create": {"made": "ok", "known": "TOPIC_ALREADY_EXISTS"},
+        "after_create": {"known": 1, "made": 3},
+        "grow": {"made": "ok", "made2": "UNKNOWN_TOPIC_OR_PART"},
+        "after_grow": 5,
+        "produced": [4],
+        "delete": {"made": "ok", "nope": "UNKNOWN_TOPIC_OR_PART"},
+        "after_delete": ["known"],
+    }, res.describe()
+    assert kafka_events(res, api="create_topics", topic="made", error_code=0)

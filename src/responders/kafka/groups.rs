@@ -130,6 +130,15 @@ pub struct Groups {
     map: BTreeMap<String, Group>,
 }
 
+impl Groups {
+    /// Drops the committed offsets of a deleted topic.
+    pub fn forget_topic(&mut self, topic: &str) {
+        for g in self.map.values_mut() {
+            g.offsets.retain(|(t, _), _| t != topic);
+        }
+    }
+}
+
 fn new_member_id(client: &StrBytes) -> StrBytes {
     StrBytes::from_string(format!("{}-{}", client, uuid::Uuid::new_v4()))
 }

@@ -213,6 +213,34 @@ impl Topics {
         }
     }
 
+    /// Creates a topic (CreateTopics); false when it exists already.
+    pub fn create(&mut self, name: &str, partitions: i32) -> bool {
+        if self.map.contains_key(name) {
+            return false;
+        }
+        self.ensure(name, partitions);
+        true
+    }
+
+    /// Deletes a topic (DeleteTopics); false when there is none.
+    pub fn delete(&mut self, name: &str) -> bool {
+        self.map.remove(name).is_some()
+    }
+
+    /// Grows a topic to `count` partitions (CreatePartitions).
+    pub fn grow(&mut self, name: &str, count: i32) -> Result<(), i16> {
+        let Some(t) = self.map.get_mut(name) else {
+            return Err(super::UNKNOWN_TOPIC_OR_PARTITION);
+        };
+        let now = t.partitions.len() as i32;
+        if count <= now || count > 1000 {
+            return Err(super::INVALID_PARTITIONS);
+        }
+        t.partitions
+            .extend((now..count).map(|_| Partition::default()));
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Option<&Topic> {
         self.map.get(name)
     }

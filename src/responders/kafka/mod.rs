@@ -52,6 +52,9 @@ pub const INVALID_REQUEST: i16 = 42;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const NETWORK_EXCEPTION: i16 = 13;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
 
 /// The APIs answered and the versions advertised (each tested against
 /// real clients; anything else is not advertised).
@@ -71,6 +74,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 pub fn api_name(key: i16) -> &'static str {
@@ -91,6 +97,9 @@ pub fn api_name(key: i16) -> &'static str {
             ApiKey::ListGroups => "list_groups",
             ApiKey::ApiVersions => "api_versions",
             ApiKey::InitProducerId => "init_producer_id",
+            ApiKey::CreateTopics => "create_topics",
+            ApiKey::DeleteTopics => "delete_topics",
+            ApiKey::CreatePartitions => "create_partitions",
             _ => "unsupported",
         },
         Err(_) => "unknown",
@@ -432,6 +441,18 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
                 encode(cid, ApiKey::Produce, v, &resp)
             }
         }
+        wire::Body::CreateTopics(r) => {
+            let resp = svc.create_topics(ctx, r, started);
+            encode(cid, ApiKey::CreateTopics, v, &resp)
+        }
+        wire::Body::DeleteTopics(r) => {
+            let resp = svc.delete_topics(ctx, r, started);
+            encode(cid, ApiKey::DeleteTopics, v, &resp)
+        }
+        wire::Body::CreatePartitions(r) => {
+            let resp = svc.create_partitions(ctx, r, started);
+            encode(cid, ApiKey::CreatePartitions, v, &resp)
+        }
         wire::Body::Fetch(r) => {
             let resp = svc.fetch(ctx, &r, started).await;
             encode(cid, ApiKey::Fetch, v, &resp)
@@ -709,6 +730,134 @@ impl KafkaService {
             .with_cluster_id(Some(StrBytes::from_static_str("meshwrap")))
             .with_controller_id(NODE_ID.into())
             .with_topics(topics)
+    }
+
+    fn create_topics(
+        &self,
+        ctx: &ServeCtx,
+        r: CreateTopicsRequest,
+        started: Instant,
+    ) -> CreateTopicsResponse {
+        let mut out = Vec::new();
+        let mut st = self.lock();
+        for t in r.topics {
+            let name = t.name.0.to_string();
+            let n = if t.num_partitions == -1 {
+                self.spec.default_partitions
+            } else {
+                t.num_partitions
+            };
+            let code = if name.is_empty() || name.len() > 249 {
+                INVALID_TOPIC_EXCEPTION
+            } else if !(1..=1000).contains(&n) {
+                INVALID_PARTITIONS
+            } else if st.topics.get(&name).is_some() {
+                TOPIC_ALREADY_EXISTS
+            } else {
+                if !r.validate_only {
+                    st.topics.create(&name, n);
+                }
+                NONE
+            };
+            self.record(
+                ctx,
+                "create_topics",
+                Some(&name),
+                None,
+                None,
+                None,
+                None,
+                code,
+                started,
+            );
+            let mut res = create_topics_response::CreatableTopicResult::default()
+                .with_name(t.name)
+                .with_error_code(code)
+                .with_num_partitions(if code == NONE { n } else { -1 })
+                .with_replication_factor(if code == NONE { 1 } else { -1 });
+            if code == NONE {
+                res.configs = Some(Vec::new());
+            }
+            out.push(res);
+        }
+        CreateTopicsResponse::default().with_topics(out)
+    }
+
+    fn delete_topics(
+        &self,
+        ctx: &ServeCtx,
+        r: DeleteTopicsRequest,
+        started: Instant,
+    ) -> DeleteTopicsResponse {
+        let mut names: Vec<TopicName> = r.topic_names;
+        names.extend(r.topics.into_iter().filter_map(|t| t.name));
+        let mut out = Vec::new();
+        let mut st = self.lock();
+        for n in names {
+            let code = if st.topics.delete(&n.0) {
+                st.groups.forget_topic(&n.0);
+                NONE
+            } else {
+                UNKNOWN_TOPIC_OR_PARTITION
+            };
+            self.record(
+                ctx,
+                "delete_topics",
+                Some(&n.0),
+                None,
+                None,
+                None,
+                None,
+                code,
+                started,
+            );
+            out.push(
+                delete_topics_response::DeletableTopicResult::default()
+                    .with_name(Some(n))
+                    .with_error_code(code),
+            );
+        }
+        DeleteTopicsResponse::default().with_responses(out)
+    }
+
+    fn create_partitions(
+        &self,
+        ctx: &ServeCtx,
+        r: CreatePartitionsRequest,
+        started: Instant,
+    ) -> CreatePartitionsResponse {
+        let mut out = Vec::new();
+        let mut st = self.lock();
+        for t in r.topics {
+            let code = if r.validate_only {
+                match st.topics.get(&t.name.0) {
+                    None => UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(x) if t.count <= x.partitions.len() as i32 || t.count > 1000 => {
+                        INVALID_PARTITIONS
+                    }
+                    Some(_) => NONE,
+                }
+            } else {
+                st.topics.grow(&t.name.0, t.count).err().unwrap_or(NONE)
+            };
+            self.record(
+                ctx,
+                "create_partitions",
+                Some(&t.name.0),
+                None,
+                None,
+                None,
+                None,
+                code,
+                started,
+            );
+            out.push(
+                create_partitions_response::CreatePartitionsTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(code),
+            );
+        }
+        CreatePartitionsResponse::default().with_results(out)
     }
 
     fn produce(&self, ctx: &ServeCtx, r: ProduceRequest, started: Instant) -> ProduceResponse {

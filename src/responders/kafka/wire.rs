@@ -34,6 +34,9 @@ pub enum Body {
     ListGroups(ListGroupsRequest),
     ApiVersions(ApiVersionsRequest),
     InitProducerId(InitProducerIdRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+    CreatePartitions(CreatePartitionsRequest),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -73,6 +76,9 @@ pub fn decode(frame: Bytes) -> Result<Request, DecodeError> {
     let body = match api {
         ApiKey::Produce => Body::Produce(d(b, v)?),
         ApiKey::Fetch => Body::Fetch(d(b, v)?),
+        ApiKey::CreateTopics => Body::CreateTopics(d(b, v)?),
+        ApiKey::DeleteTopics => Body::DeleteTopics(d(b, v)?),
+        ApiKey::CreatePartitions => Body::CreatePartitions(d(b, v)?),
         ApiKey::ListOffsets => Body::ListOffsets(d(b, v)?),
         ApiKey::Metadata => Body::Metadata(d(b, v)?),
         ApiKey::OffsetCommit => Body::OffsetCommit(d(b, v)?),
