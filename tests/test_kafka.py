@@ -546,3 +546,27 @@ print(json.dumps(out))
         "after_delete": ["known"],
     }, res.describe()
     assert kafka_events(res, api="create_topics", topic="made", error_code=0)
+
+
+@need_ck
+def test_admin_client_describes_topic_configs(jail):
+    res = ok(pyrun(jail, rules("noauto.yaml"), """
+from confluent_kafka.admin import AdminClient, NewTopic, ConfigResource
+a = AdminClient({"bootstrap.servers": "kafka.test:9092"})
+a.create_topics([NewTopic("made", 1, 1, config={"retention.ms": "1000"})])["made"].result(10)
+out = {}
+for t in ["known", "made", "nope"]:
+    f = a.describe_configs([ConfigResource("topic", t)])
+    try:
+        cfg = list(f.values())[0].result(10)
+        out[t] = {k: v.value for k, v in cfg.items()}
+    except Exception as e:
+        out[t] = e.args[0].name()
+print(json.dumps(out))
+"""))
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["known"]["cleanup.policy"] == "compact", res.describe()
+    assert out["known"]["retention.ms"] == "3600000"
+    assert out["made"]["cleanup.policy"] == "delete"
+    assert out["made"]["retention.ms"] == "1000"
+    assert out["nope"] == "UNKNOWN_TOPIC_OR_PART"

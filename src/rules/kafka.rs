@@ -56,6 +56,31 @@ pub struct TopicSpec {
     /// earliest offset.
     #[serde(default)]
     pub messages: Vec<SeedMessage>,
+    /// Topic configs reported by DescribeConfigs (`cleanup.policy: compact`),
+    /// over the defaults.
+    #[serde(default)]
+    pub configs: BTreeMap<String, ConfigValue>,
+}
+
+/// A config value: a string, number or boolean, reported as its text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for ConfigValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            ConfigValue::Str(s) => f.write_str(s),
+            ConfigValue::Int(n) => write!(f, "{n}"),
+            ConfigValue::Float(n) => write!(f, "{n}"),
+            ConfigValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
 }
 
 /// A seeded message: the value is a string, or any other YAML value sent as
@@ -103,6 +128,21 @@ pub const FAULT_APIS: &[&str] = &[
     "list_groups",
     "api_versions",
     "init_producer_id",
+    "create_topics",
+    "delete_topics",
+    "create_partitions",
+    "describe_configs",
+];
+
+/// Topic configs every topic reports unless its `configs:` say otherwise.
+pub const DEFAULT_TOPIC_CONFIGS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("compression.type", "producer"),
+    ("max.message.bytes", "1048588"),
+    ("min.insync.replicas", "1"),
+    ("retention.bytes", "-1"),
+    ("retention.ms", "604800000"),
+    ("segment.bytes", "1073741824"),
 ];
 
 /// Kafka error names accepted by `error:` (upper case) and their codes.

@@ -135,6 +135,8 @@ impl Partition {
 
 pub struct Topic {
     pub partitions: Vec<Partition>,
+    /// Configs set by the rules or CreateTopics (over the defaults).
+    pub configs: BTreeMap<String, String>,
 }
 
 /// All topics of a service.
@@ -152,6 +154,13 @@ impl Topics {
             .map_or(0, |d| d.as_millis() as i64);
         for (name, ts) in &spec.topics {
             t.ensure(name, ts.partitions);
+            if let Some(topic) = t.map.get_mut(name) {
+                topic.configs = ts
+                    .configs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect();
+            }
             let mut rr = 0;
             for m in &ts.messages {
                 let p = m.partition.unwrap_or_else(|| {
@@ -208,6 +217,7 @@ impl Topics {
                     partitions: (0..partitions.max(1))
                         .map(|_| Partition::default())
                         .collect(),
+                    configs: BTreeMap::new(),
                 },
             );
         }
@@ -220,6 +230,13 @@ impl Topics {
         }
         self.ensure(name, partitions);
         true
+    }
+
+    /// Sets a topic's configs (CreateTopics).
+    pub fn set_configs(&mut self, name: &str, configs: BTreeMap<String, String>) {
+        if let Some(t) = self.map.get_mut(name) {
+            t.configs = configs;
+        }
     }
 
     /// Deletes a topic (DeleteTopics); false when there is none.

@@ -77,6 +77,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 pub fn api_name(key: i16) -> &'static str {
@@ -100,6 +101,7 @@ pub fn api_name(key: i16) -> &'static str {
             ApiKey::CreateTopics => "create_topics",
             ApiKey::DeleteTopics => "delete_topics",
             ApiKey::CreatePartitions => "create_partitions",
+            ApiKey::DescribeConfigs => "describe_configs",
             _ => "unsupported",
         },
         Err(_) => "unknown",
@@ -449,6 +451,10 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             let resp = svc.delete_topics(ctx, r, started);
             encode(cid, ApiKey::DeleteTopics, v, &resp)
         }
+        wire::Body::DescribeConfigs(r) => {
+            let resp = svc.describe_configs(ctx, &r, started);
+            encode(cid, ApiKey::DescribeConfigs, v, &resp)
+        }
         wire::Body::CreatePartitions(r) => {
             let resp = svc.create_partitions(ctx, r, started);
             encode(cid, ApiKey::CreatePartitions, v, &resp)
@@ -756,6 +762,12 @@ impl KafkaService {
             } else {
                 if !r.validate_only {
                     st.topics.create(&name, n);
+                    let configs = t
+                        .configs
+                        .iter()
+                        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                        .collect();
+                    st.topics.set_configs(&name, configs);
                 }
                 NONE
             };
@@ -781,6 +793,79 @@ impl KafkaService {
             out.push(res);
         }
         CreateTopicsResponse::default().with_topics(out)
+    }
+
+    fn describe_configs(
+        &self,
+        ctx: &ServeCtx,
+        r: &DescribeConfigsRequest,
+        started: Instant,
+    ) -> DescribeConfigsResponse {
+        const TOPIC: i8 = 2;
+        const BROKER: i8 = 4;
+        let st = self.lock();
+        let mut out = Vec::new();
+        for res in &r.resources {
+            let name = res.resource_name.to_string();
+            let mut result = describe_configs_response::DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let mut entries: Vec<(String, String, i8)> = Vec::new();
+            match res.resource_type {
+                TOPIC => match st.topics.get(&name) {
+                    None => result.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(t) => {
+                        for (k, v) in crate::rules::kafka::DEFAULT_TOPIC_CONFIGS {
+                            if !t.configs.contains_key(*k) {
+                                entries.push((k.to_string(), v.to_string(), 5));
+                            }
+                        }
+                        for (k, v) in &t.configs {
+                            entries.push((k.clone(), v.clone(), 1));
+                        }
+                    }
+                },
+                BROKER => {
+                    entries.push((
+                        "auto.create.topics.enable".into(),
+                        self.spec.auto_create_topics.to_string(),
+                        4,
+                    ));
+                    entries.push((
+                        "num.partitions".into(),
+                        self.spec.default_partitions.to_string(),
+                        4,
+                    ));
+                }
+                _ => result.error_code = INVALID_REQUEST,
+            }
+            if let Some(keys) = &res.configuration_keys {
+                entries.retain(|(k, _, _)| keys.iter().any(|x| x.as_str() == k));
+            }
+            entries.sort();
+            result.configs = entries
+                .into_iter()
+                .map(|(k, v, source)| {
+                    describe_configs_response::DescribeConfigsResourceResult::default()
+                        .with_name(StrBytes::from_string(k))
+                        .with_value(Some(StrBytes::from_string(v)))
+                        .with_config_source(source)
+                })
+                .collect();
+            self.record(
+                ctx,
+                "describe_configs",
+                Some(&name),
+                None,
+                None,
+                None,
+                None,
+                result.error_code,
+                started,
+            );
+            out.push(result);
+        }
+        DescribeConfigsResponse::default().with_results(out)
     }
 
     fn delete_topics(

@@ -37,6 +37,7 @@ pub enum Body {
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
     CreatePartitions(CreatePartitionsRequest),
+    DescribeConfigs(DescribeConfigsRequest),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -79,6 +80,7 @@ pub fn decode(frame: Bytes) -> Result<Request, DecodeError> {
         ApiKey::CreateTopics => Body::CreateTopics(d(b, v)?),
         ApiKey::DeleteTopics => Body::DeleteTopics(d(b, v)?),
         ApiKey::CreatePartitions => Body::CreatePartitions(d(b, v)?),
+        ApiKey::DescribeConfigs => Body::DescribeConfigs(d(b, v)?),
         ApiKey::ListOffsets => Body::ListOffsets(d(b, v)?),
         ApiKey::Metadata => Body::Metadata(d(b, v)?),
         ApiKey::OffsetCommit => Body::OffsetCommit(d(b, v)?),
