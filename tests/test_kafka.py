@@ -3,7 +3,8 @@
 Real clients run inside the jail against brokers mocked from the YAML
 files in tests/kafka_rules/: kcat (Debian, librdkafka 2.0), Python's
 confluent-kafka (librdkafka 2.x: idempotent producer, every compression
-codec, consumer groups, committed offsets) and raw sockets for malformed
+codec, consumer groups, committed offsets, faults, AdminClient), Node's
+kafkajs (tests/node, installed by .ci/run) and raw sockets for malformed
 frames. Every name is under .test; nothing leaves the jail.
 """
 import json
@@ -22,6 +23,8 @@ RULES = HERE / "kafka_rules"
 HAVE_CK = subprocess.run([PYTHON, "-c", "import confluent_kafka"],
                          capture_output=True).returncode == 0
 HAVE_KCAT = shutil.which("kcat") is not None
+NODE_DIR = HERE / "node"
+HAVE_KAFKAJS = shutil.which("node") is not None and (NODE_DIR / "node_modules" / "kafkajs").is_dir()
 HAVE_KP = subprocess.run([PYTHON, "-c", "import kafka"], capture_output=True).returncode == 0
 
 need_ck = pytest.mark.skipif(not HAVE_CK, reason="python `confluent-kafka` not installed")
@@ -570,3 +573,44 @@ print(json.dumps(out))
     assert out["made"]["cleanup.policy"] == "delete"
     assert out["made"]["retention.ms"] == "1000"
     assert out["nope"] == "UNKNOWN_TOPIC_OR_PART"
+
+
+# --------------------------------------------------------------------------
+# Node kafkajs
+
+
+@pytest.mark.skipif(not HAVE_KAFKAJS, reason="node or tests/node/node_modules/kafkajs missing")
+def test_kafkajs_produces_and_a_group_consumes_by_hostname(jail):
+    script = jail.write("kjs.js", r'''
+const { Kafka, logLevel } = require(process.argv[2]);
+(async () => {
+  const kafka = new Kafka({ clientId: "kjs", brokers: ["kafka.test:9092"], logLevel: logLevel.NOTHING });
+  const producer = kafka.producer();
+  await producer.connect();
+  const sent = await producer.send({ topic: "work", messages: [
+    { key: "a", value: "one", partition: 0 }, { key: "b", value: "two", partition: 1 },
+    { key: "c", value: "three", partition: 0 } ] });
+  await producer.disconnect();
+  const consumer = kafka.consumer({ groupId: "kjs-group" });
+  await consumer.connect();
+  await consumer.subscribe({ topic: "work", fromBeginning: true });
+  const got = [];
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("timeout: " + JSON.stringify(got))), 20000);
+    consumer.run({ eachMessage: async ({ partition, message }) => {
+      got.push([partition, Number(message.offset), message.key.toString(), message.value.toString()]);
+      if (got.length === 3) { clearTimeout(timer); resolve(); }
+    } });
+  });
+  await consumer.disconnect();
+  got.sort();
+  console.log(JSON.stringify({ sent: sent.map(s => s.errorCode), got }));
+})().catch(e => { console.error(e); process.exit(1); });
+''')
+    res = ok(jail.run(["node", script, str(NODE_DIR / "node_modules" / "kafkajs")],
+                      rules=rules("basic.yaml"), timeout=60))
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["got"] == [[0, 0, "a", "one"], [0, 1, "c", "three"], [1, 0, "b", "two"]], res.describe()
+    assert set(out["sent"]) == {0}
+    assert kafka_events(res, api="offset_commit")
+    assert kafka_events(res, api="sync_group")
