@@ -614,3 +614,36 @@ const { Kafka, logLevel } = require(process.argv[2]);
     assert set(out["sent"]) == {0}
     assert kafka_events(res, api="offset_commit")
     assert kafka_events(res, api="sync_group")
+
+
+
+def test_describe_cluster_v0_raw(jail):
+    # librdkafka answers describe_cluster from Metadata, so this speaks the
+    # wire directly: header v2 (flexible), then the v0 body.
+    code = r"""
+import socket, struct, json
+body = struct.pack(">hhi", 60, 0, 7) + struct.pack(">h", 3) + b"raw" + b"\x00" + b"\x00" + b"\x00"
+s = socket.create_connection(("kafka.test", 9092), timeout=5)
+s.sendall(struct.pack(">i", len(body)) + body)
+n = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+r = s.recv(n, socket.MSG_WAITALL)
+cid = struct.unpack(">i", r[:4])[0]
+r = r[5:]                                  # header tagged fields
+throttle, err = struct.unpack(">ih", r[:6])
+r = r[6:]
+assert r[0] == 0                           # null error message
+ln = r[1] - 1
+cluster = r[2:2 + ln].decode()
+r = r[2 + ln:]
+controller = struct.unpack(">i", r[:4])[0]
+nbrokers = r[4] - 1
+bid = struct.unpack(">i", r[5:9])[0]
+hl = r[9] - 1
+host = r[10:10 + hl].decode()
+port = struct.unpack(">i", r[10 + hl:14 + hl])[0]
+print(json.dumps([cid, err, cluster, controller, nbrokers, bid, host, port]))
+"""
+    script = jail.write("raw.py", code)
+    res = ok(jail.run([PYTHON, script], rules=rules("basic.yaml")))
+    assert res.json_out() == [7, 0, "meshwrap", 1, 1, 1, "kafka.test", 9092], res.describe()
+    assert kafka_events(res, api="describe_cluster")

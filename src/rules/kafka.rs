@@ -132,6 +132,7 @@ pub const FAULT_APIS: &[&str] = &[
     "delete_topics",
     "create_partitions",
     "describe_configs",
+    "describe_cluster",
 ];
 
 /// Topic configs every topic reports unless its `configs:` say otherwise.

@@ -78,6 +78,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 0),
 ];
 
 pub fn api_name(key: i16) -> &'static str {
@@ -102,6 +103,7 @@ pub fn api_name(key: i16) -> &'static str {
             ApiKey::DeleteTopics => "delete_topics",
             ApiKey::CreatePartitions => "create_partitions",
             ApiKey::DescribeConfigs => "describe_configs",
+            ApiKey::DescribeCluster => "describe_cluster",
             _ => "unsupported",
         },
         Err(_) => "unknown",
@@ -450,6 +452,31 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
         wire::Body::DeleteTopics(r) => {
             let resp = svc.delete_topics(ctx, r, started);
             encode(cid, ApiKey::DeleteTopics, v, &resp)
+        }
+        wire::Body::DescribeCluster(_) => {
+            let (host, port) = broker_address(ctx);
+            let resp = DescribeClusterResponse::default()
+                .with_cluster_id(StrBytes::from_static_str("meshwrap"))
+                .with_controller_id(NODE_ID.into())
+                .with_cluster_authorized_operations(i32::MIN)
+                .with_brokers(vec![
+                    describe_cluster_response::DescribeClusterBroker::default()
+                        .with_broker_id(NODE_ID.into())
+                        .with_host(host)
+                        .with_port(port),
+                ]);
+            svc.record(
+                ctx,
+                "describe_cluster",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NONE,
+                started,
+            );
+            encode(cid, ApiKey::DescribeCluster, v, &resp)
         }
         wire::Body::DescribeConfigs(r) => {
             let resp = svc.describe_configs(ctx, &r, started);

@@ -38,6 +38,7 @@ pub enum Body {
     DeleteTopics(DeleteTopicsRequest),
     CreatePartitions(CreatePartitionsRequest),
     DescribeConfigs(DescribeConfigsRequest),
+    DescribeCluster(DescribeClusterRequest),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -81,6 +82,7 @@ pub fn decode(frame: Bytes) -> Result<Request, DecodeError> {
         ApiKey::DeleteTopics => Body::DeleteTopics(d(b, v)?),
         ApiKey::CreatePartitions => Body::CreatePartitions(d(b, v)?),
         ApiKey::DescribeConfigs => Body::DescribeConfigs(d(b, v)?),
+        ApiKey::DescribeCluster => Body::DescribeCluster(d(b, v)?),
         ApiKey::ListOffsets => Body::ListOffsets(d(b, v)?),
         ApiKey::Metadata => Body::Metadata(d(b, v)?),
         ApiKey::OffsetCommit => Body::OffsetCommit(d(b, v)?),
