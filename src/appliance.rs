@@ -528,41 +528,18 @@ impl Appliance {
         // Redis, MongoDB and Kafka services answer whatever the client sends
         // (garbage gets the protocol's own error), so their flows skip the
         // HTTP dispatch.
-        let redis = pending.snapshot.responders.redis(&service);
-        let mongo = pending.snapshot.responders.mongo(&service);
-        let kafka = pending.snapshot.responders.kafka(&service);
+        let framed = pending.snapshot.responders.framed(&service);
         match (&protocol, pending.snapshot.responders.http(&service)) {
-            (Protocol::Tls { .. }, _) if mongo.is_some() => {
+            (Protocol::Tls { .. }, _) if framed.is_some() => {
+                let what = framed.as_ref().map(|f| f.protocol()).unwrap_or_default();
                 error = Some(format!(
-                    "service `{service}` answers MongoDB; TLS to MongoDB is not mocked yet"
+                    "service `{service}` answers {what}; TLS to {what} is not mocked yet"
                 ));
                 aborter.abort();
             }
-            _ if mongo.is_some() => {
-                if let Some(svc) = mongo {
-                    responders::mongo::serve(svc, io, ctx, aborter.clone()).await;
-                }
-            }
-            (Protocol::Tls { .. }, _) if kafka.is_some() => {
-                error = Some(format!(
-                    "service `{service}` answers Kafka; TLS to Kafka is not mocked yet"
-                ));
-                aborter.abort();
-            }
-            _ if kafka.is_some() => {
-                if let Some(svc) = kafka {
-                    responders::kafka::serve(svc, io, ctx, aborter.clone()).await;
-                }
-            }
-            (Protocol::Tls { .. }, _) if redis.is_some() => {
-                error = Some(format!(
-                    "service `{service}` answers Redis; TLS to Redis is not mocked yet"
-                ));
-                aborter.abort();
-            }
-            _ if redis.is_some() => {
-                if let Some(svc) = redis {
-                    responders::redis::serve(svc, io, ctx, aborter.clone()).await;
+            _ if framed.is_some() => {
+                if let Some(svc) = framed {
+                    svc.serve(io, ctx, aborter.clone()).await;
                 }
             }
             // `None`: nothing arrived within the sniff timeout (a pool that

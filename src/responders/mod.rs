@@ -34,6 +34,37 @@ pub struct ServeCtx {
     pub tls_server_name: Option<String>,
 }
 
+/// A responder for a protocol whose clients always speak first in its own
+/// framing (Redis, MongoDB, Kafka): it takes the flow as it is, whatever
+/// the sniffer saw, and answers garbage with the protocol's own error.
+pub enum FramedService {
+    Redis(Arc<redis::RedisService>),
+    Mongo(Arc<mongo::MongoService>),
+    Kafka(Arc<kafka::KafkaService>),
+}
+
+impl FramedService {
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            FramedService::Redis(_) => "Redis",
+            FramedService::Mongo(_) => "MongoDB",
+            FramedService::Kafka(_) => "Kafka",
+        }
+    }
+
+    /// Serves one connection until the client is done.
+    pub async fn serve<IO>(self, io: IO, ctx: ServeCtx, handle: crate::stack::FlowHandle)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        match self {
+            FramedService::Redis(s) => redis::serve(s, io, ctx, handle).await,
+            FramedService::Mongo(s) => mongo::serve(s, io, ctx, handle).await,
+            FramedService::Kafka(s) => kafka::serve(s, io, ctx, handle).await,
+        }
+    }
+}
+
 /// The responders of every mocked service, built once from the rules; their
 /// state lives for the whole run and is shared by all connections.
 #[derive(Default)]
@@ -83,6 +114,23 @@ impl Registry {
 
     pub fn mongo(&self, service: &str) -> Option<Arc<mongo::MongoService>> {
         self.mongo.get(service).cloned()
+    }
+
+    /// The Redis, MongoDB or Kafka responder of `service`, if it has one.
+    pub fn framed(&self, service: &str) -> Option<FramedService> {
+        self.redis
+            .get(service)
+            .map(|s| FramedService::Redis(s.clone()))
+            .or_else(|| {
+                self.mongo
+                    .get(service)
+                    .map(|s| FramedService::Mongo(s.clone()))
+            })
+            .or_else(|| {
+                self.kafka
+                    .get(service)
+                    .map(|s| FramedService::Kafka(s.clone()))
+            })
     }
 
     pub fn http(&self, service: &str) -> Option<Arc<http::HttpService>> {
