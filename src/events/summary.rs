@@ -182,12 +182,17 @@ impl fmt::Display for Summary {
                 writeln!(f, "    {svc} / (no route, answered by {by}): {n}")?;
             }
         }
-        for (title, counts) in [("Redis", &self.redis), ("MongoDB", &self.mongo)] {
+        let per_service = [
+            ("Redis", "command", &self.redis),
+            ("MongoDB", "command", &self.mongo),
+            ("Kafka", "request", &self.kafka),
+        ];
+        for (title, unit, counts) in per_service {
             if counts.is_empty() {
                 continue;
             }
             writeln!(f)?;
-            writeln!(f, "  {title} commands per service:")?;
+            writeln!(f, "  {title} {unit}s per service:")?;
             for (svc, per) in counts {
                 let total: u64 = per.values().map(|c| c.0).sum();
                 let errors: u64 = per.values().map(|c| c.1).sum();
@@ -196,26 +201,8 @@ impl fmt::Display for Summary {
                 let list: Vec<String> = top.iter().map(|(c, n)| format!("{c} {}", n.0)).collect();
                 writeln!(
                     f,
-                    "    {svc}: {total} {}, {errors} {} ({})",
-                    if total == 1 { "command" } else { "commands" },
-                    if errors == 1 { "error" } else { "errors" },
-                    list.join(", ")
-                )?;
-            }
-        }
-        if !self.kafka.is_empty() {
-            writeln!(f)?;
-            writeln!(f, "  Kafka requests per service:")?;
-            for (svc, per) in &self.kafka {
-                let total: u64 = per.values().map(|c| c.0).sum();
-                let errors: u64 = per.values().map(|c| c.1).sum();
-                let mut top: Vec<(&String, &(u64, u64))> = per.iter().collect();
-                top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
-                let list: Vec<String> = top.iter().map(|(c, n)| format!("{c} {}", n.0)).collect();
-                writeln!(
-                    f,
-                    "    {svc}: {total} {}, {errors} {} ({})",
-                    if total == 1 { "request" } else { "requests" },
+                    "    {svc}: {total} {unit}{}, {errors} {} ({})",
+                    if total == 1 { "" } else { "s" },
                     if errors == 1 { "error" } else { "errors" },
                     list.join(", ")
                 )?;

@@ -668,10 +668,7 @@ struct RawFault {
 impl TryFrom<RawFault> for FaultSpec {
     type Error = String;
     fn try_from(r: RawFault) -> Result<Self, String> {
-        let probability = r.probability.unwrap_or(1.0);
-        if !(0.0..=1.0).contains(&probability) {
-            return Err(format!("probability {probability} is not between 0 and 1"));
-        }
+        let probability = super::fault_probability(r.probability)?;
         let mut kinds = Vec::new();
         if let Some(l) = r.latency {
             kinds.push(FaultKind::Latency(l));

@@ -395,6 +395,16 @@ impl RuleSet {
     }
 }
 
+/// A fault's `probability` (default 1), checked to lie in 0..=1; shared
+/// by every protocol's fault parser.
+pub(crate) fn fault_probability(p: Option<f64>) -> Result<f64, String> {
+    let probability = p.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&probability) {
+        return Err(format!("probability {probability} is not between 0 and 1"));
+    }
+    Ok(probability)
+}
+
 /// The name a route is known by in events, summaries and expectations:
 /// its `name:`, else `METHOD /path`, else `route N`.
 pub fn route_label(r: &http::RouteSpec, index: usize) -> String {

@@ -87,12 +87,8 @@ struct RawFault {
 impl<'de> Deserialize<'de> for MongoFault {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = RawFault::deserialize(d)?;
-        let probability = r.probability.unwrap_or(1.0);
-        if !(0.0..=1.0).contains(&probability) {
-            return Err(serde::de::Error::custom(format!(
-                "probability {probability} is not between 0 and 1"
-            )));
-        }
+        let probability =
+            super::fault_probability(r.probability).map_err(serde::de::Error::custom)?;
         let mut kinds = Vec::new();
         if let Some(l) = r.latency {
             kinds.push(MongoFaultKind::Latency(l));

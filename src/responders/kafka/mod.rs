@@ -192,6 +192,11 @@ impl KafkaService {
         self.detail || self.events.wants_detail()
     }
 
+    /// Records a request that names no topic, partition or record.
+    fn record_api(&self, ctx: &ServeCtx, api: &'static str, error_code: i16, started: Instant) {
+        self.record(ctx, api, None, None, None, None, None, error_code, started);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -339,17 +344,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             // client then retries with a version it shares.
             let mut resp = api_versions();
             resp.error_code = UNSUPPORTED_VERSION;
-            svc.record(
-                ctx,
-                "api_versions",
-                None,
-                None,
-                None,
-                None,
-                None,
-                UNSUPPORTED_VERSION,
-                started,
-            );
+            svc.record_api(ctx, "api_versions", UNSUPPORTED_VERSION, started);
             return encode(correlation_id, ApiKey::ApiVersions, 0, &resp);
         }
         Err(wire::DecodeError::Close) => return Reply::Close,
@@ -361,17 +356,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
         None => {}
         Some(KafkaFaultKind::Latency(l)) => tokio::time::sleep(pick_latency(l)).await,
         Some(KafkaFaultKind::Disconnect) => {
-            svc.record(
-                ctx,
-                api,
-                None,
-                None,
-                None,
-                None,
-                None,
-                NETWORK_EXCEPTION,
-                started,
-            );
+            svc.record_api(ctx, api, NETWORK_EXCEPTION, started);
             return Reply::Disconnect;
         }
         Some(KafkaFaultKind::Error(code)) => {
@@ -418,22 +403,12 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
     }
     match req.body {
         wire::Body::ApiVersions(_) => {
-            svc.record(
-                ctx,
-                "api_versions",
-                None,
-                None,
-                None,
-                None,
-                None,
-                NONE,
-                started,
-            );
+            svc.record_api(ctx, "api_versions", NONE, started);
             encode(cid, ApiKey::ApiVersions, v, &api_versions())
         }
         wire::Body::Metadata(r) => {
             let resp = svc.metadata(ctx, &r, v);
-            svc.record(ctx, "metadata", None, None, None, None, None, NONE, started);
+            svc.record_api(ctx, "metadata", NONE, started);
             encode(cid, ApiKey::Metadata, v, &resp)
         }
         wire::Body::Produce(r) => {
@@ -465,17 +440,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
                         .with_host(host)
                         .with_port(port),
                 ]);
-            svc.record(
-                ctx,
-                "describe_cluster",
-                None,
-                None,
-                None,
-                None,
-                None,
-                NONE,
-                started,
-            );
+            svc.record_api(ctx, "describe_cluster", NONE, started);
             encode(cid, ApiKey::DescribeCluster, v, &resp)
         }
         wire::Body::DescribeConfigs(r) => {
@@ -499,17 +464,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             let resp = InitProducerIdResponse::default()
                 .with_producer_id(id.into())
                 .with_producer_epoch(0);
-            svc.record(
-                ctx,
-                "init_producer_id",
-                None,
-                None,
-                None,
-                None,
-                None,
-                NONE,
-                started,
-            );
+            svc.record_api(ctx, "init_producer_id", NONE, started);
             encode(cid, ApiKey::InitProducerId, v, &resp)
         }
         wire::Body::FindCoordinator(r) => {
@@ -533,62 +488,22 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
                     })
                     .collect();
             }
-            svc.record(
-                ctx,
-                "find_coordinator",
-                None,
-                None,
-                None,
-                None,
-                None,
-                NONE,
-                started,
-            );
+            svc.record_api(ctx, "find_coordinator", NONE, started);
             encode(cid, ApiKey::FindCoordinator, v, &resp)
         }
         wire::Body::JoinGroup(r) => {
             let resp = groups::join(svc, r, v).await;
-            svc.record(
-                ctx,
-                "join_group",
-                None,
-                None,
-                None,
-                None,
-                None,
-                resp.error_code,
-                started,
-            );
+            svc.record_api(ctx, "join_group", resp.error_code, started);
             encode(cid, ApiKey::JoinGroup, v, &resp)
         }
         wire::Body::SyncGroup(r) => {
             let resp = groups::sync(svc, r).await;
-            svc.record(
-                ctx,
-                "sync_group",
-                None,
-                None,
-                None,
-                None,
-                None,
-                resp.error_code,
-                started,
-            );
+            svc.record_api(ctx, "sync_group", resp.error_code, started);
             encode(cid, ApiKey::SyncGroup, v, &resp)
         }
         wire::Body::Heartbeat(r) => {
             let code = groups::heartbeat(svc, &r);
-            svc.record(
-                ctx,
-                "heartbeat",
-                None,
-                None,
-                None,
-                None,
-                None,
-                code,
-                started,
-            );
+            svc.record_api(ctx, "heartbeat", code, started);
             encode(
                 cid,
                 ApiKey::Heartbeat,
@@ -598,77 +513,27 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
         }
         wire::Body::LeaveGroup(r) => {
             let resp = groups::leave(svc, &r, v);
-            svc.record(
-                ctx,
-                "leave_group",
-                None,
-                None,
-                None,
-                None,
-                None,
-                resp.error_code,
-                started,
-            );
+            svc.record_api(ctx, "leave_group", resp.error_code, started);
             encode(cid, ApiKey::LeaveGroup, v, &resp)
         }
         wire::Body::OffsetCommit(r) => {
             let resp = groups::commit(svc, &r);
-            svc.record(
-                ctx,
-                "offset_commit",
-                None,
-                None,
-                None,
-                None,
-                None,
-                NONE,
-                started,
-            );
+            svc.record_api(ctx, "offset_commit", NONE, started);
             encode(cid, ApiKey::OffsetCommit, v, &resp)
         }
         wire::Body::OffsetFetch(r) => {
             let resp = groups::fetch_offsets(svc, &r);
-            svc.record(
-                ctx,
-                "offset_fetch",
-                None,
-                None,
-                None,
-                None,
-                None,
-                NONE,
-                started,
-            );
+            svc.record_api(ctx, "offset_fetch", NONE, started);
             encode(cid, ApiKey::OffsetFetch, v, &resp)
         }
         wire::Body::DescribeGroups(r) => {
             let resp = groups::describe(svc, &r);
-            svc.record(
-                ctx,
-                "describe_groups",
-                None,
-                None,
-                None,
-                None,
-                None,
-                NONE,
-                started,
-            );
+            svc.record_api(ctx, "describe_groups", NONE, started);
             encode(cid, ApiKey::DescribeGroups, v, &resp)
         }
         wire::Body::ListGroups(_) => {
             let resp = groups::list(svc);
-            svc.record(
-                ctx,
-                "list_groups",
-                None,
-                None,
-                None,
-                None,
-                None,
-                NONE,
-                started,
-            );
+            svc.record_api(ctx, "list_groups", NONE, started);
             encode(cid, ApiKey::ListGroups, v, &resp)
         }
     }
