@@ -658,10 +658,12 @@ impl FlowHandler for Appliance {
     fn on_syn(&self, meta: &mut FlowMeta) -> SynVerdict {
         let net = self.inner.net;
         meta.host = self.inner.resolver.name_of(meta.dst.ip());
+        // DNS over TCP is answered at any address, as over UDP: in a pod
+        // the app asks kube-dns's address, not meshwrap's.
+        if meta.dst.port() == 53 {
+            return SynVerdict::Accept;
+        }
         if net.is_resolver(meta.dst.ip()) {
-            if meta.dst.port() == 53 {
-                return SynVerdict::Accept;
-            }
             let decision = Decision {
                 kind: DecisionKind::Refuse,
                 reason: "the resolver address only answers DNS on port 53".into(),
@@ -732,7 +734,7 @@ impl FlowHandler for Appliance {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&meta.id);
         tokio::spawn(async move {
-            let is_dns = this.inner.net.is_resolver(meta.dst.ip());
+            let is_dns = meta.dst.port() == 53;
             match pending {
                 Some(p) if p.decision.kind == DecisionKind::Mock => {
                     this.clone().run_mock(meta, flow, p).await

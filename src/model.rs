@@ -40,6 +40,24 @@ impl Default for JailNet {
 }
 
 impl JailNet {
+    /// The addresses of the sidecar's TUN in a pod. They sit at the top
+    /// of 198.18.0.0/15, which the fake-address pool leaves out, and in
+    /// tiny prefixes so they cannot shadow any address of a cluster. The
+    /// gateway still stands for loopback: the pod's.
+    pub fn sidecar() -> JailNet {
+        JailNet {
+            sut_v4: Ipv4Addr::new(198, 19, 255, 254),
+            gateway_v4: Ipv4Addr::new(198, 19, 255, 249),
+            dns_v4: Ipv4Addr::new(198, 19, 255, 250),
+            prefix_v4: 29,
+            sut_v6: Ipv6Addr::new(0xfd00, 0x6d77, 0, 0, 0, 0, 0, 0x106),
+            gateway_v6: Ipv6Addr::new(0xfd00, 0x6d77, 0, 0, 0, 0, 0, 0x101),
+            dns_v6: Ipv6Addr::new(0xfd00, 0x6d77, 0, 0, 0, 0, 0, 0x102),
+            prefix_v6: 125,
+            mtu: 65520,
+        }
+    }
+
     /// Name that resolves to the gateway, i.e. the host's loopback.
     pub const HOST_NAME: &'static str = "host.meshwrap.internal";
 

@@ -3,18 +3,21 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+
+mod serve;
+mod sidecar;
+
+pub use serve::ServeArgs;
 
 use crate::appliance::{Appliance, ApplianceConfig};
 use crate::events::EventSink;
 use crate::jail::{Jail, JailSpec, WorkDir};
 use crate::model::JailNet;
 use crate::rules::{FlowKey, RuleSet, Unmatched};
-use crate::stack::Stack;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +74,16 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Prepare a pod's network for `meshwrap sidecar` (the init container;
+    /// needs NET_ADMIN, runs once and exits): a persistent TUN owned by the
+    /// sidecar's uid, and policy routing that sends every connection the
+    /// pod makes into it, except the sidecar's own, loopback, replies of
+    /// inbound connections and the exclusions.
+    SidecarInit(sidecar::InitArgs),
+    /// Serve the TUN `sidecar-init` prepared, as its owner with no
+    /// capabilities: DNS, responders, pass-out, events and the admin API,
+    /// exactly as for `meshwrap -- CMD`, until SIGTERM.
+    Sidecar(sidecar::SidecarArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,54 +112,12 @@ pub enum RulesCommand {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Rule file (YAML); repeat to merge several, in order.
-    #[arg(long = "rules", value_name = "FILE")]
-    pub rules: Vec<PathBuf>,
-    /// What happens to connections no rule claims [default: refuse, or the
-    /// rules file's `unmatched:`]. The flag wins over the file.
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub unmatched: Option<Unmatched>,
-    /// Write one JSON object per event (flows, DNS answers, HTTP requests,
-    /// reloads, notices) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub events: Option<PathBuf>,
-    /// Do not print the summary table on exit (failed expectations are
-    /// still printed).
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Keep the interception CA in DIR and reuse it across runs (created
-    /// on first use, key mode 0600). Without it each run has its own CA.
-    #[arg(long, value_name = "DIR")]
-    pub ca_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
     /// Do not make the jail trust the CA (no bundle or truststore bind
     /// mounts, no SSL_CERT_FILE & co.): HTTPS mocks then fail verification.
     #[arg(long)]
     pub no_ca_injection: bool,
-    /// Serve the admin API (metrics, health, flows, events, journal,
-    /// verify, reset, rules) on ADDR: 127.0.0.1:9901, [::1]:9901 or
-    /// unix:/path.sock. Off by default; never reachable from the jail.
-    #[arg(long, value_name = "ADDR")]
-    pub admin: Option<crate::control::AdminAddr>,
-    /// A file holding the bearer token that mutating admin calls need;
-    /// required when --admin is not loopback or a unix socket.
-    #[arg(long, value_name = "FILE")]
-    pub admin_token_file: Option<PathBuf>,
-    /// Reload the --rules files when they change on disk (each reload or
-    /// rejection is an event; running flows keep their rules).
-    #[arg(long)]
-    pub watch: bool,
-    /// Do not keep a journal of requests in memory (expectations and the
-    /// admin API's /requests then see none; events are still written).
-    #[arg(long)]
-    pub no_journal: bool,
-    /// Do not check the rules' `expect:` entries at exit (they otherwise
-    /// make meshwrap exit 1 when unmet, even if the command succeeded).
-    #[arg(long)]
-    pub no_verify: bool,
-    /// More logging on stderr (-v info, -vv debug, -vvv trace). MESHWRAP_LOG
-    /// takes a tracing filter and wins over this.
-    #[arg(long, short, action = clap::ArgAction::Count)]
-    pub verbose: u8,
     /// The program to run in the jail, and its arguments (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -155,7 +126,12 @@ pub struct RunArgs {
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_tracing(cli.run.verbose);
+    let verbose = match &cli.command {
+        Some(Command::Sidecar(a)) => a.serve.verbose,
+        Some(Command::SidecarInit(a)) => a.verbose,
+        _ => cli.run.serve.verbose,
+    };
+    init_tracing(verbose);
     let res = match cli.command {
         Some(Command::Check { files }) => check(&files),
         Some(Command::Rules {
@@ -174,6 +150,8 @@ pub fn main() -> i32 {
             admin_token_file,
             file,
         }) => verify_remote(&admin, admin_token_file.as_deref(), &file),
+        Some(Command::SidecarInit(args)) => sidecar::init(&args),
+        Some(Command::Sidecar(args)) => sidecar::serve(args),
         None => run(cli.run),
     };
     match res {
@@ -293,20 +271,6 @@ fn explain(
     Ok(0)
 }
 
-fn read_token(path: Option<&std::path::Path>) -> Result<Option<String>> {
-    let Some(p) = path else {
-        return Ok(None);
-    };
-    let token = std::fs::read_to_string(p)
-        .with_context(|| format!("cannot read the admin token from {}", p.display()))?
-        .trim()
-        .to_string();
-    if token.is_empty() {
-        bail!("the admin token file {} is empty", p.display());
-    }
-    Ok(Some(token))
-}
-
 /// POSTs expectations to a running meshwrap's admin API.
 fn verify_remote(
     admin: &crate::control::AdminAddr,
@@ -317,7 +281,7 @@ fn verify_remote(
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     crate::control::parse_expects(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let token = read_token(token_file)?;
+    let token = serve::read_token(token_file)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -391,23 +355,15 @@ fn run(args: RunArgs) -> Result<i32> {
     if args.command.is_empty() {
         bail!("nothing to run: give a command after `--`, e.g. `meshwrap -- curl http://host.meshwrap.internal:8000/` (see --help)");
     }
-    let rules = RuleSet::load(&args.rules)?;
-    let events = match &args.events {
-        Some(p) => EventSink::with_file(p)
-            .with_context(|| format!("cannot write events to {}", p.display()))?,
-        None => EventSink::new(),
-    };
+    let serve = &args.serve;
+    let loaded = serve.load()?;
+    let admin = serve.admin_plan()?;
     let net = JailNet::default();
-    let ca = match &args.ca_dir {
-        Some(dir) => crate::tls::Ca::persistent(dir),
-        None => crate::tls::Ca::ephemeral(),
-    }
-    .context("cannot set up the interception CA")?;
     let workdir = WorkDir::create()?;
     let trust = if args.no_ca_injection {
         crate::tls::TrustPlan::default()
     } else {
-        crate::tls::TrustFiles::write(workdir.path(), &ca)
+        crate::tls::TrustFiles::write(workdir.path(), &loaded.ca)
             .context("cannot write the CA bundle for the jail")?
     };
     tracing::info!("trust injected: {}", trust.injected.join(", "));
@@ -424,130 +380,23 @@ fn run(args: RunArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let appliance = Appliance::new(ApplianceConfig {
-        net,
-        rules,
-        unmatched: args.unmatched,
-        events: events.clone(),
-        protected_ports: match &args.admin {
-            Some(crate::control::AdminAddr::Tcp(a)) => vec![a.port()],
-            _ => Vec::new(),
-        },
-        interceptor: Some(Arc::new(crate::tls::Interceptor::new(ca))),
-    });
-    if args.no_journal {
-        events.disable_journal();
-    }
-    let admin = match &args.admin {
-        Some(addr) => {
-            let token = read_token(args.admin_token_file.as_deref())?;
-            if !addr.is_local() && token.is_none() {
-                bail!("--admin {addr} is reachable from other machines: give --admin-token-file so mutating calls need a bearer token");
-            }
-            Some((addr.clone(), token))
-        }
-        None => None,
-    };
-    let watch = args.watch.then(|| args.rules.clone());
-    let socket_file = match &args.admin {
-        Some(crate::control::AdminAddr::Unix(p)) => Some(p.clone()),
-        _ => None,
-    };
-    let final_rules = appliance.clone();
-    let code = runtime.block_on(supervise(
-        &jail,
-        tun,
-        net,
-        appliance,
-        events.clone(),
-        admin,
-        watch,
-    ))?;
+    let (appliance, events) = serve.appliance(net, loaded);
+    let watch = serve.watch.then(|| serve.rules.clone());
+    let code = runtime.block_on(async {
+        let (ready, _) = serve::start(tun, net, &appliance, &events, admin, watch).await?;
+        supervise(&jail, &appliance, &ready).await
+    })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
-    if let Some(p) = socket_file {
-        let _ = std::fs::remove_file(p);
-    }
     drop(jail);
-    let summary = events.finish();
-    if !args.quiet {
-        eprint!("{summary}");
-    }
-    // The expectations of the rules in force at the end (a reload may
-    // have replaced them).
-    let expects = final_rules.snapshot().rules.expects.clone();
-    if args.no_verify || expects.is_empty() {
-        return Ok(code);
-    }
-    if args.no_journal {
-        eprintln!(
-            "meshwrap: {} expectations not checked: --no-journal keeps no record of requests",
-            expects.len()
-        );
-        return Ok(code);
-    }
-    let results = crate::events::verify::check(
-        &expects,
-        &events.http_journal(),
-        &events.command_journal(),
-        &events.kafka_journal(),
-    );
-    let failed = results.iter().filter(|r| !r.ok).count();
-    if failed > 0 || !args.quiet {
-        eprintln!(
-            "meshwrap expectations: {} of {} met",
-            results.len() - failed,
-            results.len()
-        );
-        for r in results
-            .iter()
-            .filter(|r| failed == 0 || !r.ok || !args.quiet)
-        {
-            eprint!("{r}");
-        }
-    }
-    Ok(if failed > 0 && code == 0 { 1 } else { code })
+    Ok(serve.finish(&appliance, &events, code))
 }
 
-/// Serves the jail's network until the SUT exits; returns its exit code.
+/// Starts the SUT and waits for it; returns its exit code.
 async fn supervise(
     jail: &Jail,
-    tun: std::os::fd::OwnedFd,
-    net: JailNet,
-    appliance: Appliance,
-    events: EventSink,
-    admin: Option<(crate::control::AdminAddr, Option<String>)>,
-    watch: Option<Vec<PathBuf>>,
+    appliance: &Appliance,
+    ready: &std::sync::atomic::AtomicBool,
 ) -> Result<i32> {
-    use std::os::fd::IntoRawFd;
-    // SAFETY: the fd is a TUN device we own; the AsyncDevice takes it over.
-    let dev = unsafe { tun_rs::AsyncDevice::from_fd(tun.into_raw_fd()) }
-        .context("cannot use the TUN device")?;
-    let stack = Stack::new(dev, net, Arc::new(appliance.clone()));
-    let stack_handle = stack.handle();
-    appliance.attach(stack.handle());
-    tokio::spawn(stack.run());
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if let Some((addr, token)) = admin {
-        let metrics = crate::control::Metrics::new();
-        events.add_observer(metrics.clone());
-        events.enable_control();
-        let control = Arc::new(crate::control::Control {
-            appliance: appliance.clone(),
-            events: events.clone(),
-            metrics,
-            stack: Some(stack_handle),
-            ready: ready.clone(),
-            token,
-        });
-        control.serve(addr).await?;
-    }
-    if let Some(files) = watch {
-        tokio::spawn(crate::control::watch_files(
-            files,
-            appliance.clone(),
-            events.clone(),
-        ));
-    }
     // Handlers go in before the SUT starts: a signal in the first moments
     // must be forwarded, not kill meshwrap.
     let signals = SignalStreams::install().context("cannot install signal handlers")?;
@@ -562,11 +411,7 @@ async fn supervise(
         .await
         .unwrap_or(1);
     forward.abort();
-    // Let flows that were closing finish so their events are complete.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
-    while appliance.active_flows() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    serve::drain(appliance, Duration::from_millis(300)).await;
     Ok(code)
 }
 

@@ -98,6 +98,8 @@ pub struct Control {
     /// Set once the jail's network is up and the SUT started.
     pub ready: Arc<AtomicBool>,
     pub token: Option<String>,
+    /// Serve GET calls only (`--admin-read-only`).
+    pub read_only: bool,
 }
 
 fn full(data: impl Into<Bytes>) -> Body {
@@ -156,7 +158,7 @@ pub fn parse_expects(text: &str) -> Result<Vec<ExpectSpec>, String> {
 impl Control {
     /// Serves the API until the process ends.
     pub async fn serve(self: Arc<Self>, addr: AdminAddr) -> Result<(), ControlError> {
-        if !addr.is_local() && self.token.is_none() {
+        if !addr.is_local() && self.token.is_none() && !self.read_only {
             return Err(ControlError::TokenRequired(addr.to_string()));
         }
         match addr {
@@ -217,6 +219,12 @@ impl Control {
     async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().trim_end_matches('/').to_string();
         let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::DELETE);
+        if mutating && self.read_only {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this admin API is read-only (--admin-read-only)",
+            );
+        }
         if mutating && !self.authorized(&req) {
             return error(
                 StatusCode::UNAUTHORIZED,

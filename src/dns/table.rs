@@ -30,9 +30,10 @@ impl NameTable {
         let idx = match self.by_name.get(name) {
             Some(&i) => i,
             None => {
-                // Index 0 would be the network address; skip it.
+                // Index 0 would be the network address; skip it. The top
+                // /29 holds the sidecar's TUN addresses (JailNet::sidecar).
                 let i = self.names.len() as u32 + 1;
-                if i >= FAKE_V4_SIZE - 1 {
+                if i >= FAKE_V4_SIZE - 8 {
                     return Err(PoolExhausted);
                 }
                 self.names.push(name.to_string());

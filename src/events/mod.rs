@@ -270,6 +270,18 @@ impl EventSink {
         Ok(sink)
     }
 
+    /// A sink that also writes JSON lines to stdout (`--events -`), e.g.
+    /// for `kubectl logs` of a sidecar.
+    pub fn with_stdout() -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+        let sink = Self::default();
+        sink.lock().writer = Some(BufWriter::new(File::from(fd)));
+        sink.detail
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(sink)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

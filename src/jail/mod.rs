@@ -9,6 +9,8 @@
 
 mod child;
 mod netlink;
+pub mod sidecar;
+mod tun;
 
 use std::ffi::OsString;
 use std::io::IoSliceMut;

@@ -77,3 +77,261 @@ pub(super) fn configure(tun: &str, net: &JailNet) -> Result<(), String> {
         Ok::<(), String>(())
     })
 }
+
+/// The policy routing `sidecar-init` installs, one rule family per step.
+/// Lower preference numbers are consulted first; the kernel's `local`
+/// table (preference 0) still comes before all of them, so loopback and
+/// the pod's own addresses are never sent into the TUN.
+pub(super) mod pref {
+    /// meshwrap's own uid: the main table (its sockets reach the network).
+    pub const OWNER_MAIN: u32 = 100;
+    /// ... and nothing else, so a socket of meshwrap's can never loop back
+    /// into the TUN when the main table has no route.
+    pub const OWNER_UNREACHABLE: u32 = 101;
+    /// Packets sourced from the pod's own addresses: replies of inbound
+    /// connections (probes, other pods calling the app).
+    pub const FROM_POD: u32 = 110;
+    /// `--exclude-cidr` destinations.
+    pub const EXCLUDED_CIDR: u32 = 120;
+    /// `--exclude-port` destinations.
+    pub const EXCLUDED_PORT: u32 = 130;
+    /// Everything else: the TUN's table.
+    pub const INTO_TUN: u32 = 200;
+    pub const RANGE: std::ops::RangeInclusive<u32> = OWNER_MAIN..=INTO_TUN;
+}
+
+/// What `sidecar-init` asks of the kernel.
+pub(super) struct SidecarRouting<'a> {
+    pub tun: &'a str,
+    pub net: &'a JailNet,
+    pub owner: u32,
+    pub table: u32,
+    pub exclude_cidrs: &'a [(IpAddr, u8)],
+    pub exclude_ports: &'a [(u16, u16)],
+}
+
+/// What was installed, for the init container's log.
+#[derive(Debug, Default)]
+pub struct SidecarReport {
+    pub pod_addresses: Vec<IpAddr>,
+    pub ipv6: bool,
+    pub rules: usize,
+}
+
+/// Brings the persistent TUN up with the sidecar's addresses, routes the
+/// TUN's table into it and installs the rules of [`pref`]. Safe to run
+/// again: earlier rules in meshwrap's preference range are replaced.
+pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport, String> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RulePortRange, RuleUidRange};
+    use rtnetlink::packet_route::{AddressFamily, IpProtocol};
+    use rtnetlink::IpVersion;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut links = handle.link().get().match_name(r.tun.to_string()).execute();
+        let tun_idx = match links.try_next().await {
+            Ok(Some(link)) => link.header.index,
+            Ok(None) => return Err(format!("no link named {}", r.tun)),
+            Err(e) => return Err(format!("looking up {}: {e}", r.tun)),
+        };
+        handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(tun_idx)
+                    .mtu(u32::from(r.net.mtu))
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| format!("setting {} up: {e}", r.tun))?;
+        let mut report = SidecarReport::default();
+        // The pod's own addresses, before the TUN's are added.
+        let mut addrs = handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(|e| e.to_string())? {
+            if msg.header.index == tun_idx {
+                continue;
+            }
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(ip) = attr {
+                    if !ip.is_loopback() && !report.pod_addresses.contains(ip) {
+                        report.pod_addresses.push(*ip);
+                    }
+                }
+            }
+        }
+        handle
+            .address()
+            .add(tun_idx, IpAddr::V4(r.net.sut_v4), r.net.prefix_v4)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| format!("adding {}: {e}", r.net.sut_v4))?;
+        // A pod may have IPv6 switched off; then the sidecar is IPv4 only.
+        report.ipv6 = handle
+            .address()
+            .add(tun_idx, IpAddr::V6(r.net.sut_v6), r.net.prefix_v6)
+            .replace()
+            .execute()
+            .await
+            .is_ok();
+        let v4 = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .output_interface(tun_idx)
+            .table_id(r.table)
+            .build();
+        handle
+            .route()
+            .add(v4)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| format!("adding the IPv4 default route of table {}: {e}", r.table))?;
+        if report.ipv6 {
+            let v6 = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+                .output_interface(tun_idx)
+                .table_id(r.table)
+                .build();
+            handle
+                .route()
+                .add(v6)
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| format!("adding the IPv6 default route of table {}: {e}", r.table))?;
+        }
+        let families: &[IpVersion] = if report.ipv6 {
+            &[IpVersion::V4, IpVersion::V6]
+        } else {
+            &[IpVersion::V4]
+        };
+        for family in families {
+            let v6 = matches!(family, IpVersion::V6);
+            // Remove what an earlier run left in meshwrap's range.
+            let mut old = Vec::new();
+            let mut rules = handle.rule().get(family.clone()).execute();
+            while let Some(msg) = rules.try_next().await.map_err(|e| e.to_string())? {
+                let ours = msg
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, RuleAttribute::Priority(p) if pref::RANGE.contains(p)));
+                if ours {
+                    old.push(msg);
+                }
+            }
+            for msg in old {
+                handle
+                    .rule()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(|e| format!("removing an earlier rule: {e}"))?;
+            }
+            let mut wanted = Vec::new();
+            let uid = RuleAttribute::UidRange(RuleUidRange {
+                start: r.owner,
+                end: r.owner,
+            });
+            wanted.push(Rule::new(pref::OWNER_MAIN, Target::Main).with(uid.clone()));
+            wanted.push(Rule::new(pref::OWNER_UNREACHABLE, Target::Unreachable).with(uid));
+            for ip in report.pod_addresses.iter().filter(|ip| ip.is_ipv6() == v6) {
+                let mut rule = Rule::new(pref::FROM_POD, Target::Main);
+                rule.from = Some((*ip, if v6 { 128 } else { 32 }));
+                wanted.push(rule);
+            }
+            for cidr in r.exclude_cidrs.iter().filter(|(ip, _)| ip.is_ipv6() == v6) {
+                let mut rule = Rule::new(pref::EXCLUDED_CIDR, Target::Main);
+                rule.to = Some(*cidr);
+                wanted.push(rule);
+            }
+            for (start, end) in r.exclude_ports {
+                for proto in [IpProtocol::Tcp, IpProtocol::Udp] {
+                    wanted.push(
+                        Rule::new(pref::EXCLUDED_PORT, Target::Main)
+                            .with(RuleAttribute::IpProtocol(proto))
+                            .with(RuleAttribute::DestinationPortRange(RulePortRange {
+                                start: *start,
+                                end: *end,
+                            })),
+                    );
+                }
+            }
+            wanted.push(Rule::new(pref::INTO_TUN, Target::Table(r.table)));
+            for rule in wanted {
+                let priority = rule.priority;
+                let mut req = handle.rule().add().priority(priority);
+                req = match rule.target {
+                    Target::Main => req.action(RuleAction::ToTable).table_id(MAIN_TABLE),
+                    Target::Table(t) => req.action(RuleAction::ToTable).table_id(t),
+                    Target::Unreachable => {
+                        let mut req = req.action(RuleAction::Unreachable);
+                        req.message_mut().header.table = 0;
+                        req
+                    }
+                };
+                let msg = req.message_mut();
+                msg.header.family = if v6 {
+                    AddressFamily::Inet6
+                } else {
+                    AddressFamily::Inet
+                };
+                if let Some((ip, len)) = rule.from {
+                    msg.header.src_len = len;
+                    msg.attributes.push(RuleAttribute::Source(ip));
+                }
+                if let Some((ip, len)) = rule.to {
+                    msg.header.dst_len = len;
+                    msg.attributes.push(RuleAttribute::Destination(ip));
+                }
+                msg.attributes.extend(rule.matches);
+                req.execute()
+                    .await
+                    .map_err(|e| format!("adding the rule at preference {priority}: {e}"))?;
+                report.rules += 1;
+            }
+        }
+        Ok::<_, String>(report)
+    })
+}
+
+const MAIN_TABLE: u32 = 254;
+
+/// Where a rule sends the packets it matches.
+enum Target {
+    Main,
+    Table(u32),
+    Unreachable,
+}
+
+/// One `ip rule`: its preference, what it matches and where it sends.
+struct Rule {
+    priority: u32,
+    target: Target,
+    from: Option<(IpAddr, u8)>,
+    to: Option<(IpAddr, u8)>,
+    matches: Vec<rtnetlink::packet_route::rule::RuleAttribute>,
+}
+
+impl Rule {
+    fn new(priority: u32, target: Target) -> Rule {
+        Rule {
+            priority,
+            target,
+            from: None,
+            to: None,
+            matches: Vec::new(),
+        }
+    }
+
+    fn with(mut self, attr: rtnetlink::packet_route::rule::RuleAttribute) -> Rule {
+        self.matches.push(attr);
+        self
+    }
+}

@@ -1,0 +1,270 @@
+//! What `meshwrap -- CMD` and `meshwrap sidecar` share once they hold a
+//! TUN: the flags about rules, events and the admin API, the appliance
+//! built from them, serving the TUN, and the summary and expectations at
+//! the end. Only the front door (a jail, or a pod's prepared TUN) differs.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::appliance::{Appliance, ApplianceConfig};
+use crate::control::AdminAddr;
+use crate::events::EventSink;
+use crate::model::JailNet;
+use crate::rules::{RuleSet, Unmatched};
+use crate::stack::{Stack, StackHandle};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Rule file (YAML); repeat to merge several, in order.
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// What happens to connections no rule claims [default: refuse, or the
+    /// rules file's `unmatched:`]. The flag wins over the file.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub unmatched: Option<Unmatched>,
+    /// Write one JSON object per event (flows, DNS answers, requests,
+    /// reloads, notices) to FILE; `-` writes them to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Do not print the summary table on exit (failed expectations are
+    /// still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Keep the interception CA in DIR and reuse it across runs (created
+    /// on first use, key mode 0600). Without it each run has its own CA.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Serve the admin API (metrics, health, flows, events, journal,
+    /// verify, reset, rules) on ADDR: 127.0.0.1:9901, [::1]:9901,
+    /// 0.0.0.0:9901 or unix:/path.sock. Off by default; never reachable
+    /// through the TUN.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<AdminAddr>,
+    /// A file holding the bearer token that mutating admin calls need;
+    /// required when --admin is not loopback or a unix socket, unless
+    /// --admin-read-only.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve only the admin API's read-only calls (GET: health, metrics,
+    /// flows, events, requests, rules); PUT and POST answer 403. Allows a
+    /// non-loopback --admin without a token, e.g. a pod port for probes
+    /// and Prometheus.
+    #[arg(long)]
+    pub admin_read_only: bool,
+    /// Reload the --rules files when they change on disk (each reload or
+    /// rejection is an event; running flows keep their rules).
+    #[arg(long)]
+    pub watch: bool,
+    /// Do not keep a journal of requests in memory (expectations and the
+    /// admin API's /requests then see none; events are still written).
+    #[arg(long)]
+    pub no_journal: bool,
+    /// Do not check the rules' `expect:` entries at exit (they otherwise
+    /// make meshwrap exit 1 when unmet, even if the command succeeded).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// More logging on stderr (-v info, -vv debug, -vvv trace). MESHWRAP_LOG
+    /// takes a tracing filter and wins over this.
+    #[arg(long, short, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The admin API as the flags ask for it.
+pub(super) struct AdminPlan {
+    addr: AdminAddr,
+    token: Option<String>,
+    read_only: bool,
+}
+
+/// What is loaded before a front door exists: rules, the events sink and
+/// the interception CA.
+pub(super) struct Loaded {
+    pub rules: RuleSet,
+    pub events: EventSink,
+    pub ca: crate::tls::Ca,
+}
+
+impl ServeArgs {
+    pub(super) fn load(&self) -> Result<Loaded> {
+        let rules = RuleSet::load(&self.rules)?;
+        let events = match &self.events {
+            Some(p) if p.as_os_str() == "-" => {
+                EventSink::with_stdout().context("cannot write events to stdout")?
+            }
+            Some(p) => EventSink::with_file(p)
+                .with_context(|| format!("cannot write events to {}", p.display()))?,
+            None => EventSink::new(),
+        };
+        if self.no_journal {
+            events.disable_journal();
+        }
+        let ca = match &self.ca_dir {
+            Some(dir) => crate::tls::Ca::persistent(dir),
+            None => crate::tls::Ca::ephemeral(),
+        }
+        .context("cannot set up the interception CA")?;
+        Ok(Loaded { rules, events, ca })
+    }
+
+    /// Checks the admin flags (and reads the token) before anything starts.
+    pub(super) fn admin_plan(&self) -> Result<Option<AdminPlan>> {
+        let Some(addr) = &self.admin else {
+            return Ok(None);
+        };
+        let token = read_token(self.admin_token_file.as_deref())?;
+        if !addr.is_local() && token.is_none() && !self.admin_read_only {
+            bail!("--admin {addr} is reachable from other machines: give --admin-token-file so mutating calls need a bearer token, or --admin-read-only");
+        }
+        Ok(Some(AdminPlan {
+            addr: addr.clone(),
+            token,
+            read_only: self.admin_read_only,
+        }))
+    }
+
+    pub(super) fn appliance(&self, net: JailNet, loaded: Loaded) -> (Appliance, EventSink) {
+        let appliance = Appliance::new(ApplianceConfig {
+            net,
+            rules: loaded.rules,
+            unmatched: self.unmatched,
+            events: loaded.events.clone(),
+            protected_ports: match &self.admin {
+                Some(AdminAddr::Tcp(a)) => vec![a.port()],
+                _ => Vec::new(),
+            },
+            interceptor: Some(Arc::new(crate::tls::Interceptor::new(loaded.ca))),
+        });
+        (appliance, loaded.events)
+    }
+
+    /// The unix socket file to remove at exit, if the admin API has one.
+    pub(super) fn admin_socket_file(&self) -> Option<PathBuf> {
+        match &self.admin {
+            Some(AdminAddr::Unix(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// Prints the summary and checks the rules' expectations; returns the
+    /// exit code, which a failed expectation turns from 0 into 1.
+    pub(super) fn finish(&self, appliance: &Appliance, events: &EventSink, code: i32) -> i32 {
+        if let Some(p) = self.admin_socket_file() {
+            let _ = std::fs::remove_file(p);
+        }
+        let summary = events.finish();
+        if !self.quiet {
+            eprint!("{summary}");
+        }
+        // The expectations of the rules in force at the end (a reload may
+        // have replaced them).
+        let expects = appliance.snapshot().rules.expects.clone();
+        if self.no_verify || expects.is_empty() {
+            return code;
+        }
+        if self.no_journal {
+            eprintln!(
+                "meshwrap: {} expectations not checked: --no-journal keeps no record of requests",
+                expects.len()
+            );
+            return code;
+        }
+        let results = crate::events::verify::check(
+            &expects,
+            &events.http_journal(),
+            &events.command_journal(),
+            &events.kafka_journal(),
+        );
+        let failed = results.iter().filter(|r| !r.ok).count();
+        if failed > 0 || !self.quiet {
+            eprintln!(
+                "meshwrap expectations: {} of {} met",
+                results.len() - failed,
+                results.len()
+            );
+            for r in results
+                .iter()
+                .filter(|r| failed == 0 || !r.ok || !self.quiet)
+            {
+                eprint!("{r}");
+            }
+        }
+        if failed > 0 && code == 0 {
+            1
+        } else {
+            code
+        }
+    }
+}
+
+pub(super) fn read_token(path: Option<&std::path::Path>) -> Result<Option<String>> {
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(p)
+        .with_context(|| format!("cannot read the admin token from {}", p.display()))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        bail!("the admin token file {} is empty", p.display());
+    }
+    Ok(Some(token))
+}
+
+/// Serves `tun` with the appliance: the stack, the admin API and the rules
+/// watcher. Returns the readiness flag the admin API's /readyz reports;
+/// the caller sets it when its front door is open.
+pub(super) async fn start(
+    tun: OwnedFd,
+    net: JailNet,
+    appliance: &Appliance,
+    events: &EventSink,
+    admin: Option<AdminPlan>,
+    watch: Option<Vec<PathBuf>>,
+) -> Result<(Arc<AtomicBool>, StackHandle)> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the fd is a TUN device we own (IFF_NO_PI); the AsyncDevice
+    // takes it over.
+    let dev = unsafe { tun_rs::AsyncDevice::from_fd(tun.into_raw_fd()) }
+        .context("cannot use the TUN device")?;
+    let stack = Stack::new(dev, net, Arc::new(appliance.clone()));
+    let stack_handle = stack.handle();
+    appliance.attach(stack.handle());
+    tokio::spawn(stack.run());
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(plan) = admin {
+        let metrics = crate::control::Metrics::new();
+        events.add_observer(metrics.clone());
+        events.enable_control();
+        let control = Arc::new(crate::control::Control {
+            appliance: appliance.clone(),
+            events: events.clone(),
+            metrics,
+            stack: Some(stack_handle.clone()),
+            ready: ready.clone(),
+            token: plan.token,
+            read_only: plan.read_only,
+        });
+        control.serve(plan.addr).await?;
+    }
+    if let Some(files) = watch {
+        tokio::spawn(crate::control::watch_files(
+            files,
+            appliance.clone(),
+            events.clone(),
+        ));
+    }
+    Ok((ready, stack_handle))
+}
+
+/// Lets flows that were closing finish, so their events are complete.
+pub(super) async fn drain(appliance: &Appliance, within: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while appliance.active_flows() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
