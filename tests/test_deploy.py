@@ -381,7 +381,9 @@ def test_patch_targets_your_own_deployment(kubectl, validator, tmp_path):
         return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
                 "spec": {"selector": {"matchLabels": {"app": name}},
                          "template": {"metadata": {"labels": {"app": name}},
-                                      "spec": {"containers": [
+                                      "spec": {"initContainers": [
+                                          {"name": "migrate", "image": f"registry.example.test/{name}:1"}],
+                                               "containers": [
                                           {"name": "api", "image": f"registry.example.test/{name}:1"},
                                           {"name": "worker", "image": f"registry.example.test/{name}:1"}]}}}}
     (tmp_path / "deployments.yaml").write_text(
@@ -400,10 +402,12 @@ def test_patch_targets_your_own_deployment(kubectl, validator, tmp_path):
     docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(text) if d and d["kind"] == "Deployment"}
     pay = docs["payments-api"]["spec"]["template"]["spec"]
     assert sorted(by_name(pay["containers"])) == ["api", "meshwrap", "worker"]
-    assert [c["name"] for c in pay["initContainers"]] == ["meshwrap-init"]
+    # the patch's init container runs before the Deployment's own (deploy/README.md)
+    assert [c["name"] for c in pay["initContainers"]] == ["meshwrap-init", "migrate"]
     assert by_name(pay["containers"])["meshwrap"]["image"] == "registry.example.test/meshwrap:0.1.0"
     orders = docs["orders-api"]["spec"]["template"]["spec"]
-    assert sorted(by_name(orders["containers"])) == ["api", "worker"] and "initContainers" not in orders
+    assert sorted(by_name(orders["containers"])) == ["api", "worker"]
+    assert [c["name"] for c in orders["initContainers"]] == ["migrate"]
     out = tmp_path / "rendered.yaml"
     out.write_text(text)
     validate(validator, out, [OLDEST, NEWEST])
