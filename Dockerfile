@@ -3,15 +3,15 @@
 # Builds with no registry at all (FROM scratch pulls nothing). Build the
 # static binary on the host first, then the image:
 #
-#   cargo build --release --locked --target x86_64-unknown-linux-musl
+#   cargo build --profile dist --locked --target x86_64-unknown-linux-musl --bin meshwrap
 #   podman build -t localhost/meshwrap:dev .          # or: docker build …
 #
 # or, where the musl route is not available (see README.md, "Kubernetes
 # sidecar and container image"), a static glibc binary:
 #
 #   RUSTFLAGS='-C target-feature=+crt-static' \
-#     cargo build --release --locked --target x86_64-unknown-linux-gnu
-#   podman build --build-arg BIN=target/x86_64-unknown-linux-gnu/release/meshwrap \
+#     cargo build --profile dist --locked --target x86_64-unknown-linux-gnu --bin meshwrap
+#   podman build --build-arg BIN=target/x86_64-unknown-linux-gnu/dist/meshwrap \
 #     -t localhost/meshwrap:dev .
 #
 # No `# syntax=` line on purpose: BuildKit would try to pull that frontend.
@@ -23,7 +23,7 @@
 # is passed out is spliced byte for byte, so meshwrap never verifies a
 # server certificate itself.
 FROM scratch
-ARG BIN=target/x86_64-unknown-linux-musl/release/meshwrap
+ARG BIN=target/x86_64-unknown-linux-musl/dist/meshwrap
 COPY ${BIN} /usr/local/bin/meshwrap
 # No USER line: the manifests under deploy/ set runAsUser for each container
 # (0 for sidecar-init, 1337 for sidecar), and `meshwrap --unmatched refuse
