@@ -22,11 +22,12 @@ use std::sync::Arc;
 /// A rules error with the place it was found.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("{file}: cannot read: {source}")]
+    // The io error is in the message and not a source (a field named
+    // `source` would be one), so the CLI's error chain prints it once.
+    #[error("{file}: cannot read: {reason}")]
     Read {
         file: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{file}:{line}:{column}: {field}: {message}")]
     Invalid {
@@ -139,9 +140,9 @@ impl RuleSet {
     pub fn load(files: &[PathBuf]) -> Result<RuleSet, RulesError> {
         let mut sources = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(file).map_err(|source| RulesError::Read {
+            let text = std::fs::read_to_string(file).map_err(|reason| RulesError::Read {
                 file: file.clone(),
-                source,
+                reason,
             })?;
             sources.push((file.clone(), text));
         }
