@@ -429,10 +429,10 @@ def test_dockerfile_needs_no_registry():
     assert not any(l.lower().startswith("# syntax") for l in lines), "BuildKit would pull the frontend"
     assert [l for l in code if l.upper().startswith("FROM ")] == ["FROM scratch"]
     assert 'ENTRYPOINT ["/usr/local/bin/meshwrap"]' in code
-    assert "ARG BIN=target/x86_64-unknown-linux-musl/release/meshwrap" in code
+    assert "ARG BIN=target/x86_64-unknown-linux-musl/dist/meshwrap" in code
     ignore = [l.strip() for l in (REPO_ROOT / ".dockerignore").read_text().splitlines()
               if l.strip() and not l.startswith("#")]
-    assert ignore == ["*", "!target/x86_64-unknown-linux-musl/release/meshwrap",
-                      "!target/x86_64-unknown-linux-gnu/release/meshwrap"]
+    assert ignore == ["*", "!target/x86_64-unknown-linux-musl/dist/meshwrap",
+                      "!target/x86_64-unknown-linux-gnu/dist/meshwrap"]
     build = (REPO_ROOT / "Dockerfile.build").read_text()
     assert "FROM rust:1.91 AS build" in build and 'ENTRYPOINT ["/usr/local/bin/meshwrap"]' in build

@@ -37,11 +37,10 @@ UPSTREAM_IP = f"{SUBNET}.10"
 OTHER_IP = f"{SUBNET}.30"
 IMAGE = "localhost/meshwrap:podtest"
 BUSYBOX_IMAGE = "localhost/mw-busybox:podtest"
+# The binaries .dockerignore lets into the build context.
 STATIC_BINARIES = (
     "target/x86_64-unknown-linux-musl/dist/meshwrap",
     "target/x86_64-unknown-linux-gnu/dist/meshwrap",
-    "target/x86_64-unknown-linux-musl/release/meshwrap",
-    "target/x86_64-unknown-linux-gnu/release/meshwrap",
 )
 
 

@@ -225,7 +225,11 @@ struct Inner {
     observers: Vec<Arc<dyn Observer>>,
     /// Off with `--no-journal`: HTTP events are written but not kept.
     journal_off: bool,
-    flows: Vec<FlowEvent>,
+    /// The last `JOURNAL_LIMIT` finished flows, for `GET /flows`.
+    flows: std::collections::VecDeque<FlowEvent>,
+    /// Every finished flow, counted per destination for the exit summary
+    /// (a sidecar may run for weeks: flows are not all kept).
+    flow_summary: summary::Summary,
     /// The request journal, oldest first, at most `JOURNAL_LIMIT` entries.
     http: std::collections::VecDeque<HttpEvent>,
     /// Every route of every HTTP service, to list those never called.
@@ -323,7 +327,13 @@ impl EventSink {
             recent.push_back(Arc::new(event.clone()));
         }
         match event {
-            Event::Flow(f) => inner.flows.push(f),
+            Event::Flow(f) => {
+                inner.flow_summary.add_flow(&f);
+                if inner.flows.len() == JOURNAL_LIMIT {
+                    inner.flows.pop_front();
+                }
+                inner.flows.push_back(f);
+            }
             Event::Dns(_) => inner.dns_count += 1,
             Event::Http(h) if !inner.journal_off => {
                 if inner.http.len() == JOURNAL_LIMIT {
@@ -444,7 +454,7 @@ impl EventSink {
     pub fn recent_flows(&self, limit: usize) -> Vec<FlowEvent> {
         let inner = self.lock();
         let n = inner.flows.len();
-        inner.flows[n.saturating_sub(limit)..].to_vec()
+        inner.flows.range(n.saturating_sub(limit)..).cloned().collect()
     }
 
     /// Forgets the journal of one service, or of all.
@@ -530,7 +540,8 @@ impl EventSink {
         if let Some(w) = inner.writer.as_mut() {
             let _ = w.flush();
         }
-        let mut s = Summary::from_flows(&inner.flows, inner.dns_count);
+        let mut s = inner.flow_summary.clone();
+        s.set_dns_queries(inner.dns_count);
         s.add_routes(&inner.routes, &inner.http);
         s.add_redis(&inner.redis_counts);
         s.add_mongo(&inner.mongo_counts);

@@ -16,7 +16,7 @@ struct Row {
 
 /// Flows grouped by destination and decision, plus a rules snippet for
 /// every refused destination.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Summary {
     rows: BTreeMap<(String, &'static str), Row>,
     refused: BTreeMap<String, (Option<String>, u16, &'static str)>,
@@ -52,35 +52,34 @@ pub fn count_redis(counts: &mut RedisCounts, service: &str, command: &str, error
 }
 
 impl Summary {
-    pub fn from_flows(flows: &[FlowEvent], dns_queries: u64) -> Self {
-        let mut s = Summary {
-            dns_queries,
-            ..Default::default()
+    /// Counts one finished flow. The sink adds each flow as it ends, so a
+    /// long-running sidecar keeps one row per destination, not every flow.
+    pub fn add_flow(&mut self, f: &FlowEvent) {
+        let host = f.host.clone().unwrap_or_else(|| f.dst.to_string());
+        let dest = if host.contains(':') {
+            format!("[{host}]:{}", f.dst_port)
+        } else {
+            format!("{host}:{}", f.dst_port)
         };
-        for f in flows {
-            let host = f.host.clone().unwrap_or_else(|| f.dst.to_string());
-            let dest = if host.contains(':') {
-                format!("[{host}]:{}", f.dst_port)
-            } else {
-                format!("{host}:{}", f.dst_port)
-            };
-            let row = s.rows.entry((dest.clone(), f.decision)).or_default();
-            row.flows += 1;
-            row.bytes_up += f.bytes_up;
-            row.bytes_down += f.bytes_down;
-            row.errors += u64::from(f.error.is_some());
-            if row.protocol.is_empty() || row.protocol == "none" {
-                row.protocol = f.protocol;
-            }
-            // Only flows refused for want of a rule get a snippet; a rule's
-            // own `refuse` or an impossible address needs none.
-            if f.decision == "refuse" && f.reason.starts_with("unmatched") {
-                s.refused
-                    .entry(dest)
-                    .or_insert((f.host.clone(), f.dst_port, f.protocol));
-            }
+        let row = self.rows.entry((dest.clone(), f.decision)).or_default();
+        row.flows += 1;
+        row.bytes_up += f.bytes_up;
+        row.bytes_down += f.bytes_down;
+        row.errors += u64::from(f.error.is_some());
+        if row.protocol.is_empty() || row.protocol == "none" {
+            row.protocol = f.protocol;
         }
-        s
+        // Only flows refused for want of a rule get a snippet; a rule's
+        // own `refuse` or an impossible address needs none.
+        if f.decision == "refuse" && f.reason.starts_with("unmatched") {
+            self.refused
+                .entry(dest)
+                .or_insert((f.host.clone(), f.dst_port, f.protocol));
+        }
+    }
+
+    pub fn set_dns_queries(&mut self, n: u64) {
+        self.dns_queries = n;
     }
 
     /// Counts HTTP calls per declared route.
