@@ -6,8 +6,10 @@ and an app container (busybox httpd on port 8080). It sits on a sealed
 `--internal` podman network this test creates, next to an upstream pod the
 test also starts. From the app side (containers joined to the pod running
 the host's own curl, redis-cli and python3 through `--rootfs /:O`), HTTP
-and Redis calls are answered from the rules, an unmatched name is refused
-and reported, a pass-out reaches the upstream pod, another pod reaches the
+and Redis calls are answered from the rules (a ConfigMap), an unmatched
+name is refused and reported, a pass-out reaches the upstream pod (by a
+`hosts:` entry, and by a name the network's DNS server knows, resolved by
+the sidecar upstream), another pod reaches the
 app's port, and the sidecar's /readyz and /metrics answer on its pod port.
 
 The image is built from the repository's Dockerfile around the static
@@ -96,11 +98,25 @@ RULES = textwrap.dedent("""\
         redis:
           seed:
             "feature:new_checkout": "on"
+      # Names of the podman network's own DNS (aardvark, the kube-dns of
+      # this test): passed out, resolved by the sidecar upstream.
+      - name: network-dns
+        match: { host: "*.dns.podman" }
+        pass: {}
     """) % {"upstream": UPSTREAM_IP}
 
 
-def pod_manifest(rules_dir):
+def pod_manifest(configmap):
+    rules = textwrap.indent(RULES, " " * 4)
     return textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: {configmap}
+        data:
+          rules.yaml: |
+        """) + rules + textwrap.dedent(f"""\
+        ---
         apiVersion: v1
         kind: Pod
         metadata:
@@ -145,7 +161,7 @@ def pod_manifest(rules_dir):
             - name: dev-net-tun
               hostPath: {{ path: /dev/net/tun, type: CharDevice }}
             - name: rules
-              hostPath: {{ path: {rules_dir}, type: Directory }}
+              configMap: {{ name: {configmap} }}
         """)
 
 
@@ -235,11 +251,11 @@ def pod():
              "python3", "-m", "http.server", "8080", "--bind", UPSTREAM_IP, "--directory", "/srv"])
         p.cleanups.append(["podman", "rm", "-f", "-t", "0", p.upstream])
 
-        rules_dir = tmp / "rules"
-        rules_dir.mkdir()
-        (rules_dir / "rules.yaml").write_text(RULES)
-        os.chmod(rules_dir, 0o755)
-        p.manifest.write_text(pod_manifest(rules_dir))
+        # The rules travel as a ConfigMap, as in deploy/; podman keeps it as
+        # a volume of that name, which `kube down` leaves behind.
+        configmap = f"meshwrap-rules-{p.tag}"
+        p.manifest.write_text(pod_manifest(configmap))
+        p.cleanups.append(["podman", "volume", "rm", "-f", configmap])
         p.cleanups.append(["podman", "kube", "down", str(p.manifest)])
         run(["podman", "kube", "play", "--network", p.network, "--ip", POD_IP, str(p.manifest)],
             timeout=300)
@@ -327,6 +343,23 @@ def test_pass_out_to_an_upstream_pod(pod):
     passed = [e for e in sidecar_events()
               if e.get("kind") == "flow" and e.get("host") == "upstream.pay.test"]
     assert passed and passed[-1]["decision"] == "pass"
+
+
+def test_names_no_mock_claims_are_resolved_upstream(pod):
+    """The app's resolver (the network's DNS server, as kube-dns in a
+    cluster) is answered by meshwrap; a name passed out is resolved by the
+    sidecar with the pod's real resolver, through its uid's bypass."""
+    resolv = pod.app("cat", "/etc/resolv.conf").stdout
+    assert f"nameserver {SUBNET}.1" in resolv
+    r = pod.app("curl", "-sS", "-m", "10", f"http://{pod.upstream}.dns.podman:8080/")
+    assert r.stdout.strip() == "upstream-pod-ok"
+    # The bare container name works too, through the search domain.
+    r = pod.app("curl", "-sS", "-m", "10", f"http://{pod.upstream}:8080/")
+    assert r.stdout.strip() == "upstream-pod-ok"
+    flows = [e for e in sidecar_events() if e.get("kind") == "flow"
+             and e.get("host") == f"{pod.upstream}.dns.podman"]
+    assert flows and all(f["decision"] == "pass" for f in flows)
+    assert all(f["service"] == "network-dns" for f in flows if "service" in f)
 
 
 def test_inbound_request_from_another_pod_reaches_the_app(pod):
