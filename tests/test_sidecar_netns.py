@@ -148,6 +148,10 @@ def test_sidecar_serves_the_pod_with_no_capabilities(netns, rules_file, tmp_path
     # Any process of the namespace other than uid 1337 goes through the TUN.
     out = netns.ns("curl", "-sS", "-m", "10", "http://api.side.test/hello")
     assert out.stdout == "hello from the sidecar\n"
+    # IPv6 too: the fake AAAA answer and the TUN's IPv6 address.
+    out = netns.ns("curl", "-6", "-sS", "-m", "10", "http://api.side.test/hello")
+    assert out.stdout == "hello from the sidecar\n"
+    assert "nodad" in netns.ns("ip", "-6", "addr", "show", "dev", "mw0").stdout
     refused = netns.ns("curl", "-sS", "-m", "10", "http://other.side.test/", check=False)
     assert refused.returncode == 7
     # DNS over TCP to an arbitrary resolver address is answered too (a pod

@@ -122,7 +122,7 @@ pub struct SidecarReport {
 /// TUN's table into it and installs the rules of [`pref`]. Safe to run
 /// again: earlier rules in meshwrap's preference range are replaced.
 pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport, String> {
-    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
     use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RulePortRange, RuleUidRange};
     use rtnetlink::packet_route::{AddressFamily, IpProtocol};
     use rtnetlink::IpVersion;
@@ -174,13 +174,15 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
             .await
             .map_err(|e| format!("adding {}: {e}", r.net.sut_v4))?;
         // A pod may have IPv6 switched off; then the sidecar is IPv4 only.
-        report.ipv6 = handle
+        // No duplicate address detection: the TUN has only meshwrap on
+        // it, and a tentative address could not be a source for a second
+        // after the sidecar attaches (the pod's sysctls are read-only).
+        let mut v6_addr = handle
             .address()
             .add(tun_idx, IpAddr::V6(r.net.sut_v6), r.net.prefix_v6)
-            .replace()
-            .execute()
-            .await
-            .is_ok();
+            .replace();
+        v6_addr.message_mut().header.flags = AddressHeaderFlags::Nodad;
+        report.ipv6 = v6_addr.execute().await.is_ok();
         let v4 = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
             .output_interface(tun_idx)
