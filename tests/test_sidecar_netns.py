@@ -104,6 +104,14 @@ def rules_of(netns, family="-4"):
 
 
 def test_init_installs_routing_and_is_idempotent(netns):
+    # A pod's own interface and default route: one end of a veth pair whose
+    # other end is in the same namespace (nothing leaves it; only route
+    # lookups are made here).
+    netns.ns("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer")
+    netns.ns("ip", "addr", "add", "192.0.2.7/24", "dev", "eth0")
+    netns.ns("ip", "link", "set", "eth0", "up")
+    netns.ns("ip", "link", "set", "eth0peer", "up")
+    netns.ns("ip", "route", "add", "default", "dev", "eth0")
     r = netns.ns(BIN, "sidecar-init", "--exclude-cidr", "10.96.0.0/12", "--exclude-port", "5432",
                  "--exclude-port", "15000-15010")
     assert "mw0 ready for uid 1337" in r.stderr
@@ -124,8 +132,16 @@ def test_init_installs_routing_and_is_idempotent(netns):
     netns.ns(BIN, "sidecar-init", "--exclude-cidr", "10.96.0.0/12", "--exclude-port", "5432",
              "--exclude-port", "15000-15010")
     assert rules_of(netns) == first
-    # Excluded destinations keep the main table; others go to the TUN.
-    assert "mw0" in netns.ns("ip", "route", "get", "198.18.0.9").stdout
+    assert "110:\tfrom 192.0.2.7 lookup main" in text
+    # Excluded destinations, replies from the pod's address and uid 1337
+    # keep the main table (the pod's interface); the rest goes to the TUN.
+    assert "dev mw0" in netns.ns("ip", "route", "get", "198.18.0.9").stdout
+    assert "dev mw0" in netns.ns("ip", "route", "get", "198.18.0.9", "ipproto", "tcp", "dport", "5433").stdout
+    for bypass in (["10.96.0.5"], ["198.18.0.9", "ipproto", "tcp", "dport", "5432"],
+                   ["198.18.0.9", "ipproto", "udp", "dport", "15005"],
+                   ["198.18.0.9", "from", "192.0.2.7"], ["198.18.0.9", "uid", "1337"]):
+        r = netns.ns("ip", "route", "get", *bypass)
+        assert "dev eth0" in r.stdout, (bypass, r.stdout)
 
 
 def test_sidecar_serves_the_pod_with_no_capabilities(netns, rules_file, tmp_path):
