@@ -6,6 +6,11 @@
 //! another thread can be inherited half-taken. The child sets up the
 //! network, sends the TUN fd back over a unix socket, waits for the go
 //! signal and execs the SUT. The parent keeps the TUN fd and serves it.
+//!
+//! The other front door, for a Kubernetes pod, is [`sidecar`]: the pod's
+//! namespace already exists, so it prepares a persistent TUN there and
+//! later attaches to it. Either way the stack gets the same thing: a TUN fd
+//! and the addresses it owns (`JailNet`).
 
 mod child;
 mod netlink;
