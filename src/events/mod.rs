@@ -454,7 +454,11 @@ impl EventSink {
     pub fn recent_flows(&self, limit: usize) -> Vec<FlowEvent> {
         let inner = self.lock();
         let n = inner.flows.len();
-        inner.flows.range(n.saturating_sub(limit)..).cloned().collect()
+        inner
+            .flows
+            .range(n.saturating_sub(limit)..)
+            .cloned()
+            .collect()
     }
 
     /// Forgets the journal of one service, or of all.
