@@ -22,7 +22,6 @@ jail.
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from httpbench import parse_wrk, wrk_args  # noqa: E402
+from common import free_port, parse_wrk, wrk_args  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 MESHWRAP = os.environ.get("MESHWRAP", os.path.join(ROOT, "target/release/meshwrap"))
@@ -46,12 +45,6 @@ CONFIGS = ("baseline: no --admin, --no-journal",
 
 # Never through a proxy: the admin API is on 127.0.0.1.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid):

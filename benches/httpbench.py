@@ -11,61 +11,17 @@ Traffic goes only to 127.0.0.1 and to the fake name bench.test in the jail.
 """
 import argparse
 import os
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import time
+
+from common import free_port, parse_wrk, wait_port, wrk_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESHWRAP = os.environ.get("MESHWRAP", os.path.join(ROOT, "target/release/meshwrap"))
 REF = os.path.join(ROOT, "target/release/meshwrap-ref-server")
 RULES = os.path.join(ROOT, "benches/http-bench.yaml")
-
-
-def to_ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)", v)
-    n, unit = float(m.group(1)), m.group(2)
-    return {"us": n / 1000, "ms": n, "s": n * 1000}[unit]
-
-
-def parse_wrk(out):
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock_err = re.search(r"Socket errors: (.*)", out)
-    return {
-        "rps": rps,
-        "p50": to_ms(lat["50"]),
-        "p99": to_ms(lat["99"]),
-        "bad": int(errors.group(1)) if errors else 0,
-        "sockerr": sock_err.group(1) if sock_err else "",
-    }
-
-
-def wrk_args(args, url):
-    return ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=5):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"reference server did not start on {port}")
 
 
 def main():
@@ -81,7 +37,7 @@ def main():
     port = free_port()
     ref = subprocess.Popen([REF, str(port)])
     try:
-        wait_port(port)
+        wait_port(port, what="reference server")
         rows = {"hyper on loopback (reference)": [], "meshwrap mock, static route": [], "meshwrap mock, templated route": []}
         for _ in range(args.reps):
             out = subprocess.run(wrk_args(args, f"http://127.0.0.1:{port}/v1/charge"), capture_output=True, text=True, check=True).stdout

@@ -37,12 +37,12 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from common import free_port, parse_wrk, wait_port, wrk_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESHWRAP = os.environ.get("MESHWRAP", os.path.join(ROOT, "target/release/meshwrap"))
@@ -89,49 +89,7 @@ print("PYLOOP %d %.6f %d" % (n, time.monotonic() - t0, nbytes))
 
 
 # --------------------------------------------------------------------------
-# small helpers (as in httpbench.py)
-
-
-def to_ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)", v)
-    n, unit = float(m.group(1)), m.group(2)
-    return {"us": n / 1000, "ms": n, "s": n * 1000}[unit]
-
-
-def parse_wrk(out):
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock_err = re.search(r"Socket errors: (.*)", out)
-    return {
-        "rps": rps,
-        "p50": to_ms(lat["50"]),
-        "p99": to_ms(lat["99"]),
-        "bad": int(errors.group(1)) if errors else 0,
-        "sockerr": sock_err.group(1) if sock_err else "",
-    }
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, proc, timeout=5):
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"reference server exited with {proc.returncode} "
-                             f"(does it have --tls? rebuild with --features bench-tools)")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"reference server did not start on {port}")
+# small helpers (the shared ones are in common.py)
 
 
 def run(cmd, timeout):
@@ -222,10 +180,6 @@ def host_cmd(script):
     return ["sh", "-c", script, PY_HANDSHAKES]
 
 
-def wrk_args(args, url):
-    return ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url]
-
-
 def probe_rows(port, rules, ca):
     """Each path must answer the expected JSON before any load goes through it."""
     checks = {
@@ -289,7 +243,8 @@ def main():
         port = free_port()
         ref = subprocess.Popen([REF, str(port), "--tls", cert, key],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(port, ref)
+        wait_port(port, proc=ref, what="reference server",
+                  hint=" (does it have --tls? rebuild with --features bench-tools)")
         probe_rows(port, rules, ca)
         if args.handshake_tool == "auto":
             tool, why = pick_handshake_tool(port)

@@ -579,12 +579,9 @@ fn locate_service(text: &str, name: &str) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    /// Rules from a text, as if read from `rules.yaml`.
     fn load_str(text: &str) -> Result<RuleSet, RulesError> {
-        let dir = std::env::temp_dir().join(format!("meshwrap-rules-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("r{}.yaml", text.len()));
-        std::fs::write(&path, text).unwrap();
-        RuleSet::load(&[path])
+        RuleSet::from_sources(&[(PathBuf::from("rules.yaml"), text.to_string())])
     }
 
     #[test]

@@ -238,12 +238,10 @@ impl TryFrom<RawMongo> for MongoSpec {
 
 #[cfg(test)]
 mod tests {
+    /// Rules from a text, as if read from `rules.yaml`.
     fn load(yaml: &str) -> Result<crate::rules::RuleSet, String> {
-        let dir = std::env::temp_dir().join(format!("meshwrap-mongo-rules-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("r{}.yaml", rand::random::<u32>()));
-        std::fs::write(&path, yaml).unwrap();
-        crate::rules::RuleSet::load(&[path]).map_err(|e| e.to_string())
+        let source = (std::path::PathBuf::from("rules.yaml"), yaml.to_string());
+        crate::rules::RuleSet::from_sources(&[source]).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -514,12 +514,10 @@ mod tests {
         );
     }
 
+    /// Rules from a text, as if read from `rules.yaml`.
     fn load(text: &str) -> Result<crate::rules::RuleSet, String> {
-        let dir = std::env::temp_dir().join(format!("meshwrap-redis-rules-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("r{}.yaml", text.len()));
-        std::fs::write(&path, text).unwrap();
-        crate::rules::RuleSet::load(&[path]).map_err(|e| e.to_string())
+        let source = (std::path::PathBuf::from("rules.yaml"), text.to_string());
+        crate::rules::RuleSet::from_sources(&[source]).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -1,0 +1,68 @@
+//! The table of flows open now, for the control API's `/flows`. Events
+//! only say what happened once a flow ended; this says what is going on,
+//! so a long pass-out or a hung client can be seen while it lasts.
+
+use std::net::SocketAddr;
+
+use super::Appliance;
+use crate::events::now_rfc3339;
+use crate::model::{Decision, FlowMeta};
+
+/// A flow still open, for the control API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveFlow {
+    pub flow_id: u64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub host: Option<String>,
+    pub decision: &'static str,
+    pub reason: String,
+    pub service: Option<String>,
+    pub since: String,
+}
+
+impl Appliance {
+    /// Flows open now.
+    pub fn live_flows(&self) -> Vec<LiveFlow> {
+        let mut v: Vec<LiveFlow> = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|f| f.flow_id);
+        v
+    }
+
+    /// Adds a flow that was not refused at its SYN.
+    pub(super) fn track_live(&self, meta: &FlowMeta, decision: &Decision) {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                meta.id,
+                LiveFlow {
+                    flow_id: meta.id,
+                    src: meta.src,
+                    dst: meta.dst,
+                    host: meta.host.clone(),
+                    decision: decision.kind.label(),
+                    reason: decision.reason.clone(),
+                    service: decision.service.clone(),
+                    since: now_rfc3339(),
+                },
+            );
+    }
+
+    /// Removes a flow once its event is recorded.
+    pub(super) fn untrack(&self, id: u64) {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
