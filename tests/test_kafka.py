@@ -576,6 +576,103 @@ print(json.dumps(out))
 
 
 # --------------------------------------------------------------------------
+# brokers: N
+
+
+@need_kcat
+def test_kcat_lists_three_brokers_and_spread_leaders(jail):
+    res = ok(sh(jail, rules("cluster.yaml"), "kcat -b kafka.test:9092 -L -J"))
+    meta = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sorted((b["id"], b["name"]) for b in meta["brokers"]) == [
+        (0, "b0.kafka.test:9092"), (1, "b1.kafka.test:9092"), (2, "b2.kafka.test:9092")]
+    spread = next(t for t in meta["topics"] if t["topic"] == "spread")
+    assert {p["partition"]: p["leader"] for p in spread["partitions"]} == {
+        p: p % 3 for p in range(6)}
+
+
+@need_ck
+def test_three_brokers_each_serve_the_partitions_they_lead(jail):
+    res = ok(pyrun(jail, rules("cluster.yaml"), """
+p = Producer({"bootstrap.servers": "kafka.test:9092", "enable.idempotence": True, "linger.ms": 5})
+errs = []
+for i in range(60):
+    p.produce("spread", key=f"k{i}", value=f"v{i}", partition=i % 6,
+              on_delivery=lambda e, m: errs.append(str(e)) if e else None)
+p.flush(20)
+c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "spreaders",
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.subscribe(["spread"])
+got = []
+deadline = time.time() + 40
+while len(got) < 60 and time.time() < deadline:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        got.append([m.partition(), m.offset(), m.value().decode()])
+c.commit(asynchronous=False)
+committed = {tp.partition: tp.offset for tp in c.committed(
+    [TopicPartition("spread", q) for q in range(6)], timeout=10)}
+c.close()
+# Destroying the clients closes their connections, so each flow's event
+# (with its host) is written before the script exits.
+del c, p
+time.sleep(0.5)
+print(json.dumps({"errs": errs, "got": sorted(got), "committed": committed}))
+""", timeout=90))
+    out = res.json_out()
+    assert out["errs"] == [], out
+    assert sorted(g[2] for g in out["got"]) == sorted(f"v{i}" for i in range(60)), out
+    assert all(g[2] in {f"v{i}" for i in range(g[0], 60, 6)} for g in out["got"])
+    assert out["committed"] == {str(q): 10 for q in range(6)}, out
+    # Every record went over a connection to the broker that leads its
+    # partition, and every fetch of records came from that broker too.
+    host_of = {e["flow_id"]: e.get("host") for e in res.events if e.get("kind") == "flow"}
+    for api in ("produce", "fetch"):
+        evs = [e for e in kafka_events(res, api=api, topic="spread") if e["error_code"] == 0
+               and (api == "produce" or e["offset"] > 0)]
+        assert evs, api
+        for e in evs:
+            assert host_of.get(e["flow_id"]) == f"b{e['partition'] % 3}.kafka.test", (api, e)
+
+
+def test_a_broker_answers_not_leader_for_partitions_it_does_not_lead(jail):
+    # ListOffsets v1 on the wire, asked of each broker for partitions 0-2
+    # of `spread`: only the leader (p % 3) answers; the others say
+    # NOT_LEADER_OR_FOLLOWER (6) so a client refreshes its metadata. The
+    # bootstrap name belongs to no broker and answers for all.
+    code = r"""
+import socket, struct, json
+def list_offsets(host, parts):
+    topic = b"spread"
+    body = struct.pack(">hhi", 2, 1, 5) + struct.pack(">h", 3) + b"raw" + struct.pack(">i", -1)
+    body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic + struct.pack(">i", len(parts))
+    for p in parts:
+        body += struct.pack(">iq", p, -1)
+    s = socket.create_connection((host, 9092), timeout=5)
+    s.sendall(struct.pack(">i", len(body)) + body)
+    n = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+    r = s.recv(n, socket.MSG_WAITALL)[4:]             # correlation id
+    r = r[4 + 2 + len(topic):]                        # one topic, its name
+    count = struct.unpack(">i", r[:4])[0]; r = r[4:]
+    out = {}
+    for _ in range(count):
+        p, err, ts, off = struct.unpack(">ihqq", r[:22]); r = r[22:]
+        out[p] = err
+    return out
+print(json.dumps({h: list_offsets(h, [0, 1, 2]) for h in
+                  ["b0.kafka.test", "b1.kafka.test", "b2.kafka.test", "kafka.test"]}))
+"""
+    script = jail.write("raw.py", code)
+    res = ok(jail.run([PYTHON, script], rules=rules("cluster.yaml")))
+    assert res.json_out() == {
+        "b0.kafka.test": {"0": 0, "1": 6, "2": 6},
+        "b1.kafka.test": {"0": 6, "1": 0, "2": 6},
+        "b2.kafka.test": {"0": 6, "1": 6, "2": 0},
+        "kafka.test": {"0": 0, "1": 0, "2": 0},
+    }, res.describe()
+    assert kafka_events(res, api="list_offsets", error_code=6)
+
+
+# --------------------------------------------------------------------------
 # Node kafkajs
 
 

@@ -8,6 +8,7 @@
 //! (Fetch long polling, JoinGroup and SyncGroup barriers), which sleep on
 //! `Notify`s woken by appends and group changes.
 
+mod cluster;
 mod groups;
 mod log;
 pub mod wire;
@@ -27,11 +28,12 @@ use crate::rules::kafka::{KafkaFaultKind, KafkaSpec};
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;
+use cluster::Cluster;
 use groups::Groups;
 use log::Topics;
 
-/// The broker id the responder claims (it is the only broker and the
-/// controller).
+/// The broker id of a single-broker service (without `brokers:`), which
+/// is also its controller.
 pub const NODE_ID: i32 = 1;
 /// Largest request accepted; bigger frames close the connection.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -55,6 +57,7 @@ pub const NETWORK_EXCEPTION: i16 = 13;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_PARTITIONS: i16 = 37;
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
 /// The APIs answered and the versions advertised (each tested against
 /// real clients; anything else is not advertised).
@@ -352,6 +355,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
     let v = req.version;
     let cid = req.correlation_id;
     let api = api_name(req.api_key);
+    let cluster = Cluster::of(&svc.spec, ctx);
     match svc.pick_fault(api) {
         None => {}
         Some(KafkaFaultKind::Latency(l)) => tokio::time::sleep(pick_latency(l)).await,
@@ -407,13 +411,13 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::ApiVersions, v, &api_versions())
         }
         wire::Body::Metadata(r) => {
-            let resp = svc.metadata(ctx, &r, v);
+            let resp = svc.metadata(&cluster, &r, v);
             svc.record_api(ctx, "metadata", NONE, started);
             encode(cid, ApiKey::Metadata, v, &resp)
         }
         wire::Body::Produce(r) => {
             let acks = r.acks;
-            let resp = svc.produce(ctx, r, started);
+            let resp = svc.produce(ctx, &cluster, r, started);
             if acks == 0 {
                 Reply::None
             } else {
@@ -429,17 +433,22 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::DeleteTopics, v, &resp)
         }
         wire::Body::DescribeCluster(_) => {
-            let (host, port) = broker_address(ctx);
             let resp = DescribeClusterResponse::default()
                 .with_cluster_id(StrBytes::from_static_str("meshwrap"))
-                .with_controller_id(NODE_ID.into())
+                .with_controller_id(cluster.controller().into())
                 .with_cluster_authorized_operations(i32::MIN)
-                .with_brokers(vec![
-                    describe_cluster_response::DescribeClusterBroker::default()
-                        .with_broker_id(NODE_ID.into())
-                        .with_host(host)
-                        .with_port(port),
-                ]);
+                .with_brokers(
+                    cluster
+                        .brokers()
+                        .into_iter()
+                        .map(|(id, host)| {
+                            describe_cluster_response::DescribeClusterBroker::default()
+                                .with_broker_id(id.into())
+                                .with_host(host)
+                                .with_port(cluster.port)
+                        })
+                        .collect(),
+                );
             svc.record_api(ctx, "describe_cluster", NONE, started);
             encode(cid, ApiKey::DescribeCluster, v, &resp)
         }
@@ -452,11 +461,11 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::CreatePartitions, v, &resp)
         }
         wire::Body::Fetch(r) => {
-            let resp = svc.fetch(ctx, &r, started).await;
+            let resp = svc.fetch(ctx, &cluster, &r, started).await;
             encode(cid, ApiKey::Fetch, v, &resp)
         }
         wire::Body::ListOffsets(r) => {
-            let resp = svc.list_offsets(ctx, &r, started);
+            let resp = svc.list_offsets(ctx, &cluster, &r, started);
             encode(cid, ApiKey::ListOffsets, v, &resp)
         }
         wire::Body::InitProducerId(_) => {
@@ -468,23 +477,24 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::InitProducerId, v, &resp)
         }
         wire::Body::FindCoordinator(r) => {
-            let (host, port) = broker_address(ctx);
             let mut resp = FindCoordinatorResponse::default();
             if v < 4 {
+                let id = cluster.coordinator(&r.key);
                 resp = resp
-                    .with_node_id(NODE_ID.into())
-                    .with_host(host.clone())
-                    .with_port(port);
+                    .with_node_id(id.into())
+                    .with_host(cluster.host_of(id))
+                    .with_port(cluster.port);
             } else {
                 resp.coordinators = r
                     .coordinator_keys
                     .iter()
                     .map(|k| {
+                        let id = cluster.coordinator(k);
                         find_coordinator_response::Coordinator::default()
                             .with_key(k.clone())
-                            .with_node_id(NODE_ID.into())
-                            .with_host(host.clone())
-                            .with_port(port)
+                            .with_node_id(id.into())
+                            .with_host(cluster.host_of(id))
+                            .with_port(cluster.port)
                     })
                     .collect();
             }
@@ -554,17 +564,6 @@ fn api_versions() -> ApiVersionsResponse {
     )
 }
 
-/// The host and port the client dialled, so the advertised broker is the
-/// one in its `bootstrap.servers`.
-fn broker_address(ctx: &ServeCtx) -> (StrBytes, i32) {
-    let host = ctx
-        .meta
-        .host
-        .clone()
-        .unwrap_or_else(|| ctx.meta.dst.ip().to_string());
-    (StrBytes::from_string(host), ctx.meta.dst.port() as i32)
-}
-
 /// Encodes a response with its header.
 fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R) -> Reply {
     let mut out = BytesMut::with_capacity(256);
@@ -581,8 +580,7 @@ fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R
 }
 
 impl KafkaService {
-    fn metadata(&self, ctx: &ServeCtx, r: &MetadataRequest, version: i16) -> MetadataResponse {
-        let (host, port) = broker_address(ctx);
+    fn metadata(&self, cluster: &Cluster, r: &MetadataRequest, version: i16) -> MetadataResponse {
         let mut st = self.lock();
         let names: Vec<String> = match &r.topics {
             None => st.topics.names(),
@@ -605,12 +603,13 @@ impl KafkaService {
                     .with_partitions(
                         (0..t.partitions.len() as i32)
                             .map(|p| {
+                                let leader = cluster.leader(p);
                                 metadata_response::MetadataResponsePartition::default()
                                     .with_partition_index(p)
-                                    .with_leader_id(NODE_ID.into())
+                                    .with_leader_id(leader.into())
                                     .with_leader_epoch(-1)
-                                    .with_replica_nodes(vec![NODE_ID.into()])
-                                    .with_isr_nodes(vec![NODE_ID.into()])
+                                    .with_replica_nodes(vec![leader.into()])
+                                    .with_isr_nodes(vec![leader.into()])
                             })
                             .collect(),
                     ),
@@ -621,12 +620,20 @@ impl KafkaService {
             topics.push(t);
         }
         MetadataResponse::default()
-            .with_brokers(vec![metadata_response::MetadataResponseBroker::default()
-                .with_node_id(NODE_ID.into())
-                .with_host(host)
-                .with_port(port)])
+            .with_brokers(
+                cluster
+                    .brokers()
+                    .into_iter()
+                    .map(|(id, host)| {
+                        metadata_response::MetadataResponseBroker::default()
+                            .with_node_id(id.into())
+                            .with_host(host)
+                            .with_port(cluster.port)
+                    })
+                    .collect(),
+            )
             .with_cluster_id(Some(StrBytes::from_static_str("meshwrap")))
-            .with_controller_id(NODE_ID.into())
+            .with_controller_id(cluster.controller().into())
             .with_topics(topics)
     }
 
@@ -837,7 +844,13 @@ impl KafkaService {
         CreatePartitionsResponse::default().with_results(out)
     }
 
-    fn produce(&self, ctx: &ServeCtx, r: ProduceRequest, started: Instant) -> ProduceResponse {
+    fn produce(
+        &self,
+        ctx: &ServeCtx,
+        cluster: &Cluster,
+        r: ProduceRequest,
+        started: Instant,
+    ) -> ProduceResponse {
         let detail = self.detailed();
         let mut responses = Vec::new();
         let mut events = Vec::new();
@@ -856,6 +869,10 @@ impl KafkaService {
                         .with_log_append_time_ms(-1);
                     match st.topics.partition_mut(&name, p.index) {
                         None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                        Some(_) if !cluster.leads(p.index) => {
+                            pr.error_code = NOT_LEADER_OR_FOLLOWER;
+                            events.push((name.clone(), p.index, -1, None, None, pr.error_code));
+                        }
                         Some(part) => match part.append(p.records.unwrap_or_default()) {
                             Ok((base, records)) => {
                                 pr.base_offset = base;
@@ -899,13 +916,19 @@ impl KafkaService {
         ProduceResponse::default().with_responses(responses)
     }
 
-    async fn fetch(&self, ctx: &ServeCtx, r: &FetchRequest, started: Instant) -> FetchResponse {
+    async fn fetch(
+        &self,
+        ctx: &ServeCtx,
+        cluster: &Cluster,
+        r: &FetchRequest,
+        started: Instant,
+    ) -> FetchResponse {
         let deadline = started + Duration::from_millis(r.max_wait_ms.clamp(0, 60_000) as u64);
         loop {
             let notified = self.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (resp, bytes) = self.fetch_once(r);
+            let (resp, bytes) = self.fetch_once(cluster, r);
             let now = Instant::now();
             if bytes >= r.min_bytes.max(1) as usize || now >= deadline || has_error(&resp) {
                 for t in &resp.responses {
@@ -935,7 +958,7 @@ impl KafkaService {
         }
     }
 
-    fn fetch_once(&self, r: &FetchRequest) -> (FetchResponse, usize) {
+    fn fetch_once(&self, cluster: &Cluster, r: &FetchRequest) -> (FetchResponse, usize) {
         let st = self.lock();
         let mut total = 0usize;
         let max_total = if r.max_bytes > 0 {
@@ -956,6 +979,9 @@ impl KafkaService {
                     .with_preferred_read_replica((-1).into());
                 match st.topics.partition(&t.topic.0, p.partition) {
                     None => pd.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(_) if !cluster.leads(p.partition) => {
+                        pd.error_code = NOT_LEADER_OR_FOLLOWER
+                    }
                     Some(part) => {
                         pd.high_watermark = part.hw;
                         pd.last_stable_offset = part.hw;
@@ -987,6 +1013,7 @@ impl KafkaService {
     fn list_offsets(
         &self,
         ctx: &ServeCtx,
+        cluster: &Cluster,
         r: &ListOffsetsRequest,
         started: Instant,
     ) -> ListOffsetsResponse {
@@ -1003,6 +1030,9 @@ impl KafkaService {
                     .with_leader_epoch(-1);
                 match st.topics.partition(&t.name.0, p.partition_index) {
                     None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(_) if !cluster.leads(p.partition_index) => {
+                        pr.error_code = NOT_LEADER_OR_FOLLOWER
+                    }
                     Some(part) => match p.timestamp {
                         -2 => pr.offset = 0,
                         -1 => pr.offset = part.hw,
