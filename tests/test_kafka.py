@@ -575,6 +575,86 @@ print(json.dumps(out))
     assert out["nope"] == "UNKNOWN_TOPIC_OR_PART"
 
 
+@need_ck
+def test_leader_epochs_are_validated_and_consumer_groups_deleted(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+from confluent_kafka.admin import AdminClient
+p = Producer({"bootstrap.servers": "kafka.test:9092"})
+for i in range(10):
+    p.produce("epochs", value=f"e{i}", partition=0)
+p.flush(10)
+
+def conf(g):
+    return {"bootstrap.servers": "kafka.test:9092", "group.id": g,
+            "auto.offset.reset": "earliest", "enable.auto.commit": False}
+
+def read(c, n):
+    got = []
+    deadline = time.time() + 20
+    while len(got) < n and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            got.append((m.value().decode(), m.leader_epoch()))
+            last = m
+    return got, last
+
+out = {}
+# Read five and commit the position with its leader epoch.
+c = Consumer(conf("done"))
+c.subscribe(["epochs"])
+got, last = read(c, 5)
+c.commit(message=last, asynchronous=False)
+out["first"] = got
+c.close()
+# A second member resumes from the committed position and epoch, which
+# librdkafka validates with OffsetForLeaderEpoch before fetching.
+c = Consumer(conf("done"))
+c.subscribe(["epochs"])
+out["resumed"], _ = read(c, 5)
+tp = c.committed([TopicPartition("epochs", 0)], timeout=10)[0]
+out["committed"] = [tp.offset, tp.leader_epoch]
+c.close()
+# A seek with a leader epoch is validated too.
+s = Consumer(conf("seeker"))
+s.assign([TopicPartition("epochs", 0, 0)])
+read(s, 1)
+s.seek(TopicPartition("epochs", 0, 7, leader_epoch=0))
+out["after_seek"], _ = read(s, 1)
+s.close()
+# One group still has a member while the admin client deletes groups.
+busy = Consumer(conf("busy"))
+busy.subscribe(["epochs"])
+read(busy, 1)
+a = AdminClient({"bootstrap.servers": "kafka.test:9092"})
+res = {}
+for g, f in a.delete_consumer_groups(["done", "busy", "nope"], request_timeout=10).items():
+    try:
+        f.result(); res[g] = "ok"
+    except Exception as e:
+        res[g] = e.args[0].name()
+out["deleted"] = res
+busy.close()
+# The deleted group's offsets went with it: a new member starts over.
+c = Consumer(conf("done"))
+c.subscribe(["epochs"])
+out["restarted"], _ = read(c, 1)
+c.close()
+out["groups"] = sorted(g.group_id for g in a.list_consumer_groups().result(10).valid)
+print(json.dumps(out))
+""", timeout=120))
+    out = res.json_out()
+    assert out["first"] == [[f"e{i}", 0] for i in range(5)], out
+    assert out["resumed"] == [[f"e{i}", 0] for i in range(5, 10)], out
+    assert out["committed"] == [5, 0], out
+    assert out["after_seek"] == [["e7", 0]], out
+    assert out["deleted"] == {"done": "ok", "busy": "NON_EMPTY_GROUP", "nope": "GROUP_ID_NOT_FOUND"}, out
+    assert out["restarted"] == [["e0", 0]], out
+    assert "done" in out["groups"] and "busy" in out["groups"], out
+    validated = kafka_events(res, api="offset_for_leader_epoch", topic="epochs", error_code=0)
+    assert validated and all(e["offset"] == 10 for e in validated), res.describe()
+    assert sorted(e["error_code"] for e in kafka_events(res, api="delete_groups")) == [0, 68, 69]
+
+
 # --------------------------------------------------------------------------
 # brokers: N
 

@@ -141,6 +141,8 @@ pub const FAULT_APIS: &[&str] = &[
     "create_partitions",
     "describe_configs",
     "describe_cluster",
+    "offset_for_leader_epoch",
+    "delete_groups",
 ];
 
 /// Topic configs every topic reports unless its `configs:` say otherwise.

@@ -38,7 +38,8 @@ pub struct Group {
     members: BTreeMap<StrBytes, Member>,
     assignments: HashMap<StrBytes, Bytes>,
     deadline: Instant,
-    offsets: BTreeMap<(String, i32), (i64, Option<StrBytes>)>,
+    /// Committed offset, metadata and leader epoch per topic-partition.
+    offsets: BTreeMap<(String, i32), (i64, Option<StrBytes>, i32)>,
 }
 
 impl Group {
@@ -419,7 +420,11 @@ pub fn commit(svc: &KafkaService, r: &OffsetCommitRequest) -> OffsetCommitRespon
                         .map(|p| {
                             g.offsets.insert(
                                 (t.name.0.to_string(), p.partition_index),
-                                (p.committed_offset, p.committed_metadata.clone()),
+                                (
+                                    p.committed_offset,
+                                    p.committed_metadata.clone(),
+                                    p.committed_leader_epoch,
+                                ),
                             );
                             offset_commit_response::OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
@@ -431,12 +436,16 @@ pub fn commit(svc: &KafkaService, r: &OffsetCommitRequest) -> OffsetCommitRespon
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-pub fn fetch_offsets(svc: &KafkaService, r: &OffsetFetchRequest) -> OffsetFetchResponse {
+pub fn fetch_offsets(
+    svc: &KafkaService,
+    r: &OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     let st = svc.lock();
     let g = st.groups.map.get(r.group_id.0.as_str());
-    let lookup = |t: &str, p: i32| -> (i64, Option<StrBytes>) {
+    let lookup = |t: &str, p: i32| -> (i64, Option<StrBytes>, i32) {
         g.and_then(|g| g.offsets.get(&(t.to_string(), p)).cloned())
-            .unwrap_or((-1, Some(StrBytes::default())))
+            .unwrap_or((-1, Some(StrBytes::default()), -1))
     };
     let wanted: Vec<(TopicName, Vec<i32>)> = match &r.topics {
         Some(ts) => ts
@@ -461,11 +470,12 @@ pub fn fetch_offsets(svc: &KafkaService, r: &OffsetFetchRequest) -> OffsetFetchR
             let parts = ps
                 .iter()
                 .map(|&p| {
-                    let (off, meta) = lookup(&name.0, p);
+                    let (off, meta, epoch) = lookup(&name.0, p);
                     offset_fetch_response::OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
                         .with_committed_offset(off)
-                        .with_committed_leader_epoch(-1)
+                        // The field exists from v5 on.
+                        .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
                         .with_metadata(meta.or(Some(StrBytes::default())))
                 })
                 .collect();
@@ -475,6 +485,38 @@ pub fn fetch_offsets(svc: &KafkaService, r: &OffsetFetchRequest) -> OffsetFetchR
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// DeleteGroups: a group with members cannot go (NON_EMPTY_GROUP); an
+/// empty one goes with its committed offsets; one never seen (or already
+/// deleted) is GROUP_ID_NOT_FOUND.
+pub fn delete(svc: &KafkaService, r: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut st = svc.lock();
+    let now = Instant::now();
+    let results = r
+        .groups_names
+        .iter()
+        .map(|gid| {
+            let code = match st.groups.map.get_mut(gid.0.as_str()) {
+                None => GROUP_ID_NOT_FOUND,
+                Some(g) => {
+                    g.evict(now);
+                    if g.members.is_empty() {
+                        st.groups.map.remove(gid.0.as_str());
+                        NONE
+                    } else {
+                        NON_EMPTY_GROUP
+                    }
+                }
+            };
+            delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(gid.clone())
+                .with_error_code(code)
+        })
+        .collect();
+    drop(st);
+    svc.group_changed.notify_waiters();
+    DeleteGroupsResponse::default().with_results(results)
 }
 
 pub fn describe(svc: &KafkaService, r: &DescribeGroupsRequest) -> DescribeGroupsResponse {

@@ -58,6 +58,14 @@ pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_PARTITIONS: i16 = 37;
 pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+pub const NON_EMPTY_GROUP: i16 = 68;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
+/// The leader epoch of every partition. Leaders never change, so it stays
+/// 0; advertising it (rather than -1) makes clients validate positions
+/// with OffsetForLeaderEpoch, as they do against a real broker.
+pub const LEADER_EPOCH: i32 = 0;
 
 /// The APIs answered and the versions advertised (each tested against
 /// real clients; anything else is not advertised).
@@ -82,6 +90,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn api_name(key: i16) -> &'static str {
@@ -107,6 +117,8 @@ pub fn api_name(key: i16) -> &'static str {
             ApiKey::CreatePartitions => "create_partitions",
             ApiKey::DescribeConfigs => "describe_configs",
             ApiKey::DescribeCluster => "describe_cluster",
+            ApiKey::OffsetForLeaderEpoch => "offset_for_leader_epoch",
+            ApiKey::DeleteGroups => "delete_groups",
             _ => "unsupported",
         },
         Err(_) => "unknown",
@@ -464,8 +476,19 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             let resp = svc.fetch(ctx, &cluster, &r, started).await;
             encode(cid, ApiKey::Fetch, v, &resp)
         }
+        wire::Body::OffsetForLeaderEpoch(r) => {
+            let resp = svc.offset_for_leader_epoch(ctx, &cluster, &r, started);
+            encode(cid, ApiKey::OffsetForLeaderEpoch, v, &resp)
+        }
+        wire::Body::DeleteGroups(r) => {
+            let resp = groups::delete(svc, &r);
+            for g in &resp.results {
+                svc.record_api(ctx, "delete_groups", g.error_code, started);
+            }
+            encode(cid, ApiKey::DeleteGroups, v, &resp)
+        }
         wire::Body::ListOffsets(r) => {
-            let resp = svc.list_offsets(ctx, &cluster, &r, started);
+            let resp = svc.list_offsets(ctx, &cluster, &r, v, started);
             encode(cid, ApiKey::ListOffsets, v, &resp)
         }
         wire::Body::InitProducerId(_) => {
@@ -532,7 +555,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::OffsetCommit, v, &resp)
         }
         wire::Body::OffsetFetch(r) => {
-            let resp = groups::fetch_offsets(svc, &r);
+            let resp = groups::fetch_offsets(svc, &r, v);
             svc.record_api(ctx, "offset_fetch", NONE, started);
             encode(cid, ApiKey::OffsetFetch, v, &resp)
         }
@@ -607,7 +630,8 @@ impl KafkaService {
                                 metadata_response::MetadataResponsePartition::default()
                                     .with_partition_index(p)
                                     .with_leader_id(leader.into())
-                                    .with_leader_epoch(-1)
+                                    // The field exists from v7 on.
+                                    .with_leader_epoch(if version >= 7 { LEADER_EPOCH } else { -1 })
                                     .with_replica_nodes(vec![leader.into()])
                                     .with_isr_nodes(vec![leader.into()])
                             })
@@ -982,6 +1006,11 @@ impl KafkaService {
                     Some(_) if !cluster.leads(p.partition) => {
                         pd.error_code = NOT_LEADER_OR_FOLLOWER
                     }
+                    // A client that saw a newer epoch than ours: Kafka's
+                    // answer when the leader lags behind the metadata.
+                    Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
+                        pd.error_code = UNKNOWN_LEADER_EPOCH
+                    }
                     Some(part) => {
                         pd.high_watermark = part.hw;
                         pd.last_stable_offset = part.hw;
@@ -1015,6 +1044,7 @@ impl KafkaService {
         ctx: &ServeCtx,
         cluster: &Cluster,
         r: &ListOffsetsRequest,
+        version: i16,
         started: Instant,
     ) -> ListOffsetsResponse {
         let st = self.lock();
@@ -1033,16 +1063,25 @@ impl KafkaService {
                     Some(_) if !cluster.leads(p.partition_index) => {
                         pr.error_code = NOT_LEADER_OR_FOLLOWER
                     }
-                    Some(part) => match p.timestamp {
-                        -2 => pr.offset = 0,
-                        -1 => pr.offset = part.hw,
-                        ts => {
-                            if let Some((off, at)) = part.offset_for_time(ts) {
-                                pr.offset = off;
-                                pr.timestamp = at;
+                    Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
+                        pr.error_code = UNKNOWN_LEADER_EPOCH
+                    }
+                    Some(part) => {
+                        match p.timestamp {
+                            -2 => pr.offset = 0,
+                            -1 => pr.offset = part.hw,
+                            ts => {
+                                if let Some((off, at)) = part.offset_for_time(ts) {
+                                    pr.offset = off;
+                                    pr.timestamp = at;
+                                }
                             }
                         }
-                    },
+                        // The field exists from v4 on.
+                        if pr.offset >= 0 && version >= 4 {
+                            pr.leader_epoch = LEADER_EPOCH;
+                        }
+                    }
                 }
                 evs.push((
                     t.name.0.to_string(),
@@ -1073,6 +1112,76 @@ impl KafkaService {
             );
         }
         ListOffsetsResponse::default().with_topics(topics)
+    }
+
+    /// OffsetForLeaderEpoch: the end offset of the asked epoch. Every
+    /// partition has had one leader epoch (0) since its start, so epoch 0
+    /// ends at the high watermark, and any other epoch is unknown to the
+    /// log (-1, -1), as Kafka answers for an epoch it never had.
+    fn offset_for_leader_epoch(
+        &self,
+        ctx: &ServeCtx,
+        cluster: &Cluster,
+        r: &OffsetForLeaderEpochRequest,
+        started: Instant,
+    ) -> OffsetForLeaderEpochResponse {
+        let st = self.lock();
+        let mut evs = Vec::new();
+        let topics = r
+            .topics
+            .iter()
+            .map(|t| {
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut e = offset_for_leader_epoch_response::EpochEndOffset::default()
+                            .with_partition(p.partition)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
+                        match st.topics.partition(&t.topic.0, p.partition) {
+                            None => e.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                            Some(_) if !cluster.leads(p.partition) => {
+                                e.error_code = NOT_LEADER_OR_FOLLOWER
+                            }
+                            Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
+                                e.error_code = UNKNOWN_LEADER_EPOCH
+                            }
+                            Some(part) if p.leader_epoch == LEADER_EPOCH => {
+                                e.leader_epoch = LEADER_EPOCH;
+                                e.end_offset = part.hw;
+                            }
+                            Some(_) => {}
+                        }
+                        evs.push((
+                            t.topic.0.to_string(),
+                            p.partition,
+                            e.end_offset,
+                            e.error_code,
+                        ));
+                        e
+                    })
+                    .collect();
+                offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default()
+                    .with_topic(t.topic.clone())
+                    .with_partitions(parts)
+            })
+            .collect();
+        drop(st);
+        for (t, p, off, code) in evs {
+            self.record(
+                ctx,
+                "offset_for_leader_epoch",
+                Some(&t),
+                Some(p),
+                Some(off),
+                None,
+                None,
+                code,
+                started,
+            );
+        }
+        OffsetForLeaderEpochResponse::default().with_topics(topics)
     }
 
     /// Messages stored in a topic (decoded), for tests of the state.
@@ -1222,11 +1331,87 @@ mod tests {
         answers(&svc, ListGroupsRequest::default()).await;
         answers(
             &svc,
+            OffsetForLeaderEpochRequest::default().with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_leader_epoch(LEADER_EPOCH),
+                    ]),
+            ]),
+        )
+        .await;
+        answers(
+            &svc,
+            DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(StrBytes::from_static_str("g"))]),
+        )
+        .await;
+        answers(
+            &svc,
             SyncGroupRequest::default()
                 .with_group_id(GroupId(StrBytes::from_static_str("g")))
                 .with_member_id(StrBytes::from_static_str("nobody")),
         )
         .await;
+    }
+
+    #[test]
+    fn leader_epoch_end_offsets_and_group_deletion() {
+        let svc = service();
+        let cluster = Cluster::of(&svc.spec, &ctx());
+        let ask = |epoch: i32, current: i32, p: i32| {
+            let r = OffsetForLeaderEpochRequest::default().with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(p)
+                            .with_leader_epoch(epoch)
+                            .with_current_leader_epoch(current),
+                    ]),
+            ]);
+            let resp = svc.offset_for_leader_epoch(&ctx(), &cluster, &r, Instant::now());
+            let e = &resp.topics[0].partitions[0];
+            (e.error_code, e.leader_epoch, e.end_offset)
+        };
+        assert_eq!(ask(0, 0, 0), (NONE, 0, 1));
+        assert_eq!(ask(0, -1, 1), (NONE, 0, 0));
+        assert_eq!(ask(3, -1, 0), (NONE, -1, -1));
+        assert_eq!(ask(0, 2, 0), (UNKNOWN_LEADER_EPOCH, -1, -1));
+        assert_eq!(ask(0, 0, 9), (UNKNOWN_TOPIC_OR_PARTITION, -1, -1));
+        // Stored batches carry the broker's leader epoch.
+        let st = svc.lock();
+        let b = &st.topics.partition("orders", 0).unwrap().batches[0].data;
+        assert_eq!(&b[12..16], &LEADER_EPOCH.to_be_bytes());
+        drop(st);
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("old")))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("orders")))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_committed_offset(1)
+                            .with_committed_leader_epoch(0),
+                    ]),
+            ]);
+        groups::commit(&svc, &commit);
+        let del = |names: &[&'static str]| {
+            let r = DeleteGroupsRequest::default().with_groups_names(
+                names
+                    .iter()
+                    .map(|n| GroupId(StrBytes::from_static_str(n)))
+                    .collect(),
+            );
+            groups::delete(&svc, &r)
+                .results
+                .iter()
+                .map(|g| g.error_code)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(del(&["old", "nope"]), vec![NONE, GROUP_ID_NOT_FOUND]);
+        assert_eq!(del(&["old"]), vec![GROUP_ID_NOT_FOUND]);
     }
 
     #[tokio::test]
