@@ -294,6 +294,59 @@ print(json.dumps(sorted(got)))
     assert kafka_events(res, api="offset_commit")
 
 
+@need_kp
+def test_kafka_python_admin_batches_coordinators_and_offset_fetches(jail):
+    # kafka-python 3 looks coordinators up in one FindCoordinator (v4+,
+    # coordinator_keys[]) and fetches several groups' offsets in one
+    # OffsetFetch (v8+, groups[]) when the broker advertises them.
+    code = """
+import json, time
+from kafka import KafkaConsumer, KafkaAdminClient, TopicPartition
+from kafka.structs import OffsetAndMetadata
+from kafka.protocol.metadata import FindCoordinatorRequest
+from kafka.protocol.consumer import OffsetFetchRequest
+for g, n in [("g1", 1), ("g2", 2), ("g3", 3)]:
+    c = KafkaConsumer(bootstrap_servers="kafka.test:9092", group_id=g, enable_auto_commit=False)
+    c.assign([TopicPartition("orders", 0), TopicPartition("orders", 1)])
+    c.commit({TopicPartition("orders", 0): OffsetAndMetadata(n, "m" + g, 0),
+              TopicPartition("orders", 1): OffsetAndMetadata(n - 1, "", -1)})
+    c.close()
+t0 = time.time()
+a = KafkaAdminClient(bootstrap_servers="kafka.test:9092")
+got = a.list_group_offsets({"g1": None, "g2": None, "g3": [TopicPartition("orders", 1)],
+                            "never": [TopicPartition("orders", 0)]})
+versions = a._manager.broker_version_data
+out = {
+    "since": t0,
+    "versions": [versions.api_version(FindCoordinatorRequest), versions.api_version(OffsetFetchRequest)],
+    "offsets": {g: sorted([tp.partition, o.offset, o.metadata, o.leader_epoch] for tp, o in v.items())
+                for g, v in got.items()},
+}
+a.close()
+print(json.dumps(out))
+"""
+    script = jail.write("kpadmin.py", code)
+    res = ok(jail.run([PYTHON, script], rules=rules("basic.yaml")))
+    out = res.json_out()
+    assert out["versions"] == [4, 8], out
+    assert out["offsets"] == {
+        "g1": [[0, 1, "mg1", 0], [1, 0, "", -1]],
+        "g2": [[0, 2, "mg2", 0], [1, 1, "", -1]],
+        "g3": [[1, 2, "", -1]],
+        "never": [[0, -1, "", -1]],
+    }, out
+
+    def after(e):
+        t = e["time"].rstrip("Z")
+        head, frac = t.split(".")
+        from datetime import datetime, timezone
+        ts = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp()
+        return ts + float("0." + frac) >= out["since"]
+    # One lookup for the four groups, one fetch for all of them.
+    assert len([e for e in kafka_events(res, api="find_coordinator") if after(e)]) == 1, res.describe()
+    assert len([e for e in kafka_events(res, api="offset_fetch") if after(e)]) == 1, res.describe()
+
+
 # --------------------------------------------------------------------------
 # expectations, raw frames
 

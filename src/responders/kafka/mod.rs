@@ -75,8 +75,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 1, 12),
     (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 7),
-    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 7),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 4),
@@ -1235,11 +1235,20 @@ mod tests {
         b.freeze()
     }
 
-    async fn answers<R: kafka_protocol::protocol::Request>(svc: &KafkaService, req: R) {
+    async fn answers<R: kafka_protocol::protocol::Request + Clone>(svc: &KafkaService, req: R) {
+        answers_by(svc, |_| req.clone()).await
+    }
+
+    /// As `answers`, with the request built for each version (for APIs
+    /// whose fields change shape, such as the batched v4+ FindCoordinator).
+    async fn answers_by<R: kafka_protocol::protocol::Request>(
+        svc: &KafkaService,
+        req: impl Fn(i16) -> R,
+    ) {
         let key = ApiKey::try_from(R::KEY).unwrap();
         let (_, lo, hi) = *SUPPORTED.iter().find(|(k, _, _)| *k == key).unwrap();
         for v in lo..=hi {
-            let reply = handle_frame(svc, &ctx(), frame(&req, v), Instant::now()).await;
+            let reply = handle_frame(svc, &ctx(), frame(&req(v), v), Instant::now()).await;
             assert!(
                 matches!(reply, Reply::Body(_)),
                 "{key:?} v{v} closed the connection"
@@ -1280,10 +1289,14 @@ mod tests {
             InitProducerIdRequest::default().with_transaction_timeout_ms(1000),
         )
         .await;
-        answers(
-            &svc,
-            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
-        )
+        answers_by(&svc, |v| {
+            let g = StrBytes::from_static_str("g");
+            if v < 4 {
+                FindCoordinatorRequest::default().with_key(g)
+            } else {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![g.clone(), g])
+            }
+        })
         .await;
         answers(
             &svc,
@@ -1299,16 +1312,30 @@ mod tests {
                 ]),
         )
         .await;
-        answers(
-            &svc,
-            OffsetFetchRequest::default()
-                .with_group_id(GroupId(StrBytes::from_static_str("g")))
-                .with_topics(Some(vec![
-                    offset_fetch_request::OffsetFetchRequestTopic::default()
-                        .with_name(topic())
-                        .with_partition_indexes(vec![0, 1]),
-                ])),
-        )
+        answers_by(&svc, |v| {
+            let g = GroupId(StrBytes::from_static_str("g"));
+            if v < 8 {
+                OffsetFetchRequest::default()
+                    .with_group_id(g)
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(topic())
+                            .with_partition_indexes(vec![0, 1]),
+                    ]))
+            } else {
+                OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(g)
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(topic())
+                                .with_partition_indexes(vec![0, 1]),
+                        ])),
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("other"))),
+                ])
+            }
+        })
         .await;
         answers(
             &svc,
@@ -1410,6 +1437,40 @@ mod tests {
                 .map(|g| g.error_code)
                 .collect::<Vec<_>>()
         };
+        // OffsetFetch v8: one result per group, all committed partitions
+        // when a group names no topics, -1 for what was never committed.
+        let multi = OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("old")))
+                .with_topics(None),
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("new")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                        .with_name(TopicName(StrBytes::from_static_str("orders")))
+                        .with_partition_indexes(vec![1]),
+                ])),
+        ]);
+        let got: Vec<(String, i32, i64, i32)> = groups::fetch_offsets(&svc, &multi, 8)
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.topics.iter().flat_map(move |t| {
+                    t.partitions.iter().map(move |p| {
+                        (
+                            g.group_id.0.to_string(),
+                            p.partition_index,
+                            p.committed_offset,
+                            p.committed_leader_epoch,
+                        )
+                    })
+                })
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![("old".into(), 0, 1, 0), ("new".into(), 1, -1, -1)]
+        );
         assert_eq!(del(&["old", "nope"]), vec![NONE, GROUP_ID_NOT_FOUND]);
         assert_eq!(del(&["old"]), vec![GROUP_ID_NOT_FOUND]);
     }
