@@ -556,6 +556,35 @@ print(json.dumps(time.time() - t0))
     assert json.loads(res.stdout.strip().splitlines()[-1]) >= 0.28
 
 
+@need_ck
+def test_error_fault_on_offset_commit_fails_the_commit_and_stores_nothing(jail):
+    res = ok(pyrun(jail, rules("faults.yaml"), """
+from confluent_kafka import KafkaException
+c = Consumer({"bootstrap.servers": "nocommit.test:9092", "group.id": "g",
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.assign([TopicPartition("orders", 0, 0)])
+m = None
+deadline = time.time() + 15
+while time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        break
+out = {"value": m.value().decode()}
+try:
+    r = c.commit(message=m, asynchronous=False)
+    out["commit"] = [tp.error.name() if tp.error else "ok" for tp in r]
+except KafkaException as e:
+    out["commit"] = [e.args[0].name()]
+out["committed"] = c.committed([TopicPartition("orders", 0)], timeout=10)[0].offset
+c.close()
+print(json.dumps(out))
+"""))
+    out = res.json_out()
+    assert out == {"value": "a", "commit": ["TOPIC_AUTHORIZATION_FAILED"], "committed": -1001}, res.describe()
+    assert kafka_events(res, api="offset_commit", service="nocommit", error_code=29)
+    assert kafka_events(res, api="offset_fetch", service="nocommit", error_code=0)
+
+
 # --------------------------------------------------------------------------
 # admin
 

@@ -208,7 +208,8 @@ pub struct KafkaFault {
 pub enum KafkaFaultKind {
     /// Wait, then answer normally.
     Latency(LatencySpec),
-    /// Answer Produce with this error code on every partition.
+    /// Answer the named APIs with this error code, in each API's own
+    /// response shape, doing nothing else.
     Error(i16),
     /// Close the connection instead of answering.
     Disconnect,
@@ -268,8 +269,14 @@ impl TryFrom<RawFault> for KafkaFault {
             let code = error_code(&text).ok_or_else(|| {
                 format!("unknown Kafka error `{text}`: use a name such as NOT_LEADER_OR_FOLLOWER or a code")
             })?;
-            if apis.iter().any(|a| a != "produce") || apis.is_empty() {
-                return Err("an `error` fault applies to `api: produce` only (say so)".into());
+            // The error goes in the named APIs' responses; one for every
+            // API (ApiVersions and Metadata included) would stop every
+            // client at its first request, so the APIs are named.
+            if apis.is_empty() {
+                return Err(
+                    "an `error` fault needs `api:` (one API or a list): the error goes in that API's response"
+                        .into(),
+                );
             }
             kinds.push(KafkaFaultKind::Error(code));
         }
@@ -373,6 +380,9 @@ mod tests {
         assert_eq!(s.faults[2].kind, KafkaFaultKind::Disconnect);
         assert!(parse("faults: [ { api: produce, error: NOPE } ]").is_err());
         assert!(parse("faults: [ { error: 6 } ]").is_err());
+        let s = parse("faults: [ { api: [metadata, offset_commit], error: 29 } ]").unwrap();
+        assert_eq!(s.faults[0].kind, KafkaFaultKind::Error(29));
+        assert_eq!(s.faults[0].apis, ["metadata", "offset_commit"]);
         assert!(parse("faults: [ { api: prodce, disconnect: true } ]").is_err());
         assert!(parse("faults: [ { api: produce, disconnect: true, latency: 1ms } ]").is_err());
         assert_eq!(error_code("not-leader-or-follower"), Some(6));

@@ -132,6 +132,12 @@ pub struct Groups {
 }
 
 impl Groups {
+    /// No group was ever joined or committed to.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// Drops the committed offsets of a deleted topic.
     pub fn forget_topic(&mut self, topic: &str) {
         for g in self.map.values_mut() {

@@ -9,6 +9,7 @@
 //! `Notify`s woken by appends and group changes.
 
 mod cluster;
+mod faults;
 mod groups;
 mod log;
 pub mod wire;
@@ -376,45 +377,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             return Reply::Disconnect;
         }
         Some(KafkaFaultKind::Error(code)) => {
-            if let wire::Body::Produce(r) = &req.body {
-                let code = *code;
-                let responses = r
-                    .topic_data
-                    .iter()
-                    .map(|t| {
-                        let parts = t
-                            .partition_data
-                            .iter()
-                            .map(|p| {
-                                svc.record(
-                                    ctx,
-                                    "produce",
-                                    Some(&t.name.0),
-                                    Some(p.index),
-                                    None,
-                                    None,
-                                    None,
-                                    code,
-                                    started,
-                                );
-                                produce_response::PartitionProduceResponse::default()
-                                    .with_index(p.index)
-                                    .with_error_code(code)
-                                    .with_base_offset(-1)
-                                    .with_log_append_time_ms(-1)
-                            })
-                            .collect();
-                        produce_response::TopicProduceResponse::default()
-                            .with_name(t.name.clone())
-                            .with_partition_responses(parts)
-                    })
-                    .collect();
-                if r.acks == 0 {
-                    return Reply::None;
-                }
-                let resp = ProduceResponse::default().with_responses(responses);
-                return encode(cid, ApiKey::Produce, v, &resp);
-            }
+            return faults::error_reply(svc, ctx, &cluster, &req, *code, started);
         }
     }
     match req.body {
@@ -1258,12 +1221,32 @@ mod tests {
 
     #[tokio::test]
     async fn every_advertised_version_encodes() {
-        let svc = service();
+        answer_everything(&service()).await;
+    }
+
+    /// With an `error:` fault on every API, each answers in its own shape
+    /// at every advertised version (an encoding error would close).
+    #[tokio::test]
+    async fn error_faults_encode_for_every_api_and_version() {
+        let apis = crate::rules::kafka::FAULT_APIS.join(", ");
+        let spec: KafkaSpec = serde_norway::from_str(&format!(
+            "topics: {{ orders: {{ partitions: 2 }} }}\nfaults: [ {{ api: [{apis}], error: 29 }} ]"
+        ))
+        .unwrap();
+        let svc = KafkaService::new("bus", Arc::new(spec), EventSink::default(), true);
+        answer_everything(&svc).await;
+        assert!(
+            svc.lock().groups.is_empty(),
+            "a faulted commit stored nothing"
+        );
+    }
+
+    async fn answer_everything(svc: &KafkaService) {
         let topic = || TopicName(StrBytes::from_static_str("orders"));
-        answers(&svc, ApiVersionsRequest::default()).await;
-        answers(&svc, MetadataRequest::default().with_topics(None)).await;
+        answers(svc, ApiVersionsRequest::default()).await;
+        answers(svc, MetadataRequest::default().with_topics(None)).await;
         answers(
-            &svc,
+            svc,
             ListOffsetsRequest::default().with_topics(vec![
                 list_offsets_request::ListOffsetsTopic::default()
                     .with_name(topic())
@@ -1274,7 +1257,7 @@ mod tests {
         )
         .await;
         answers(
-            &svc,
+            svc,
             FetchRequest::default()
                 .with_max_bytes(1 << 20)
                 .with_topics(vec![fetch_request::FetchTopic::default()
@@ -1285,11 +1268,11 @@ mod tests {
         )
         .await;
         answers(
-            &svc,
+            svc,
             InitProducerIdRequest::default().with_transaction_timeout_ms(1000),
         )
         .await;
-        answers_by(&svc, |v| {
+        answers_by(svc, |v| {
             let g = StrBytes::from_static_str("g");
             if v < 4 {
                 FindCoordinatorRequest::default().with_key(g)
@@ -1299,7 +1282,7 @@ mod tests {
         })
         .await;
         answers(
-            &svc,
+            svc,
             OffsetCommitRequest::default()
                 .with_group_id(GroupId(StrBytes::from_static_str("g")))
                 .with_topics(vec![
@@ -1312,7 +1295,7 @@ mod tests {
                 ]),
         )
         .await;
-        answers_by(&svc, |v| {
+        answers_by(svc, |v| {
             let g = GroupId(StrBytes::from_static_str("g"));
             if v < 8 {
                 OffsetFetchRequest::default()
@@ -1338,26 +1321,26 @@ mod tests {
         })
         .await;
         answers(
-            &svc,
+            svc,
             HeartbeatRequest::default()
                 .with_group_id(GroupId(StrBytes::from_static_str("g")))
                 .with_member_id(StrBytes::from_static_str("nobody")),
         )
         .await;
         answers(
-            &svc,
+            svc,
             LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g"))),
         )
         .await;
         answers(
-            &svc,
+            svc,
             DescribeGroupsRequest::default()
                 .with_groups(vec![GroupId(StrBytes::from_static_str("g"))]),
         )
         .await;
-        answers(&svc, ListGroupsRequest::default()).await;
+        answers(svc, ListGroupsRequest::default()).await;
         answers(
-            &svc,
+            svc,
             OffsetForLeaderEpochRequest::default().with_topics(vec![
                 offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
                     .with_topic(topic())
@@ -1369,18 +1352,68 @@ mod tests {
         )
         .await;
         answers(
-            &svc,
+            svc,
             DeleteGroupsRequest::default()
                 .with_groups_names(vec![GroupId(StrBytes::from_static_str("g"))]),
         )
         .await;
         answers(
-            &svc,
+            svc,
             SyncGroupRequest::default()
                 .with_group_id(GroupId(StrBytes::from_static_str("g")))
                 .with_member_id(StrBytes::from_static_str("nobody")),
         )
         .await;
+        answers(
+            svc,
+            ProduceRequest::default().with_acks(1).with_topic_data(vec![
+                produce_request::TopicProduceData::default()
+                    .with_name(topic())
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default().with_index(0)
+                    ]),
+            ]),
+        )
+        .await;
+        answers(
+            svc,
+            CreateTopicsRequest::default().with_topics(vec![
+                create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("made")))
+                    .with_num_partitions(1),
+            ]),
+        )
+        .await;
+        answers_by(svc, |v| {
+            let name = TopicName(StrBytes::from_static_str("made"));
+            if v < 6 {
+                DeleteTopicsRequest::default().with_topic_names(vec![name])
+            } else {
+                DeleteTopicsRequest::default().with_topics(vec![
+                    delete_topics_request::DeleteTopicState::default().with_name(Some(name)),
+                ])
+            }
+        })
+        .await;
+        answers(
+            svc,
+            CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(topic())
+                    .with_count(3),
+            ]),
+        )
+        .await;
+        answers(
+            svc,
+            DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("orders")),
+            ]),
+        )
+        .await;
+        answers(svc, DescribeClusterRequest::default()).await;
     }
 
     #[test]
