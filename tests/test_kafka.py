@@ -178,7 +178,11 @@ c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "lp",
 c.assign([TopicPartition("empty", 0, 0)])
 c.poll(1.0)
 p = Producer({"bootstrap.servers": "kafka.test:9092"})
+# Data for a partition the fetch did not ask for does not answer it...
+p.produce("empty", value="elsewhere", partition=1)
+p.flush(5)
 t0 = time.time()
+# ...data for the one it asked for does, before fetch.wait.max.ms.
 p.produce("empty", value="wake", partition=0)
 p.flush(5)
 m = None

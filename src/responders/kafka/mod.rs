@@ -6,12 +6,14 @@
 //! Shape: the log and the consumer groups sit behind one mutex per
 //! service; every request runs synchronously under it except the waits
 //! (Fetch long polling, JoinGroup and SyncGroup barriers), which sleep on
-//! `Notify`s woken by appends and group changes.
+//! `Notify`s woken by appends to the partitions a fetch asked for
+//! (`waiters`) and by group changes.
 
 mod cluster;
 mod faults;
 mod groups;
 mod log;
+mod waiters;
 pub mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -32,6 +34,7 @@ use super::ServeCtx;
 use cluster::Cluster;
 use groups::Groups;
 use log::Topics;
+use waiters::Waiters;
 
 /// The broker id of a single-broker service (without `brokers:`), which
 /// is also its controller.
@@ -137,8 +140,8 @@ pub struct KafkaService {
     name: String,
     spec: Arc<KafkaSpec>,
     state: Mutex<State>,
-    /// Woken after every append, for Fetch long polls.
-    appended: Notify,
+    /// Fetch long polls, woken by appends to the partitions they asked for.
+    waiters: Waiters,
     /// Woken after every group change, for JoinGroup/SyncGroup waits.
     pub(crate) group_changed: Notify,
     events: EventSink,
@@ -158,7 +161,7 @@ impl KafkaService {
                 groups: Groups::default(),
             }),
             spec,
-            appended: Notify::new(),
+            waiters: Waiters::default(),
             group_changed: Notify::new(),
             events,
             detail: journal,
@@ -179,6 +182,8 @@ impl KafkaService {
         for f in &self.fired {
             f.store(0, Ordering::Relaxed);
         }
+        drop(s);
+        self.waiters.wake_all();
     }
 
     /// The first fault that applies to this API and fires.
@@ -841,6 +846,8 @@ impl KafkaService {
         let detail = self.detailed();
         let mut responses = Vec::new();
         let mut events = Vec::new();
+        // Partitions that got records, to wake their long polls.
+        let mut appended: Vec<(String, i32)> = Vec::new();
         {
             let mut st = self.lock();
             for t in r.topic_data {
@@ -863,6 +870,7 @@ impl KafkaService {
                         Some(part) => match part.append(p.records.unwrap_or_default()) {
                             Ok((base, records)) => {
                                 pr.base_offset = base;
+                                appended.push((name.clone(), p.index));
                                 if detail {
                                     for (off, k, v) in records {
                                         events.push((name.clone(), p.index, off, k, v, NONE));
@@ -886,7 +894,9 @@ impl KafkaService {
                 );
             }
         }
-        self.appended.notify_waiters();
+        for (topic, p) in &appended {
+            self.waiters.wake(topic, *p);
+        }
         for (topic, p, off, k, v, code) in events {
             self.record(
                 ctx,
@@ -911,10 +921,14 @@ impl KafkaService {
         started: Instant,
     ) -> FetchResponse {
         let deadline = started + Duration::from_millis(r.max_wait_ms.clamp(0, 60_000) as u64);
+        // Registered before the first read: an append in between leaves a
+        // permit, so the wait below returns at once.
+        let waiter = self.waiters.register(r.topics.iter().flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.topic.0.as_str(), p.partition))
+        }));
         loop {
-            let notified = self.appended.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             let (resp, bytes) = self.fetch_once(cluster, r);
             let now = Instant::now();
             if bytes >= r.min_bytes.max(1) as usize || now >= deadline || has_error(&resp) {
@@ -941,7 +955,7 @@ impl KafkaService {
                 }
                 return resp;
             }
-            let _ = tokio::time::timeout(deadline - now, notified).await;
+            let _ = tokio::time::timeout(deadline - now, waiter.notified()).await;
         }
     }
 
