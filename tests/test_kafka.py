@@ -178,7 +178,11 @@ c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "lp",
 c.assign([TopicPartition("empty", 0, 0)])
 c.poll(1.0)
 p = Producer({"bootstrap.servers": "kafka.test:9092"})
+# Data for a partition the fetch did not ask for does not answer it...
+p.produce("empty", value="elsewhere", partition=1)
+p.flush(5)
 t0 = time.time()
+# ...data for the one it asked for does, before fetch.wait.max.ms.
 p.produce("empty", value="wake", partition=0)
 p.flush(5)
 m = None
@@ -292,6 +296,59 @@ print(json.dumps(sorted(got)))
     # ApiVersions v4 is above the range: the v0 fallback, then a retry.
     assert kafka_events(res, api="api_versions", error_code=35)
     assert kafka_events(res, api="offset_commit")
+
+
+@need_kp
+def test_kafka_python_admin_batches_coordinators_and_offset_fetches(jail):
+    # kafka-python 3 looks coordinators up in one FindCoordinator (v4+,
+    # coordinator_keys[]) and fetches several groups' offsets in one
+    # OffsetFetch (v8+, groups[]) when the broker advertises them.
+    code = """
+import json, time
+from kafka import KafkaConsumer, KafkaAdminClient, TopicPartition
+from kafka.structs import OffsetAndMetadata
+from kafka.protocol.metadata import FindCoordinatorRequest
+from kafka.protocol.consumer import OffsetFetchRequest
+for g, n in [("g1", 1), ("g2", 2), ("g3", 3)]:
+    c = KafkaConsumer(bootstrap_servers="kafka.test:9092", group_id=g, enable_auto_commit=False)
+    c.assign([TopicPartition("orders", 0), TopicPartition("orders", 1)])
+    c.commit({TopicPartition("orders", 0): OffsetAndMetadata(n, "m" + g, 0),
+              TopicPartition("orders", 1): OffsetAndMetadata(n - 1, "", -1)})
+    c.close()
+t0 = time.time()
+a = KafkaAdminClient(bootstrap_servers="kafka.test:9092")
+got = a.list_group_offsets({"g1": None, "g2": None, "g3": [TopicPartition("orders", 1)],
+                            "never": [TopicPartition("orders", 0)]})
+versions = a._manager.broker_version_data
+out = {
+    "since": t0,
+    "versions": [versions.api_version(FindCoordinatorRequest), versions.api_version(OffsetFetchRequest)],
+    "offsets": {g: sorted([tp.partition, o.offset, o.metadata, o.leader_epoch] for tp, o in v.items())
+                for g, v in got.items()},
+}
+a.close()
+print(json.dumps(out))
+"""
+    script = jail.write("kpadmin.py", code)
+    res = ok(jail.run([PYTHON, script], rules=rules("basic.yaml")))
+    out = res.json_out()
+    assert out["versions"] == [4, 8], out
+    assert out["offsets"] == {
+        "g1": [[0, 1, "mg1", 0], [1, 0, "", -1]],
+        "g2": [[0, 2, "mg2", 0], [1, 1, "", -1]],
+        "g3": [[1, 2, "", -1]],
+        "never": [[0, -1, "", -1]],
+    }, out
+
+    def after(e):
+        t = e["time"].rstrip("Z")
+        head, frac = t.split(".")
+        from datetime import datetime, timezone
+        ts = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp()
+        return ts + float("0." + frac) >= out["since"]
+    # One lookup for the four groups, one fetch for all of them.
+    assert len([e for e in kafka_events(res, api="find_coordinator") if after(e)]) == 1, res.describe()
+    assert len([e for e in kafka_events(res, api="offset_fetch") if after(e)]) == 1, res.describe()
 
 
 # --------------------------------------------------------------------------
@@ -503,6 +560,35 @@ print(json.dumps(time.time() - t0))
     assert json.loads(res.stdout.strip().splitlines()[-1]) >= 0.28
 
 
+@need_ck
+def test_error_fault_on_offset_commit_fails_the_commit_and_stores_nothing(jail):
+    res = ok(pyrun(jail, rules("faults.yaml"), """
+from confluent_kafka import KafkaException
+c = Consumer({"bootstrap.servers": "nocommit.test:9092", "group.id": "g",
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.assign([TopicPartition("orders", 0, 0)])
+m = None
+deadline = time.time() + 15
+while time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        break
+out = {"value": m.value().decode()}
+try:
+    r = c.commit(message=m, asynchronous=False)
+    out["commit"] = [tp.error.name() if tp.error else "ok" for tp in r]
+except KafkaException as e:
+    out["commit"] = [e.args[0].name()]
+out["committed"] = c.committed([TopicPartition("orders", 0)], timeout=10)[0].offset
+c.close()
+print(json.dumps(out))
+"""))
+    out = res.json_out()
+    assert out == {"value": "a", "commit": ["TOPIC_AUTHORIZATION_FAILED"], "committed": -1001}, res.describe()
+    assert kafka_events(res, api="offset_commit", service="nocommit", error_code=29)
+    assert kafka_events(res, api="offset_fetch", service="nocommit", error_code=0)
+
+
 # --------------------------------------------------------------------------
 # admin
 
@@ -573,6 +659,183 @@ print(json.dumps(out))
     assert out["made"]["cleanup.policy"] == "delete"
     assert out["made"]["retention.ms"] == "1000"
     assert out["nope"] == "UNKNOWN_TOPIC_OR_PART"
+
+
+@need_ck
+def test_leader_epochs_are_validated_and_consumer_groups_deleted(jail):
+    res = ok(pyrun(jail, rules("basic.yaml"), """
+from confluent_kafka.admin import AdminClient
+p = Producer({"bootstrap.servers": "kafka.test:9092"})
+for i in range(10):
+    p.produce("epochs", value=f"e{i}", partition=0)
+p.flush(10)
+
+def conf(g):
+    return {"bootstrap.servers": "kafka.test:9092", "group.id": g,
+            "auto.offset.reset": "earliest", "enable.auto.commit": False}
+
+def read(c, n):
+    got = []
+    deadline = time.time() + 20
+    while len(got) < n and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            got.append((m.value().decode(), m.leader_epoch()))
+            last = m
+    return got, last
+
+out = {}
+# Read five and commit the position with its leader epoch.
+c = Consumer(conf("done"))
+c.subscribe(["epochs"])
+got, last = read(c, 5)
+c.commit(message=last, asynchronous=False)
+out["first"] = got
+c.close()
+# A second member resumes from the committed position and epoch, which
+# librdkafka validates with OffsetForLeaderEpoch before fetching.
+c = Consumer(conf("done"))
+c.subscribe(["epochs"])
+out["resumed"], _ = read(c, 5)
+tp = c.committed([TopicPartition("epochs", 0)], timeout=10)[0]
+out["committed"] = [tp.offset, tp.leader_epoch]
+c.close()
+# A seek with a leader epoch is validated too.
+s = Consumer(conf("seeker"))
+s.assign([TopicPartition("epochs", 0, 0)])
+read(s, 1)
+s.seek(TopicPartition("epochs", 0, 7, leader_epoch=0))
+out["after_seek"], _ = read(s, 1)
+s.close()
+# One group still has a member while the admin client deletes groups.
+busy = Consumer(conf("busy"))
+busy.subscribe(["epochs"])
+read(busy, 1)
+a = AdminClient({"bootstrap.servers": "kafka.test:9092"})
+res = {}
+for g, f in a.delete_consumer_groups(["done", "busy", "nope"], request_timeout=10).items():
+    try:
+        f.result(); res[g] = "ok"
+    except Exception as e:
+        res[g] = e.args[0].name()
+out["deleted"] = res
+busy.close()
+# The deleted group's offsets went with it: a new member starts over.
+c = Consumer(conf("done"))
+c.subscribe(["epochs"])
+out["restarted"], _ = read(c, 1)
+c.close()
+out["groups"] = sorted(g.group_id for g in a.list_consumer_groups().result(10).valid)
+print(json.dumps(out))
+""", timeout=120))
+    out = res.json_out()
+    assert out["first"] == [[f"e{i}", 0] for i in range(5)], out
+    assert out["resumed"] == [[f"e{i}", 0] for i in range(5, 10)], out
+    assert out["committed"] == [5, 0], out
+    assert out["after_seek"] == [["e7", 0]], out
+    assert out["deleted"] == {"done": "ok", "busy": "NON_EMPTY_GROUP", "nope": "GROUP_ID_NOT_FOUND"}, out
+    assert out["restarted"] == [["e0", 0]], out
+    assert "done" in out["groups"] and "busy" in out["groups"], out
+    validated = kafka_events(res, api="offset_for_leader_epoch", topic="epochs", error_code=0)
+    assert validated and all(e["offset"] == 10 for e in validated), res.describe()
+    assert sorted(e["error_code"] for e in kafka_events(res, api="delete_groups")) == [0, 68, 69]
+
+
+# --------------------------------------------------------------------------
+# brokers: N
+
+
+@need_kcat
+def test_kcat_lists_three_brokers_and_spread_leaders(jail):
+    res = ok(sh(jail, rules("cluster.yaml"), "kcat -b kafka.test:9092 -L -J"))
+    meta = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sorted((b["id"], b["name"]) for b in meta["brokers"]) == [
+        (0, "b0.kafka.test:9092"), (1, "b1.kafka.test:9092"), (2, "b2.kafka.test:9092")]
+    spread = next(t for t in meta["topics"] if t["topic"] == "spread")
+    assert {p["partition"]: p["leader"] for p in spread["partitions"]} == {
+        p: p % 3 for p in range(6)}
+
+
+@need_ck
+def test_three_brokers_each_serve_the_partitions_they_lead(jail):
+    res = ok(pyrun(jail, rules("cluster.yaml"), """
+p = Producer({"bootstrap.servers": "kafka.test:9092", "enable.idempotence": True, "linger.ms": 5})
+errs = []
+for i in range(60):
+    p.produce("spread", key=f"k{i}", value=f"v{i}", partition=i % 6,
+              on_delivery=lambda e, m: errs.append(str(e)) if e else None)
+p.flush(20)
+c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "spreaders",
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.subscribe(["spread"])
+got = []
+deadline = time.time() + 40
+while len(got) < 60 and time.time() < deadline:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        got.append([m.partition(), m.offset(), m.value().decode()])
+c.commit(asynchronous=False)
+committed = {tp.partition: tp.offset for tp in c.committed(
+    [TopicPartition("spread", q) for q in range(6)], timeout=10)}
+c.close()
+# Destroying the clients closes their connections, so each flow's event
+# (with its host) is written before the script exits.
+del c, p
+time.sleep(0.5)
+print(json.dumps({"errs": errs, "got": sorted(got), "committed": committed}))
+""", timeout=90))
+    out = res.json_out()
+    assert out["errs"] == [], out
+    assert sorted(g[2] for g in out["got"]) == sorted(f"v{i}" for i in range(60)), out
+    assert all(g[2] in {f"v{i}" for i in range(g[0], 60, 6)} for g in out["got"])
+    assert out["committed"] == {str(q): 10 for q in range(6)}, out
+    # Every record went over a connection to the broker that leads its
+    # partition, and every fetch of records came from that broker too.
+    host_of = {e["flow_id"]: e.get("host") for e in res.events if e.get("kind") == "flow"}
+    for api in ("produce", "fetch"):
+        evs = [e for e in kafka_events(res, api=api, topic="spread") if e["error_code"] == 0
+               and (api == "produce" or e["offset"] > 0)]
+        assert evs, api
+        for e in evs:
+            assert host_of.get(e["flow_id"]) == f"b{e['partition'] % 3}.kafka.test", (api, e)
+
+
+def test_a_broker_answers_not_leader_for_partitions_it_does_not_lead(jail):
+    # ListOffsets v1 on the wire, asked of each broker for partitions 0-2
+    # of `spread`: only the leader (p % 3) answers; the others say
+    # NOT_LEADER_OR_FOLLOWER (6) so a client refreshes its metadata. The
+    # bootstrap name belongs to no broker and answers for all.
+    code = r"""
+import socket, struct, json
+def list_offsets(host, parts):
+    topic = b"spread"
+    body = struct.pack(">hhi", 2, 1, 5) + struct.pack(">h", 3) + b"raw" + struct.pack(">i", -1)
+    body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic + struct.pack(">i", len(parts))
+    for p in parts:
+        body += struct.pack(">iq", p, -1)
+    s = socket.create_connection((host, 9092), timeout=5)
+    s.sendall(struct.pack(">i", len(body)) + body)
+    n = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+    r = s.recv(n, socket.MSG_WAITALL)[4:]             # correlation id
+    r = r[4 + 2 + len(topic):]                        # one topic, its name
+    count = struct.unpack(">i", r[:4])[0]; r = r[4:]
+    out = {}
+    for _ in range(count):
+        p, err, ts, off = struct.unpack(">ihqq", r[:22]); r = r[22:]
+        out[p] = err
+    return out
+print(json.dumps({h: list_offsets(h, [0, 1, 2]) for h in
+                  ["b0.kafka.test", "b1.kafka.test", "b2.kafka.test", "kafka.test"]}))
+"""
+    script = jail.write("raw.py", code)
+    res = ok(jail.run([PYTHON, script], rules=rules("cluster.yaml")))
+    assert res.json_out() == {
+        "b0.kafka.test": {"0": 0, "1": 6, "2": 6},
+        "b1.kafka.test": {"0": 6, "1": 0, "2": 6},
+        "b2.kafka.test": {"0": 6, "1": 6, "2": 0},
+        "kafka.test": {"0": 0, "1": 0, "2": 0},
+    }, res.describe()
+    assert kafka_events(res, api="list_offsets", error_code=6)
 
 
 # --------------------------------------------------------------------------

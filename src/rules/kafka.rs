@@ -25,6 +25,13 @@ pub struct KafkaSpec {
     /// Faults, tried in order for every request; the first that fires wins.
     #[serde(default, alias = "fault")]
     pub faults: Vec<KafkaFault>,
+    /// Brokers the service pretends to be (absent: one broker, id 1, at
+    /// the dialled address). With `brokers: N`, ids 0..N-1 are advertised
+    /// at `b<id>.<dialled host>`, partition p is led by broker p % N and
+    /// each broker answers only for the partitions it leads, so clients
+    /// exercise their per-broker routing and metadata refreshes.
+    #[serde(default)]
+    pub brokers: Option<i32>,
 }
 
 impl Default for KafkaSpec {
@@ -34,6 +41,7 @@ impl Default for KafkaSpec {
             auto_create_topics: true,
             default_partitions: 1,
             faults: Vec::new(),
+            brokers: None,
         }
     }
 }
@@ -133,6 +141,8 @@ pub const FAULT_APIS: &[&str] = &[
     "create_partitions",
     "describe_configs",
     "describe_cluster",
+    "offset_for_leader_epoch",
+    "delete_groups",
 ];
 
 /// Topic configs every topic reports unless its `configs:` say otherwise.
@@ -198,7 +208,8 @@ pub struct KafkaFault {
 pub enum KafkaFaultKind {
     /// Wait, then answer normally.
     Latency(LatencySpec),
-    /// Answer Produce with this error code on every partition.
+    /// Answer the named APIs with this error code, in each API's own
+    /// response shape, doing nothing else.
     Error(i16),
     /// Close the connection instead of answering.
     Disconnect,
@@ -258,8 +269,14 @@ impl TryFrom<RawFault> for KafkaFault {
             let code = error_code(&text).ok_or_else(|| {
                 format!("unknown Kafka error `{text}`: use a name such as NOT_LEADER_OR_FOLLOWER or a code")
             })?;
-            if apis.iter().any(|a| a != "produce") || apis.is_empty() {
-                return Err("an `error` fault applies to `api: produce` only (say so)".into());
+            // The error goes in the named APIs' responses; one for every
+            // API (ApiVersions and Metadata included) would stop every
+            // client at its first request, so the APIs are named.
+            if apis.is_empty() {
+                return Err(
+                    "an `error` fault needs `api:` (one API or a list): the error goes in that API's response"
+                        .into(),
+                );
             }
             kinds.push(KafkaFaultKind::Error(code));
         }
@@ -280,9 +297,41 @@ impl TryFrom<RawFault> for KafkaFault {
     }
 }
 
+/// Most brokers a service may advertise.
+pub const MAX_BROKERS: i32 = 64;
+
 impl KafkaSpec {
+    /// With `brokers: N`, splits `b<id>.<rest>` (id < N) into the broker id
+    /// and the service's own host, so a broker's name is claimed by the
+    /// service that claims `<rest>` and a connection knows which broker it
+    /// reached. `None` for any other name, or without `brokers:`.
+    pub fn broker_host<'a>(&self, host: &'a str) -> Option<(i32, &'a str)> {
+        let n = self.brokers?;
+        let (label, rest) = host.split_once('.')?;
+        let digits = label
+            .strip_prefix('b')
+            .or_else(|| label.strip_prefix('B'))?;
+        // `b01` is not `b1`: one spelling per broker.
+        if digits.is_empty()
+            || !digits.bytes().all(|c| c.is_ascii_digit())
+            || (digits.len() > 1 && digits.starts_with('0'))
+            || rest.is_empty()
+        {
+            return None;
+        }
+        let id: i32 = digits.parse().ok()?;
+        (id < n).then_some((id, rest))
+    }
+
     /// Checks what serde cannot: partition counts and seeded partitions.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(n) = self.brokers {
+            if !(1..=MAX_BROKERS).contains(&n) {
+                return Err(format!(
+                    "`brokers: {n}` must be between 1 and {MAX_BROKERS}"
+                ));
+            }
+        }
         if !(1..=1000).contains(&self.default_partitions) {
             return Err("`default_partitions` must be between 1 and 1000".into());
         }
@@ -331,8 +380,44 @@ mod tests {
         assert_eq!(s.faults[2].kind, KafkaFaultKind::Disconnect);
         assert!(parse("faults: [ { api: produce, error: NOPE } ]").is_err());
         assert!(parse("faults: [ { error: 6 } ]").is_err());
+        let s = parse("faults: [ { api: [metadata, offset_commit], error: 29 } ]").unwrap();
+        assert_eq!(s.faults[0].kind, KafkaFaultKind::Error(29));
+        assert_eq!(s.faults[0].apis, ["metadata", "offset_commit"]);
         assert!(parse("faults: [ { api: prodce, disconnect: true } ]").is_err());
         assert!(parse("faults: [ { api: produce, disconnect: true, latency: 1ms } ]").is_err());
         assert_eq!(error_code("not-leader-or-follower"), Some(6));
+    }
+
+    #[test]
+    fn broker_hosts() {
+        let s = parse("brokers: 3").unwrap();
+        assert_eq!(s.broker_host("b0.kafka.test"), Some((0, "kafka.test")));
+        assert_eq!(s.broker_host("b2.kafka.test"), Some((2, "kafka.test")));
+        assert_eq!(s.broker_host("b3.kafka.test"), None);
+        assert_eq!(s.broker_host("b01.kafka.test"), None);
+        assert_eq!(s.broker_host("bx.kafka.test"), None);
+        assert_eq!(s.broker_host("kafka.test"), None);
+        assert_eq!(s.broker_host("b1."), None);
+        assert_eq!(parse("{}").unwrap().broker_host("b0.kafka.test"), None);
+        assert!(parse("brokers: 0").unwrap().check().is_err());
+        assert!(parse("brokers: 65").unwrap().check().is_err());
+        assert!(parse("brokers: 64").unwrap().check().is_ok());
+    }
+
+    #[test]
+    fn a_cluster_service_claims_its_broker_names() {
+        let text = "services:\n  - name: bus\n    match: { host: kafka.test, port: 9092 }\n    kafka: { brokers: 2 }\n";
+        let set = super::super::RuleSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
+        let dst = "198.18.0.9:9092".parse().unwrap();
+        let claims = |host: &str| {
+            set.claim(super::super::FlowKey {
+                host: Some(host),
+                dst,
+            })
+            .is_some()
+        };
+        assert!(claims("kafka.test") && claims("b0.kafka.test") && claims("b1.kafka.test"));
+        assert!(!claims("b2.kafka.test") && !claims("b1.other.test"));
+        assert!(set.claims_host("b1.kafka.test") && !set.claims_host("b2.kafka.test"));
     }
 }

@@ -91,6 +91,19 @@ pub struct FlowKey<'a> {
 }
 
 impl Service {
+    /// The host pattern that claims `host`. A Kafka service with
+    /// `brokers: N` also claims its brokers' names, `b<id>.<host>`, so the
+    /// addresses it advertises lead back to it (see `KafkaSpec::broker_host`).
+    fn host_pattern(&self, host: &str) -> Option<&HostGlob> {
+        self.hosts.iter().find(|g| g.matches(host)).or_else(|| {
+            let Action::Kafka(k) = &self.action else {
+                return None;
+            };
+            let (_, base) = k.broker_host(host)?;
+            self.hosts.iter().find(|g| g.matches(base))
+        })
+    }
+
     /// `Ok(why)` if the service claims the flow, `Err(why not)` otherwise.
     pub fn check(&self, flow: FlowKey<'_>) -> Result<String, String> {
         let mut why = Vec::new();
@@ -98,7 +111,7 @@ impl Service {
             let Some(host) = flow.host else {
                 return Err("the flow has no hostname".into());
             };
-            match self.hosts.iter().find(|g| g.matches(host)) {
+            match self.host_pattern(host) {
                 Some(g) => why.push(format!("host {host} matches `{g}`")),
                 None => return Err(format!("host {host} matches none of its host patterns")),
             }
@@ -384,9 +397,7 @@ impl RuleSet {
     /// Whether some service names this host by a pattern, so that DNS
     /// should hand it a fake address.
     pub fn claims_host(&self, host: &str) -> bool {
-        self.services
-            .iter()
-            .any(|s| s.hosts.iter().any(|g| g.matches(host)))
+        self.services.iter().any(|s| s.host_pattern(host).is_some())
     }
 
     pub fn host_address(&self, host: &str) -> Option<IpAddr> {

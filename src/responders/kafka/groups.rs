@@ -38,7 +38,8 @@ pub struct Group {
     members: BTreeMap<StrBytes, Member>,
     assignments: HashMap<StrBytes, Bytes>,
     deadline: Instant,
-    offsets: BTreeMap<(String, i32), (i64, Option<StrBytes>)>,
+    /// Committed offset, metadata and leader epoch per topic-partition.
+    offsets: BTreeMap<(String, i32), (i64, Option<StrBytes>, i32)>,
 }
 
 impl Group {
@@ -131,6 +132,12 @@ pub struct Groups {
 }
 
 impl Groups {
+    /// No group was ever joined or committed to.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// Drops the committed offsets of a deleted topic.
     pub fn forget_topic(&mut self, topic: &str) {
         for g in self.map.values_mut() {
@@ -419,7 +426,11 @@ pub fn commit(svc: &KafkaService, r: &OffsetCommitRequest) -> OffsetCommitRespon
                         .map(|p| {
                             g.offsets.insert(
                                 (t.name.0.to_string(), p.partition_index),
-                                (p.committed_offset, p.committed_metadata.clone()),
+                                (
+                                    p.committed_offset,
+                                    p.committed_metadata.clone(),
+                                    p.committed_leader_epoch,
+                                ),
                             );
                             offset_commit_response::OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
@@ -431,50 +442,147 @@ pub fn commit(svc: &KafkaService, r: &OffsetCommitRequest) -> OffsetCommitRespon
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-pub fn fetch_offsets(svc: &KafkaService, r: &OffsetFetchRequest) -> OffsetFetchResponse {
-    let st = svc.lock();
-    let g = st.groups.map.get(r.group_id.0.as_str());
-    let lookup = |t: &str, p: i32| -> (i64, Option<StrBytes>) {
-        g.and_then(|g| g.offsets.get(&(t.to_string(), p)).cloned())
-            .unwrap_or((-1, Some(StrBytes::default())))
-    };
-    let wanted: Vec<(TopicName, Vec<i32>)> = match &r.topics {
-        Some(ts) => ts
-            .iter()
-            .map(|t| (t.name.clone(), t.partition_indexes.clone()))
-            .collect(),
-        None => {
-            let mut by: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-            if let Some(g) = g {
-                for (t, p) in g.offsets.keys() {
-                    by.entry(t.clone()).or_default().push(*p);
-                }
+/// One group's committed offsets: for the partitions asked, or (`None`)
+/// every partition the group committed. Each row is partition, offset,
+/// metadata and leader epoch (-1 when nothing was committed).
+type Committed = Vec<(TopicName, Vec<(i32, i64, Option<StrBytes>, i32)>)>;
+
+fn committed(
+    groups: &Groups,
+    group_id: &str,
+    wanted: Option<Vec<(TopicName, Vec<i32>)>>,
+    version: i16,
+) -> Committed {
+    let g = groups.map.get(group_id);
+    let wanted = wanted.unwrap_or_else(|| {
+        let mut by: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        if let Some(g) = g {
+            for (t, p) in g.offsets.keys() {
+                by.entry(t.clone()).or_default().push(*p);
             }
-            by.into_iter()
-                .map(|(t, ps)| (StrBytes::from_string(t).into(), ps))
-                .collect()
         }
-    };
-    let topics = wanted
+        by.into_iter()
+            .map(|(t, ps)| (StrBytes::from_string(t).into(), ps))
+            .collect()
+    });
+    wanted
         .into_iter()
         .map(|(name, ps)| {
-            let parts = ps
+            let rows = ps
                 .iter()
                 .map(|&p| {
-                    let (off, meta) = lookup(&name.0, p);
-                    offset_fetch_response::OffsetFetchResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_committed_offset(off)
-                        .with_committed_leader_epoch(-1)
-                        .with_metadata(meta.or(Some(StrBytes::default())))
+                    let (off, meta, epoch) = g
+                        .and_then(|g| g.offsets.get(&(name.0.to_string(), p)).cloned())
+                        .unwrap_or((-1, None, -1));
+                    // The epoch field exists from v5 on.
+                    let epoch = if version >= 5 { epoch } else { -1 };
+                    (p, off, meta.or(Some(StrBytes::default())), epoch)
                 })
                 .collect();
+            (name, rows)
+        })
+        .collect()
+}
+
+/// OffsetFetch: v0-7 ask for one group (`group_id`, `topics`); v8+ ask for
+/// several at once (`groups[]`, KIP-709) and get one result per group.
+pub fn fetch_offsets(
+    svc: &KafkaService,
+    r: &OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let st = svc.lock();
+    if version >= 8 {
+        let groups = r
+            .groups
+            .iter()
+            .map(|g| {
+                let wanted = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.clone(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let topics = committed(&st.groups, &g.group_id.0, wanted, version)
+                    .into_iter()
+                    .map(|(name, rows)| {
+                        offset_fetch_response::OffsetFetchResponseTopics::default()
+                            .with_name(name)
+                            .with_partitions(
+                                rows.into_iter()
+                                    .map(|(p, off, meta, epoch)| {
+                                        offset_fetch_response::OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(off)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(meta)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                offset_fetch_response::OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = r.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.clone(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let topics = committed(&st.groups, &r.group_id.0, wanted, version)
+        .into_iter()
+        .map(|(name, rows)| {
             offset_fetch_response::OffsetFetchResponseTopic::default()
                 .with_name(name)
-                .with_partitions(parts)
+                .with_partitions(
+                    rows.into_iter()
+                        .map(|(p, off, meta, epoch)| {
+                            offset_fetch_response::OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(off)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(meta)
+                        })
+                        .collect(),
+                )
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// DeleteGroups: a group with members cannot go (NON_EMPTY_GROUP); an
+/// empty one goes with its committed offsets; one never seen (or already
+/// deleted) is GROUP_ID_NOT_FOUND.
+pub fn delete(svc: &KafkaService, r: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut st = svc.lock();
+    let now = Instant::now();
+    let results = r
+        .groups_names
+        .iter()
+        .map(|gid| {
+            let code = match st.groups.map.get_mut(gid.0.as_str()) {
+                None => GROUP_ID_NOT_FOUND,
+                Some(g) => {
+                    g.evict(now);
+                    if g.members.is_empty() {
+                        st.groups.map.remove(gid.0.as_str());
+                        NONE
+                    } else {
+                        NON_EMPTY_GROUP
+                    }
+                }
+            };
+            delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(gid.clone())
+                .with_error_code(code)
+        })
+        .collect();
+    drop(st);
+    svc.group_changed.notify_waiters();
+    DeleteGroupsResponse::default().with_results(results)
 }
 
 pub fn describe(svc: &KafkaService, r: &DescribeGroupsRequest) -> DescribeGroupsResponse {

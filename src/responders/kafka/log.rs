@@ -10,7 +10,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use super::CORRUPT_MESSAGE;
+use super::{CORRUPT_MESSAGE, LEADER_EPOCH};
 use crate::rules::kafka::KafkaSpec;
 
 /// Size of a v2 batch header up to and including the record count.
@@ -74,6 +74,10 @@ impl Partition {
         let mut next = self.hw;
         for (pos, _, delta, _) in &spans {
             owned[*pos..*pos + 8].copy_from_slice(&next.to_be_bytes());
+            // The partition leader epoch is the broker's to set (outside
+            // the CRC, like the base offset): consumers hand it back in
+            // OffsetForLeaderEpoch and OffsetCommit.
+            owned[*pos + 12..*pos + 16].copy_from_slice(&LEADER_EPOCH.to_be_bytes());
             next += delta + 1;
         }
         data = owned.freeze();

@@ -6,10 +6,14 @@
 //! Shape: the log and the consumer groups sit behind one mutex per
 //! service; every request runs synchronously under it except the waits
 //! (Fetch long polling, JoinGroup and SyncGroup barriers), which sleep on
-//! `Notify`s woken by appends and group changes.
+//! `Notify`s woken by appends to the partitions a fetch asked for
+//! (`waiters`) and by group changes.
 
+mod cluster;
+mod faults;
 mod groups;
 mod log;
+mod waiters;
 pub mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -27,11 +31,13 @@ use crate::rules::kafka::{KafkaFaultKind, KafkaSpec};
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;
+use cluster::Cluster;
 use groups::Groups;
 use log::Topics;
+use waiters::Waiters;
 
-/// The broker id the responder claims (it is the only broker and the
-/// controller).
+/// The broker id of a single-broker service (without `brokers:`), which
+/// is also its controller.
 pub const NODE_ID: i32 = 1;
 /// Largest request accepted; bigger frames close the connection.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -55,6 +61,15 @@ pub const NETWORK_EXCEPTION: i16 = 13;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_PARTITIONS: i16 = 37;
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+pub const NON_EMPTY_GROUP: i16 = 68;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
+/// The leader epoch of every partition. Leaders never change, so it stays
+/// 0; advertising it (rather than -1) makes clients validate positions
+/// with OffsetForLeaderEpoch, as they do against a real broker.
+pub const LEADER_EPOCH: i32 = 0;
 
 /// The APIs answered and the versions advertised (each tested against
 /// real clients; anything else is not advertised).
@@ -64,8 +79,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 1, 12),
     (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 7),
-    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 7),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 4),
@@ -79,6 +94,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn api_name(key: i16) -> &'static str {
@@ -104,6 +121,8 @@ pub fn api_name(key: i16) -> &'static str {
             ApiKey::CreatePartitions => "create_partitions",
             ApiKey::DescribeConfigs => "describe_configs",
             ApiKey::DescribeCluster => "describe_cluster",
+            ApiKey::OffsetForLeaderEpoch => "offset_for_leader_epoch",
+            ApiKey::DeleteGroups => "delete_groups",
             _ => "unsupported",
         },
         Err(_) => "unknown",
@@ -121,8 +140,8 @@ pub struct KafkaService {
     name: String,
     spec: Arc<KafkaSpec>,
     state: Mutex<State>,
-    /// Woken after every append, for Fetch long polls.
-    appended: Notify,
+    /// Fetch long polls, woken by appends to the partitions they asked for.
+    waiters: Waiters,
     /// Woken after every group change, for JoinGroup/SyncGroup waits.
     pub(crate) group_changed: Notify,
     events: EventSink,
@@ -142,7 +161,7 @@ impl KafkaService {
                 groups: Groups::default(),
             }),
             spec,
-            appended: Notify::new(),
+            waiters: Waiters::default(),
             group_changed: Notify::new(),
             events,
             detail: journal,
@@ -163,6 +182,8 @@ impl KafkaService {
         for f in &self.fired {
             f.store(0, Ordering::Relaxed);
         }
+        drop(s);
+        self.waiters.wake_all();
     }
 
     /// The first fault that applies to this API and fires.
@@ -352,6 +373,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
     let v = req.version;
     let cid = req.correlation_id;
     let api = api_name(req.api_key);
+    let cluster = Cluster::of(&svc.spec, ctx);
     match svc.pick_fault(api) {
         None => {}
         Some(KafkaFaultKind::Latency(l)) => tokio::time::sleep(pick_latency(l)).await,
@@ -360,45 +382,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             return Reply::Disconnect;
         }
         Some(KafkaFaultKind::Error(code)) => {
-            if let wire::Body::Produce(r) = &req.body {
-                let code = *code;
-                let responses = r
-                    .topic_data
-                    .iter()
-                    .map(|t| {
-                        let parts = t
-                            .partition_data
-                            .iter()
-                            .map(|p| {
-                                svc.record(
-                                    ctx,
-                                    "produce",
-                                    Some(&t.name.0),
-                                    Some(p.index),
-                                    None,
-                                    None,
-                                    None,
-                                    code,
-                                    started,
-                                );
-                                produce_response::PartitionProduceResponse::default()
-                                    .with_index(p.index)
-                                    .with_error_code(code)
-                                    .with_base_offset(-1)
-                                    .with_log_append_time_ms(-1)
-                            })
-                            .collect();
-                        produce_response::TopicProduceResponse::default()
-                            .with_name(t.name.clone())
-                            .with_partition_responses(parts)
-                    })
-                    .collect();
-                if r.acks == 0 {
-                    return Reply::None;
-                }
-                let resp = ProduceResponse::default().with_responses(responses);
-                return encode(cid, ApiKey::Produce, v, &resp);
-            }
+            return faults::error_reply(svc, ctx, &cluster, &req, *code, started);
         }
     }
     match req.body {
@@ -407,13 +391,13 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::ApiVersions, v, &api_versions())
         }
         wire::Body::Metadata(r) => {
-            let resp = svc.metadata(ctx, &r, v);
+            let resp = svc.metadata(&cluster, &r, v);
             svc.record_api(ctx, "metadata", NONE, started);
             encode(cid, ApiKey::Metadata, v, &resp)
         }
         wire::Body::Produce(r) => {
             let acks = r.acks;
-            let resp = svc.produce(ctx, r, started);
+            let resp = svc.produce(ctx, &cluster, r, started);
             if acks == 0 {
                 Reply::None
             } else {
@@ -429,17 +413,22 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::DeleteTopics, v, &resp)
         }
         wire::Body::DescribeCluster(_) => {
-            let (host, port) = broker_address(ctx);
             let resp = DescribeClusterResponse::default()
                 .with_cluster_id(StrBytes::from_static_str("meshwrap"))
-                .with_controller_id(NODE_ID.into())
+                .with_controller_id(cluster.controller().into())
                 .with_cluster_authorized_operations(i32::MIN)
-                .with_brokers(vec![
-                    describe_cluster_response::DescribeClusterBroker::default()
-                        .with_broker_id(NODE_ID.into())
-                        .with_host(host)
-                        .with_port(port),
-                ]);
+                .with_brokers(
+                    cluster
+                        .brokers()
+                        .into_iter()
+                        .map(|(id, host)| {
+                            describe_cluster_response::DescribeClusterBroker::default()
+                                .with_broker_id(id.into())
+                                .with_host(host)
+                                .with_port(cluster.port)
+                        })
+                        .collect(),
+                );
             svc.record_api(ctx, "describe_cluster", NONE, started);
             encode(cid, ApiKey::DescribeCluster, v, &resp)
         }
@@ -452,11 +441,22 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::CreatePartitions, v, &resp)
         }
         wire::Body::Fetch(r) => {
-            let resp = svc.fetch(ctx, &r, started).await;
+            let resp = svc.fetch(ctx, &cluster, &r, started).await;
             encode(cid, ApiKey::Fetch, v, &resp)
         }
+        wire::Body::OffsetForLeaderEpoch(r) => {
+            let resp = svc.offset_for_leader_epoch(ctx, &cluster, &r, started);
+            encode(cid, ApiKey::OffsetForLeaderEpoch, v, &resp)
+        }
+        wire::Body::DeleteGroups(r) => {
+            let resp = groups::delete(svc, &r);
+            for g in &resp.results {
+                svc.record_api(ctx, "delete_groups", g.error_code, started);
+            }
+            encode(cid, ApiKey::DeleteGroups, v, &resp)
+        }
         wire::Body::ListOffsets(r) => {
-            let resp = svc.list_offsets(ctx, &r, started);
+            let resp = svc.list_offsets(ctx, &cluster, &r, v, started);
             encode(cid, ApiKey::ListOffsets, v, &resp)
         }
         wire::Body::InitProducerId(_) => {
@@ -468,23 +468,24 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::InitProducerId, v, &resp)
         }
         wire::Body::FindCoordinator(r) => {
-            let (host, port) = broker_address(ctx);
             let mut resp = FindCoordinatorResponse::default();
             if v < 4 {
+                let id = cluster.coordinator(&r.key);
                 resp = resp
-                    .with_node_id(NODE_ID.into())
-                    .with_host(host.clone())
-                    .with_port(port);
+                    .with_node_id(id.into())
+                    .with_host(cluster.host_of(id))
+                    .with_port(cluster.port);
             } else {
                 resp.coordinators = r
                     .coordinator_keys
                     .iter()
                     .map(|k| {
+                        let id = cluster.coordinator(k);
                         find_coordinator_response::Coordinator::default()
                             .with_key(k.clone())
-                            .with_node_id(NODE_ID.into())
-                            .with_host(host.clone())
-                            .with_port(port)
+                            .with_node_id(id.into())
+                            .with_host(cluster.host_of(id))
+                            .with_port(cluster.port)
                     })
                     .collect();
             }
@@ -522,7 +523,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             encode(cid, ApiKey::OffsetCommit, v, &resp)
         }
         wire::Body::OffsetFetch(r) => {
-            let resp = groups::fetch_offsets(svc, &r);
+            let resp = groups::fetch_offsets(svc, &r, v);
             svc.record_api(ctx, "offset_fetch", NONE, started);
             encode(cid, ApiKey::OffsetFetch, v, &resp)
         }
@@ -554,17 +555,6 @@ fn api_versions() -> ApiVersionsResponse {
     )
 }
 
-/// The host and port the client dialled, so the advertised broker is the
-/// one in its `bootstrap.servers`.
-fn broker_address(ctx: &ServeCtx) -> (StrBytes, i32) {
-    let host = ctx
-        .meta
-        .host
-        .clone()
-        .unwrap_or_else(|| ctx.meta.dst.ip().to_string());
-    (StrBytes::from_string(host), ctx.meta.dst.port() as i32)
-}
-
 /// Encodes a response with its header.
 fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R) -> Reply {
     let mut out = BytesMut::with_capacity(256);
@@ -581,8 +571,7 @@ fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R
 }
 
 impl KafkaService {
-    fn metadata(&self, ctx: &ServeCtx, r: &MetadataRequest, version: i16) -> MetadataResponse {
-        let (host, port) = broker_address(ctx);
+    fn metadata(&self, cluster: &Cluster, r: &MetadataRequest, version: i16) -> MetadataResponse {
         let mut st = self.lock();
         let names: Vec<String> = match &r.topics {
             None => st.topics.names(),
@@ -605,12 +594,14 @@ impl KafkaService {
                     .with_partitions(
                         (0..t.partitions.len() as i32)
                             .map(|p| {
+                                let leader = cluster.leader(p);
                                 metadata_response::MetadataResponsePartition::default()
                                     .with_partition_index(p)
-                                    .with_leader_id(NODE_ID.into())
-                                    .with_leader_epoch(-1)
-                                    .with_replica_nodes(vec![NODE_ID.into()])
-                                    .with_isr_nodes(vec![NODE_ID.into()])
+                                    .with_leader_id(leader.into())
+                                    // The field exists from v7 on.
+                                    .with_leader_epoch(if version >= 7 { LEADER_EPOCH } else { -1 })
+                                    .with_replica_nodes(vec![leader.into()])
+                                    .with_isr_nodes(vec![leader.into()])
                             })
                             .collect(),
                     ),
@@ -621,12 +612,20 @@ impl KafkaService {
             topics.push(t);
         }
         MetadataResponse::default()
-            .with_brokers(vec![metadata_response::MetadataResponseBroker::default()
-                .with_node_id(NODE_ID.into())
-                .with_host(host)
-                .with_port(port)])
+            .with_brokers(
+                cluster
+                    .brokers()
+                    .into_iter()
+                    .map(|(id, host)| {
+                        metadata_response::MetadataResponseBroker::default()
+                            .with_node_id(id.into())
+                            .with_host(host)
+                            .with_port(cluster.port)
+                    })
+                    .collect(),
+            )
             .with_cluster_id(Some(StrBytes::from_static_str("meshwrap")))
-            .with_controller_id(NODE_ID.into())
+            .with_controller_id(cluster.controller().into())
             .with_topics(topics)
     }
 
@@ -837,10 +836,18 @@ impl KafkaService {
         CreatePartitionsResponse::default().with_results(out)
     }
 
-    fn produce(&self, ctx: &ServeCtx, r: ProduceRequest, started: Instant) -> ProduceResponse {
+    fn produce(
+        &self,
+        ctx: &ServeCtx,
+        cluster: &Cluster,
+        r: ProduceRequest,
+        started: Instant,
+    ) -> ProduceResponse {
         let detail = self.detailed();
         let mut responses = Vec::new();
         let mut events = Vec::new();
+        // Partitions that got records, to wake their long polls.
+        let mut appended: Vec<(String, i32)> = Vec::new();
         {
             let mut st = self.lock();
             for t in r.topic_data {
@@ -856,9 +863,14 @@ impl KafkaService {
                         .with_log_append_time_ms(-1);
                     match st.topics.partition_mut(&name, p.index) {
                         None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                        Some(_) if !cluster.leads(p.index) => {
+                            pr.error_code = NOT_LEADER_OR_FOLLOWER;
+                            events.push((name.clone(), p.index, -1, None, None, pr.error_code));
+                        }
                         Some(part) => match part.append(p.records.unwrap_or_default()) {
                             Ok((base, records)) => {
                                 pr.base_offset = base;
+                                appended.push((name.clone(), p.index));
                                 if detail {
                                     for (off, k, v) in records {
                                         events.push((name.clone(), p.index, off, k, v, NONE));
@@ -882,7 +894,9 @@ impl KafkaService {
                 );
             }
         }
-        self.appended.notify_waiters();
+        for (topic, p) in &appended {
+            self.waiters.wake(topic, *p);
+        }
         for (topic, p, off, k, v, code) in events {
             self.record(
                 ctx,
@@ -899,13 +913,23 @@ impl KafkaService {
         ProduceResponse::default().with_responses(responses)
     }
 
-    async fn fetch(&self, ctx: &ServeCtx, r: &FetchRequest, started: Instant) -> FetchResponse {
+    async fn fetch(
+        &self,
+        ctx: &ServeCtx,
+        cluster: &Cluster,
+        r: &FetchRequest,
+        started: Instant,
+    ) -> FetchResponse {
         let deadline = started + Duration::from_millis(r.max_wait_ms.clamp(0, 60_000) as u64);
+        // Registered before the first read: an append in between leaves a
+        // permit, so the wait below returns at once.
+        let waiter = self.waiters.register(r.topics.iter().flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.topic.0.as_str(), p.partition))
+        }));
         loop {
-            let notified = self.appended.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (resp, bytes) = self.fetch_once(r);
+            let (resp, bytes) = self.fetch_once(cluster, r);
             let now = Instant::now();
             if bytes >= r.min_bytes.max(1) as usize || now >= deadline || has_error(&resp) {
                 for t in &resp.responses {
@@ -931,11 +955,11 @@ impl KafkaService {
                 }
                 return resp;
             }
-            let _ = tokio::time::timeout(deadline - now, notified).await;
+            let _ = tokio::time::timeout(deadline - now, waiter.notified()).await;
         }
     }
 
-    fn fetch_once(&self, r: &FetchRequest) -> (FetchResponse, usize) {
+    fn fetch_once(&self, cluster: &Cluster, r: &FetchRequest) -> (FetchResponse, usize) {
         let st = self.lock();
         let mut total = 0usize;
         let max_total = if r.max_bytes > 0 {
@@ -956,6 +980,14 @@ impl KafkaService {
                     .with_preferred_read_replica((-1).into());
                 match st.topics.partition(&t.topic.0, p.partition) {
                     None => pd.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(_) if !cluster.leads(p.partition) => {
+                        pd.error_code = NOT_LEADER_OR_FOLLOWER
+                    }
+                    // A client that saw a newer epoch than ours: Kafka's
+                    // answer when the leader lags behind the metadata.
+                    Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
+                        pd.error_code = UNKNOWN_LEADER_EPOCH
+                    }
                     Some(part) => {
                         pd.high_watermark = part.hw;
                         pd.last_stable_offset = part.hw;
@@ -987,7 +1019,9 @@ impl KafkaService {
     fn list_offsets(
         &self,
         ctx: &ServeCtx,
+        cluster: &Cluster,
         r: &ListOffsetsRequest,
+        version: i16,
         started: Instant,
     ) -> ListOffsetsResponse {
         let st = self.lock();
@@ -1003,16 +1037,28 @@ impl KafkaService {
                     .with_leader_epoch(-1);
                 match st.topics.partition(&t.name.0, p.partition_index) {
                     None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(part) => match p.timestamp {
-                        -2 => pr.offset = 0,
-                        -1 => pr.offset = part.hw,
-                        ts => {
-                            if let Some((off, at)) = part.offset_for_time(ts) {
-                                pr.offset = off;
-                                pr.timestamp = at;
+                    Some(_) if !cluster.leads(p.partition_index) => {
+                        pr.error_code = NOT_LEADER_OR_FOLLOWER
+                    }
+                    Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
+                        pr.error_code = UNKNOWN_LEADER_EPOCH
+                    }
+                    Some(part) => {
+                        match p.timestamp {
+                            -2 => pr.offset = 0,
+                            -1 => pr.offset = part.hw,
+                            ts => {
+                                if let Some((off, at)) = part.offset_for_time(ts) {
+                                    pr.offset = off;
+                                    pr.timestamp = at;
+                                }
                             }
                         }
-                    },
+                        // The field exists from v4 on.
+                        if pr.offset >= 0 && version >= 4 {
+                            pr.leader_epoch = LEADER_EPOCH;
+                        }
+                    }
                 }
                 evs.push((
                     t.name.0.to_string(),
@@ -1043,6 +1089,76 @@ impl KafkaService {
             );
         }
         ListOffsetsResponse::default().with_topics(topics)
+    }
+
+    /// OffsetForLeaderEpoch: the end offset of the asked epoch. Every
+    /// partition has had one leader epoch (0) since its start, so epoch 0
+    /// ends at the high watermark, and any other epoch is unknown to the
+    /// log (-1, -1), as Kafka answers for an epoch it never had.
+    fn offset_for_leader_epoch(
+        &self,
+        ctx: &ServeCtx,
+        cluster: &Cluster,
+        r: &OffsetForLeaderEpochRequest,
+        started: Instant,
+    ) -> OffsetForLeaderEpochResponse {
+        let st = self.lock();
+        let mut evs = Vec::new();
+        let topics = r
+            .topics
+            .iter()
+            .map(|t| {
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut e = offset_for_leader_epoch_response::EpochEndOffset::default()
+                            .with_partition(p.partition)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
+                        match st.topics.partition(&t.topic.0, p.partition) {
+                            None => e.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                            Some(_) if !cluster.leads(p.partition) => {
+                                e.error_code = NOT_LEADER_OR_FOLLOWER
+                            }
+                            Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
+                                e.error_code = UNKNOWN_LEADER_EPOCH
+                            }
+                            Some(part) if p.leader_epoch == LEADER_EPOCH => {
+                                e.leader_epoch = LEADER_EPOCH;
+                                e.end_offset = part.hw;
+                            }
+                            Some(_) => {}
+                        }
+                        evs.push((
+                            t.topic.0.to_string(),
+                            p.partition,
+                            e.end_offset,
+                            e.error_code,
+                        ));
+                        e
+                    })
+                    .collect();
+                offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default()
+                    .with_topic(t.topic.clone())
+                    .with_partitions(parts)
+            })
+            .collect();
+        drop(st);
+        for (t, p, off, code) in evs {
+            self.record(
+                ctx,
+                "offset_for_leader_epoch",
+                Some(&t),
+                Some(p),
+                Some(off),
+                None,
+                None,
+                code,
+                started,
+            );
+        }
+        OffsetForLeaderEpochResponse::default().with_topics(topics)
     }
 
     /// Messages stored in a topic (decoded), for tests of the state.
@@ -1096,11 +1212,20 @@ mod tests {
         b.freeze()
     }
 
-    async fn answers<R: kafka_protocol::protocol::Request>(svc: &KafkaService, req: R) {
+    async fn answers<R: kafka_protocol::protocol::Request + Clone>(svc: &KafkaService, req: R) {
+        answers_by(svc, |_| req.clone()).await
+    }
+
+    /// As `answers`, with the request built for each version (for APIs
+    /// whose fields change shape, such as the batched v4+ FindCoordinator).
+    async fn answers_by<R: kafka_protocol::protocol::Request>(
+        svc: &KafkaService,
+        req: impl Fn(i16) -> R,
+    ) {
         let key = ApiKey::try_from(R::KEY).unwrap();
         let (_, lo, hi) = *SUPPORTED.iter().find(|(k, _, _)| *k == key).unwrap();
         for v in lo..=hi {
-            let reply = handle_frame(svc, &ctx(), frame(&req, v), Instant::now()).await;
+            let reply = handle_frame(svc, &ctx(), frame(&req(v), v), Instant::now()).await;
             assert!(
                 matches!(reply, Reply::Body(_)),
                 "{key:?} v{v} closed the connection"
@@ -1110,12 +1235,32 @@ mod tests {
 
     #[tokio::test]
     async fn every_advertised_version_encodes() {
-        let svc = service();
+        answer_everything(&service()).await;
+    }
+
+    /// With an `error:` fault on every API, each answers in its own shape
+    /// at every advertised version (an encoding error would close).
+    #[tokio::test]
+    async fn error_faults_encode_for_every_api_and_version() {
+        let apis = crate::rules::kafka::FAULT_APIS.join(", ");
+        let spec: KafkaSpec = serde_norway::from_str(&format!(
+            "topics: {{ orders: {{ partitions: 2 }} }}\nfaults: [ {{ api: [{apis}], error: 29 }} ]"
+        ))
+        .unwrap();
+        let svc = KafkaService::new("bus", Arc::new(spec), EventSink::default(), true);
+        answer_everything(&svc).await;
+        assert!(
+            svc.lock().groups.is_empty(),
+            "a faulted commit stored nothing"
+        );
+    }
+
+    async fn answer_everything(svc: &KafkaService) {
         let topic = || TopicName(StrBytes::from_static_str("orders"));
-        answers(&svc, ApiVersionsRequest::default()).await;
-        answers(&svc, MetadataRequest::default().with_topics(None)).await;
+        answers(svc, ApiVersionsRequest::default()).await;
+        answers(svc, MetadataRequest::default().with_topics(None)).await;
         answers(
-            &svc,
+            svc,
             ListOffsetsRequest::default().with_topics(vec![
                 list_offsets_request::ListOffsetsTopic::default()
                     .with_name(topic())
@@ -1126,7 +1271,7 @@ mod tests {
         )
         .await;
         answers(
-            &svc,
+            svc,
             FetchRequest::default()
                 .with_max_bytes(1 << 20)
                 .with_topics(vec![fetch_request::FetchTopic::default()
@@ -1137,17 +1282,21 @@ mod tests {
         )
         .await;
         answers(
-            &svc,
+            svc,
             InitProducerIdRequest::default().with_transaction_timeout_ms(1000),
         )
         .await;
-        answers(
-            &svc,
-            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
-        )
+        answers_by(svc, |v| {
+            let g = StrBytes::from_static_str("g");
+            if v < 4 {
+                FindCoordinatorRequest::default().with_key(g)
+            } else {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![g.clone(), g])
+            }
+        })
         .await;
         answers(
-            &svc,
+            svc,
             OffsetCommitRequest::default()
                 .with_group_id(GroupId(StrBytes::from_static_str("g")))
                 .with_topics(vec![
@@ -1160,43 +1309,217 @@ mod tests {
                 ]),
         )
         .await;
-        answers(
-            &svc,
-            OffsetFetchRequest::default()
-                .with_group_id(GroupId(StrBytes::from_static_str("g")))
-                .with_topics(Some(vec![
-                    offset_fetch_request::OffsetFetchRequestTopic::default()
-                        .with_name(topic())
-                        .with_partition_indexes(vec![0, 1]),
-                ])),
-        )
+        answers_by(svc, |v| {
+            let g = GroupId(StrBytes::from_static_str("g"));
+            if v < 8 {
+                OffsetFetchRequest::default()
+                    .with_group_id(g)
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(topic())
+                            .with_partition_indexes(vec![0, 1]),
+                    ]))
+            } else {
+                OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(g)
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(topic())
+                                .with_partition_indexes(vec![0, 1]),
+                        ])),
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("other"))),
+                ])
+            }
+        })
         .await;
         answers(
-            &svc,
+            svc,
             HeartbeatRequest::default()
                 .with_group_id(GroupId(StrBytes::from_static_str("g")))
                 .with_member_id(StrBytes::from_static_str("nobody")),
         )
         .await;
         answers(
-            &svc,
+            svc,
             LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g"))),
         )
         .await;
         answers(
-            &svc,
+            svc,
             DescribeGroupsRequest::default()
                 .with_groups(vec![GroupId(StrBytes::from_static_str("g"))]),
         )
         .await;
-        answers(&svc, ListGroupsRequest::default()).await;
+        answers(svc, ListGroupsRequest::default()).await;
         answers(
-            &svc,
+            svc,
+            OffsetForLeaderEpochRequest::default().with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_leader_epoch(LEADER_EPOCH),
+                    ]),
+            ]),
+        )
+        .await;
+        answers(
+            svc,
+            DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(StrBytes::from_static_str("g"))]),
+        )
+        .await;
+        answers(
+            svc,
             SyncGroupRequest::default()
                 .with_group_id(GroupId(StrBytes::from_static_str("g")))
                 .with_member_id(StrBytes::from_static_str("nobody")),
         )
         .await;
+        answers(
+            svc,
+            ProduceRequest::default().with_acks(1).with_topic_data(vec![
+                produce_request::TopicProduceData::default()
+                    .with_name(topic())
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default().with_index(0)
+                    ]),
+            ]),
+        )
+        .await;
+        answers(
+            svc,
+            CreateTopicsRequest::default().with_topics(vec![
+                create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("made")))
+                    .with_num_partitions(1),
+            ]),
+        )
+        .await;
+        answers_by(svc, |v| {
+            let name = TopicName(StrBytes::from_static_str("made"));
+            if v < 6 {
+                DeleteTopicsRequest::default().with_topic_names(vec![name])
+            } else {
+                DeleteTopicsRequest::default().with_topics(vec![
+                    delete_topics_request::DeleteTopicState::default().with_name(Some(name)),
+                ])
+            }
+        })
+        .await;
+        answers(
+            svc,
+            CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(topic())
+                    .with_count(3),
+            ]),
+        )
+        .await;
+        answers(
+            svc,
+            DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("orders")),
+            ]),
+        )
+        .await;
+        answers(svc, DescribeClusterRequest::default()).await;
+    }
+
+    #[test]
+    fn leader_epoch_end_offsets_and_group_deletion() {
+        let svc = service();
+        let cluster = Cluster::of(&svc.spec, &ctx());
+        let ask = |epoch: i32, current: i32, p: i32| {
+            let r = OffsetForLeaderEpochRequest::default().with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(p)
+                            .with_leader_epoch(epoch)
+                            .with_current_leader_epoch(current),
+                    ]),
+            ]);
+            let resp = svc.offset_for_leader_epoch(&ctx(), &cluster, &r, Instant::now());
+            let e = &resp.topics[0].partitions[0];
+            (e.error_code, e.leader_epoch, e.end_offset)
+        };
+        assert_eq!(ask(0, 0, 0), (NONE, 0, 1));
+        assert_eq!(ask(0, -1, 1), (NONE, 0, 0));
+        assert_eq!(ask(3, -1, 0), (NONE, -1, -1));
+        assert_eq!(ask(0, 2, 0), (UNKNOWN_LEADER_EPOCH, -1, -1));
+        assert_eq!(ask(0, 0, 9), (UNKNOWN_TOPIC_OR_PARTITION, -1, -1));
+        // Stored batches carry the broker's leader epoch.
+        let st = svc.lock();
+        let b = &st.topics.partition("orders", 0).unwrap().batches[0].data;
+        assert_eq!(&b[12..16], &LEADER_EPOCH.to_be_bytes());
+        drop(st);
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("old")))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("orders")))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_committed_offset(1)
+                            .with_committed_leader_epoch(0),
+                    ]),
+            ]);
+        groups::commit(&svc, &commit);
+        let del = |names: &[&'static str]| {
+            let r = DeleteGroupsRequest::default().with_groups_names(
+                names
+                    .iter()
+                    .map(|n| GroupId(StrBytes::from_static_str(n)))
+                    .collect(),
+            );
+            groups::delete(&svc, &r)
+                .results
+                .iter()
+                .map(|g| g.error_code)
+                .collect::<Vec<_>>()
+        };
+        // OffsetFetch v8: one result per group, all committed partitions
+        // when a group names no topics, -1 for what was never committed.
+        let multi = OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("old")))
+                .with_topics(None),
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("new")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                        .with_name(TopicName(StrBytes::from_static_str("orders")))
+                        .with_partition_indexes(vec![1]),
+                ])),
+        ]);
+        let got: Vec<(String, i32, i64, i32)> = groups::fetch_offsets(&svc, &multi, 8)
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.topics.iter().flat_map(move |t| {
+                    t.partitions.iter().map(move |p| {
+                        (
+                            g.group_id.0.to_string(),
+                            p.partition_index,
+                            p.committed_offset,
+                            p.committed_leader_epoch,
+                        )
+                    })
+                })
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![("old".into(), 0, 1, 0), ("new".into(), 1, -1, -1)]
+        );
+        assert_eq!(del(&["old", "nope"]), vec![NONE, GROUP_ID_NOT_FOUND]);
+        assert_eq!(del(&["old"]), vec![GROUP_ID_NOT_FOUND]);
     }
 
     #[tokio::test]

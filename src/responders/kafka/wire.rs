@@ -39,6 +39,8 @@ pub enum Body {
     CreatePartitions(CreatePartitionsRequest),
     DescribeConfigs(DescribeConfigsRequest),
     DescribeCluster(DescribeClusterRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+    DeleteGroups(DeleteGroupsRequest),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -83,6 +85,8 @@ pub fn decode(frame: Bytes) -> Result<Request, DecodeError> {
         ApiKey::CreatePartitions => Body::CreatePartitions(d(b, v)?),
         ApiKey::DescribeConfigs => Body::DescribeConfigs(d(b, v)?),
         ApiKey::DescribeCluster => Body::DescribeCluster(d(b, v)?),
+        ApiKey::OffsetForLeaderEpoch => Body::OffsetForLeaderEpoch(d(b, v)?),
+        ApiKey::DeleteGroups => Body::DeleteGroups(d(b, v)?),
         ApiKey::ListOffsets => Body::ListOffsets(d(b, v)?),
         ApiKey::Metadata => Body::Metadata(d(b, v)?),
         ApiKey::OffsetCommit => Body::OffsetCommit(d(b, v)?),
