@@ -137,6 +137,59 @@ mod tests {
         }
     }
 
+    /// Pieces that decoders read as counts and lengths: the largest i32,
+    /// a large unsigned varint (compact arrays and strings), null and
+    /// empty markers, a plain byte.
+    fn field() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(vec![0x7f, 0xff, 0xff, 0xff]),
+            Just(vec![0x80, 0x80, 0x80, 0x80, 0x08]),
+            Just(vec![0xff, 0xff]),
+            Just(vec![0x00]),
+            Just(vec![0x00, 0x00, 0x00, 0x01]),
+            any::<u8>().prop_map(|b| vec![b]),
+        ]
+    }
+
+    proptest! {
+        /// A well-formed header of every supported API and version, then
+        /// fields claiming huge counts: the decoders must refuse them, not
+        /// reserve memory for them (that aborts the process).
+        #[test]
+        fn huge_claimed_counts_are_refused(
+            api in 0usize..SUPPORTED.len(),
+            version_pick in 0i16..32,
+            fields in proptest::collection::vec(field(), 1..24),
+        ) {
+            let (key, lo, hi) = SUPPORTED[api];
+            let version = lo + version_pick % (hi - lo + 1);
+            let mut f = Vec::new();
+            f.extend_from_slice(&(key as i16).to_be_bytes());
+            f.extend_from_slice(&version.to_be_bytes());
+            f.extend_from_slice(&7i32.to_be_bytes());
+            f.extend_from_slice(&(-1i16).to_be_bytes()); // client_id: null
+            if key.request_header_version(version) >= 2 {
+                f.push(0); // no tagged fields
+            }
+            for part in fields {
+                f.extend_from_slice(&part);
+            }
+            let _ = decode(Bytes::from(f));
+        }
+    }
+
+    #[test]
+    fn a_metadata_request_claiming_two_billion_topics_is_refused() {
+        let mut f = Vec::new();
+        f.extend_from_slice(&3i16.to_be_bytes()); // Metadata
+        f.extend_from_slice(&1i16.to_be_bytes());
+        f.extend_from_slice(&7i32.to_be_bytes());
+        f.extend_from_slice(&(-1i16).to_be_bytes());
+        f.extend_from_slice(&i32::MAX.to_be_bytes()); // topics: 2^31 - 1 of them
+        f.extend_from_slice(&[0, 1, b'x']);
+        assert_eq!(decode(Bytes::from(f)).unwrap_err(), DecodeError::Close);
+    }
+
     #[test]
     fn api_versions_above_the_range_gets_the_fallback() {
         let mut f = Vec::new();
