@@ -525,3 +525,25 @@ def test_events_file_written_for_run_without_flows(jail):
     res = ok(jail.run(["true"]))
     assert os.path.exists(res.events_path), "--events file was not created"
     assert res.flows() == [], res.describe()
+
+
+def test_flows_still_open_at_exit_get_an_event(jail):
+    """A connection a background process still holds when the command
+    exits is reported too, so the events and the summary list every
+    destination the run reached."""
+    rules = """
+services:
+  - name: held
+    match: { host: held.open.test }
+    http: { routes: [ { when: { path: / }, respond: { body: ok } } ] }
+"""
+    hold = ("import socket, time; s = socket.create_connection(('held.open.test', 80)); "
+            "print('connected', flush=True); time.sleep(3)")
+    res = jail.run(["sh", "-c", f'{PYTHON} -c "{hold}" & sleep 1'], rules=rules)
+    assert res.returncode == 0, res.describe()
+    assert "connected" in res.stdout, res.describe()
+    flows = res.flows(host="held.open.test")
+    assert len(flows) == 1, res.describe()
+    assert flows[0]["decision"] == "mock"
+    assert flows[0]["error"] == "still open when meshwrap stopped"
+    assert "held.open.test:80" in res.stderr

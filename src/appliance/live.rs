@@ -3,10 +3,11 @@
 //! so a long pass-out or a hung client can be seen while it lasts.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use super::Appliance;
-use crate::events::now_rfc3339;
-use crate::model::{Decision, FlowMeta};
+use crate::events::{now_rfc3339, Event};
+use crate::model::{Decision, FlowMeta, Protocol};
 
 /// A flow still open, for the control API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,6 +20,9 @@ pub struct LiveFlow {
     pub reason: String,
     pub service: Option<String>,
     pub since: String,
+    /// What the flow's event needs if it is still open when meshwrap stops.
+    #[serde(skip)]
+    opened: (FlowMeta, Decision, Instant),
 }
 
 impl Appliance {
@@ -53,8 +57,36 @@ impl Appliance {
                     reason: decision.reason.clone(),
                     service: decision.service.clone(),
                     since: now_rfc3339(),
+                    opened: (meta.clone(), decision.clone(), Instant::now()),
                 },
             );
+    }
+
+    /// Records an event for every flow still open, so that the events and
+    /// the summary also count the connections a command left open when it
+    /// exited (or that were open when the sidecar stopped). Their byte
+    /// counts are not known here and are given as 0.
+    pub fn record_open_flows(&self) {
+        let open: Vec<LiveFlow> = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, f)| f)
+            .collect();
+        for f in open {
+            let (meta, decision, started) = f.opened;
+            let ev = super::record::flow_event(
+                &meta,
+                &decision,
+                &Protocol::None,
+                started,
+                (0, 0),
+                Some("still open when meshwrap stopped".into()),
+            );
+            self.inner.events.record(Event::Flow(ev));
+        }
     }
 
     /// Removes a flow once its event is recorded.

@@ -156,6 +156,7 @@ impl ServeArgs {
         if let Some(p) = self.admin_socket_file() {
             let _ = std::fs::remove_file(p);
         }
+        appliance.record_open_flows();
         let summary = events.finish();
         if !self.quiet {
             eprint!("{summary}");
