@@ -376,10 +376,7 @@ fn run(args: RunArgs) -> Result<i32> {
     // Fork the jail while still single-threaded: the runtime comes after.
     let mut jail = Jail::spawn(&spec, workdir, &resolv_conf(&net))?;
     let tun = jail.take_tun().context("the jail sent no TUN device")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = serve::runtime()?;
     let (appliance, events) = serve.appliance(net, loaded);
     let watch = serve.watch.then(|| serve.rules.clone());
     let code = runtime.block_on(async {

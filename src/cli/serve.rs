@@ -262,6 +262,15 @@ pub(super) async fn start(
     Ok((ready, stack_handle))
 }
 
+/// The data plane's runtime: one thread, as DESIGN.md decides (the stack
+/// task owns the TUN and every flow lives on the same thread).
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// Lets flows that were closing finish, so their events are complete.
 pub(super) async fn drain(appliance: &Appliance, within: std::time::Duration) {
     let deadline = tokio::time::Instant::now() + within;

@@ -143,10 +143,7 @@ pub(super) fn serve(args: SidecarArgs) -> Result<i32> {
     }
     let admin = serve.admin_plan()?;
     let tun = front::attach(&args.tun)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = serve::runtime()?;
     let (appliance, events) = serve.appliance(net, loaded);
     let watch = serve.watch.then(|| serve.rules.clone());
     runtime.block_on(async {

@@ -54,28 +54,40 @@ pub(super) fn configure(tun: &str, net: &JailNet) -> Result<(), String> {
             .execute()
             .await
             .map_err(|e| format!("adding {}: {e}", net.sut_v6))?;
-        let v4 = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-            .output_interface(tun_idx)
-            .build();
-        handle
-            .route()
-            .add(v4)
-            .execute()
-            .await
-            .map_err(|e| format!("adding the IPv4 default route: {e}"))?;
-        let v6 = RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
-            .output_interface(tun_idx)
-            .build();
-        handle
-            .route()
-            .add(v6)
-            .execute()
-            .await
-            .map_err(|e| format!("adding the IPv6 default route: {e}"))?;
+        for (family, route) in default_routes(tun_idx, None, true) {
+            handle
+                .route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(|e| format!("adding the {family} default route: {e}"))?;
+        }
         Ok::<(), String>(())
     })
+}
+
+/// Default routes (IPv4, and IPv6 when `ipv6`) through the TUN, in the
+/// main table or in `table`.
+fn default_routes(
+    tun_idx: u32,
+    table: Option<u32>,
+    ipv6: bool,
+) -> Vec<(&'static str, rtnetlink::packet_route::route::RouteMessage)> {
+    let mut v4 = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+        .output_interface(tun_idx);
+    let mut v6 = RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+        .output_interface(tun_idx);
+    if let Some(t) = table {
+        v4 = v4.table_id(t);
+        v6 = v6.table_id(t);
+    }
+    let mut routes = vec![("IPv4", v4.build())];
+    if ipv6 {
+        routes.push(("IPv6", v6.build()));
+    }
+    routes
 }
 
 /// The policy routing `sidecar-init` installs, one rule family per step.
@@ -183,31 +195,19 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
             .replace();
         v6_addr.message_mut().header.flags = AddressHeaderFlags::Nodad;
         report.ipv6 = v6_addr.execute().await.is_ok();
-        let v4 = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-            .output_interface(tun_idx)
-            .table_id(r.table)
-            .build();
-        handle
-            .route()
-            .add(v4)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| format!("adding the IPv4 default route of table {}: {e}", r.table))?;
-        if report.ipv6 {
-            let v6 = RouteMessageBuilder::<Ipv6Addr>::new()
-                .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
-                .output_interface(tun_idx)
-                .table_id(r.table)
-                .build();
+        for (family, route) in default_routes(tun_idx, Some(r.table), report.ipv6) {
             handle
                 .route()
-                .add(v6)
+                .add(route)
                 .replace()
                 .execute()
                 .await
-                .map_err(|e| format!("adding the IPv6 default route of table {}: {e}", r.table))?;
+                .map_err(|e| {
+                    format!(
+                        "adding the {family} default route of table {}: {e}",
+                        r.table
+                    )
+                })?;
         }
         let families: &[IpVersion] = if report.ipv6 {
             &[IpVersion::V4, IpVersion::V6]
