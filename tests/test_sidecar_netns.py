@@ -125,13 +125,24 @@ def test_init_installs_routing_and_is_idempotent(netns):
     assert "200:\tfrom all lookup 100" in text
     assert "default dev mw0" in netns.ns("ip", "route", "show", "table", "100").stdout
     link = netns.ns("ip", "-d", "link", "show", "mw0").stdout
-    assert "persist on user 1337 group 1337" in link
+    assert "persist on user 1337 addrgenmode" in link  # no --group: the uid alone
     assert "mtu 65520" in link
     # A second run (an init container restarted in the same pod) replaces
     # meshwrap's rules instead of adding copies.
     netns.ns(BIN, "sidecar-init", "--exclude-cidr", "10.96.0.0/12", "--exclude-port", "5432",
              "--exclude-port", "15000-15010")
     assert rules_of(netns) == first
+    first6 = rules_of(netns, "-6")
+    # ... and leaves rules that are not its own alone, even in its range.
+    netns.ns("ip", "rule", "add", "pref", "150", "lookup", "main")
+    netns.ns(BIN, "sidecar-init", "--exclude-cidr", "10.96.0.0/12", "--exclude-port", "5432",
+             "--exclude-port", "15000-15010")
+    again = rules_of(netns)
+    assert "150:\tfrom all lookup main" in again
+    assert [r for r in again if not r.startswith("150:")] == first
+    assert rules_of(netns, "-6") == first6
+    assert all("proto 109" in r for r in first if r.split(":")[0] in ("100", "101", "110", "120", "130", "200"))
+    netns.ns("ip", "rule", "del", "pref", "150")
     assert "110:\tfrom 192.0.2.7 lookup main" in text
     # Excluded destinations, replies from the pod's address and uid 1337
     # keep the main table (the pod's interface); the rest goes to the TUN.
@@ -214,6 +225,9 @@ def test_sidecar_errors_name_the_fix(netns, rules_file):
                  check=False, as_user=OWNER)
     assert r.returncode == 2
     assert "--admin-read-only" in r.stderr
+    # Root as the owner would bypass the TUN and keep every capability.
+    r = netns.ns(BIN, "sidecar-init", "--owner", "0", check=False)
+    assert r.returncode == 2 and "--owner 0" in r.stderr
     # Bad exclusions are rejected before anything is changed.
     r = netns.ns(BIN, "sidecar-init", "--exclude-cidr", "10.0.0.0/40", check=False)
     assert r.returncode == 2 and "prefix length" in r.stderr
@@ -235,6 +249,8 @@ def test_single_container_form_drops_to_the_owner(netns, rules_file, tmp_path):
     status = Path(f"/proc/{proc.pid}/status").read_text()
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     assert fields["Uid"].split() == ["1337"] * 4
+    assert fields["Gid"].split() == ["1337"] * 4
+    assert fields["Groups"].strip() == ""
     assert fields["CapEff"].strip() == "0000000000000000"
     assert fields["CapPrm"].strip() == "0000000000000000"
     assert fields["NoNewPrivs"].strip() == "1"

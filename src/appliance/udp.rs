@@ -42,12 +42,20 @@ impl Appliance {
                 .packets_dropped
                 .fetch_add(1, Ordering::Relaxed);
             // One event per (source, destination), not one per datagram.
-            let first = self
-                .inner
-                .udp_dropped
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((d.src, d.dst));
+            // The memory of pairs is forgotten past a bound (ephemeral
+            // source ports would grow it forever in a sidecar); a pair
+            // seen again after that gets one more event.
+            let first = {
+                let mut seen = self
+                    .inner
+                    .udp_dropped
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if seen.len() >= UDP_DROPPED_MEMORY {
+                    seen.clear();
+                }
+                seen.insert((d.src, d.dst))
+            };
             if first {
                 let meta = FlowMeta {
                     id: stack.next_flow_id(),
@@ -119,3 +127,6 @@ impl Appliance {
         });
     }
 }
+
+/// How many dropped (source, destination) UDP pairs are remembered.
+const UDP_DROPPED_MEMORY: usize = 10_000;

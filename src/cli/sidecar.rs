@@ -19,7 +19,9 @@ pub struct RoutingArgs {
     /// bypass the interception.
     #[arg(long, value_name = "UID", default_value_t = front::DEFAULT_OWNER)]
     pub owner: u32,
-    /// The gid that may also attach to the TUN [default: the owner uid].
+    /// Also require the sidecar's gid to be GID to attach to the TUN (the
+    /// kernel then checks uid and gid, both) [default: the uid alone]. The
+    /// single-container form switches to this gid, else to gid --owner.
     #[arg(long, value_name = "GID")]
     pub group: Option<u32>,
     /// The routing table whose default route is the TUN.
@@ -68,15 +70,20 @@ pub struct SidecarArgs {
 }
 
 impl RoutingArgs {
-    fn plan(&self, tun: &str) -> SidecarInit {
-        SidecarInit {
+    fn plan(&self, tun: &str) -> Result<SidecarInit> {
+        // Root's sockets would bypass the TUN (root is every process the
+        // image runs by default), and --init would keep every capability.
+        if self.owner == 0 {
+            bail!("--owner 0: the sidecar must run as a uid of its own (e.g. 1337), not root");
+        }
+        Ok(SidecarInit {
             tun: tun.to_string(),
             owner: self.owner,
-            group: self.group.unwrap_or(self.owner),
+            group: self.group,
             table: self.table,
             exclude_cidrs: self.exclude_cidrs.clone(),
             exclude_ports: self.exclude_ports.clone(),
-        }
+        })
     }
 }
 
@@ -115,7 +122,7 @@ fn run_init(plan: &SidecarInit) -> Result<()> {
 }
 
 pub(super) fn init(args: &InitArgs) -> Result<i32> {
-    run_init(&args.routing.plan(&args.tun))?;
+    run_init(&args.routing.plan(&args.tun)?)?;
     Ok(0)
 }
 
@@ -124,9 +131,9 @@ pub(super) fn serve(args: SidecarArgs) -> Result<i32> {
         if !nix::unistd::geteuid().is_root() {
             bail!("--init needs root (with NET_ADMIN, SETUID and SETGID); without it, run `meshwrap sidecar-init` in an init container");
         }
-        let plan = args.routing.plan(&args.tun);
+        let plan = args.routing.plan(&args.tun)?;
         run_init(&plan)?;
-        front::drop_privileges(plan.owner, plan.group)?;
+        front::drop_privileges(plan.owner, plan.group.unwrap_or(plan.owner))?;
     } else if nix::unistd::geteuid().is_root() {
         tracing::warn!(
             "the sidecar runs as root: its own connections are routed into the TUN unless root is \

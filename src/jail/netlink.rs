@@ -194,7 +194,18 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
             .add(tun_idx, IpAddr::V6(r.net.sut_v6), r.net.prefix_v6)
             .replace();
         v6_addr.message_mut().header.flags = AddressHeaderFlags::Nodad;
-        report.ipv6 = v6_addr.execute().await.is_ok();
+        report.ipv6 = match v6_addr.execute().await {
+            Ok(()) => true,
+            // IPv6 switched off on the link (EACCES) or absent from the
+            // kernel (EAFNOSUPPORT, EOPNOTSUPP): serve IPv4 only.
+            Err(rtnetlink::Error::NetlinkError(m))
+                if [libc::EACCES, libc::EAFNOSUPPORT, libc::EOPNOTSUPP]
+                    .contains(&m.raw_code().abs()) =>
+            {
+                false
+            }
+            Err(e) => return Err(format!("adding {}: {e}", r.net.sut_v6)),
+        };
         for (family, route) in default_routes(tun_idx, Some(r.table), report.ipv6) {
             handle
                 .route()
@@ -209,21 +220,29 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
                     )
                 })?;
         }
-        let families: &[IpVersion] = if report.ipv6 {
-            &[IpVersion::V4, IpVersion::V6]
-        } else {
-            &[IpVersion::V4]
-        };
-        for family in families {
+        for family in [IpVersion::V4, IpVersion::V6] {
             let v6 = matches!(family, IpVersion::V6);
-            // Remove what an earlier run left in meshwrap's range.
+            // Remove what an earlier run left in meshwrap's range, in both
+            // families (an earlier run may have had IPv6). A kernel without
+            // IPv6 cannot list its rules: nothing to remove there.
             let mut old = Vec::new();
             let mut rules = handle.rule().get(family.clone()).execute();
-            while let Some(msg) = rules.try_next().await.map_err(|e| e.to_string())? {
-                let ours = msg
+            while let Some(msg) = match rules.try_next().await {
+                Ok(m) => m,
+                Err(_) if v6 => None,
+                Err(e) => return Err(e.to_string()),
+            } {
+                // Only rules meshwrap made (its protocol mark) in its range:
+                // other components of the pod may have rules there too.
+                let in_range = msg
                     .attributes
                     .iter()
                     .any(|a| matches!(a, RuleAttribute::Priority(p) if pref::RANGE.contains(p)));
+                let marked = msg
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, RuleAttribute::Protocol(p) if *p == RULE_PROTOCOL));
+                let ours = in_range && marked;
                 if ours {
                     old.push(msg);
                 }
@@ -235,6 +254,9 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
                     .execute()
                     .await
                     .map_err(|e| format!("removing an earlier rule: {e}"))?;
+            }
+            if v6 && !report.ipv6 {
+                continue;
             }
             let mut wanted = Vec::new();
             let uid = RuleAttribute::UidRange(RuleUidRange {
@@ -293,6 +315,7 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
                     msg.attributes.push(RuleAttribute::Destination(ip));
                 }
                 msg.attributes.extend(rule.matches);
+                msg.attributes.push(RuleAttribute::Protocol(RULE_PROTOCOL));
                 req.execute()
                     .await
                     .map_err(|e| format!("adding the rule at preference {priority}: {e}"))?;
@@ -304,6 +327,11 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
 }
 
 const MAIN_TABLE: u32 = 254;
+
+/// The `proto` mark of meshwrap's rules (`ip rule` shows `proto 109`, "m"),
+/// so a second run removes its own rules and nothing else.
+const RULE_PROTOCOL: rtnetlink::packet_route::route::RouteProtocol =
+    rtnetlink::packet_route::route::RouteProtocol::Other(109);
 
 /// Where a rule sends the packets it matches.
 enum Target {

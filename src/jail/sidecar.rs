@@ -100,7 +100,8 @@ impl FromStr for PortRange {
 pub struct SidecarInit {
     pub tun: String,
     pub owner: u32,
-    pub group: u32,
+    /// Also required of the attaching process, when given.
+    pub group: Option<u32>,
     pub table: u32,
     pub exclude_cidrs: Vec<Cidr>,
     pub exclude_ports: Vec<PortRange>,

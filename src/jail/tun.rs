@@ -21,6 +21,14 @@ pub enum TunError {
     )]
     DeviceAccess,
     #[error(
+        "cannot open {TUN_PATH}: operation not permitted. The container runtime's device list \
+         denies it (runc 1.2.0-1.2.3, crun 1.5-1.19): use deploy/privileged, or a runtime or \
+         device plugin that allows c 10:200"
+    )]
+    DeviceDenied,
+    #[error("cannot open {TUN_PATH}: {0}")]
+    Open(nix::Error),
+    #[error(
         "cannot open {TUN_PATH}: no such device. Mount it into the container (hostPath \
          /dev/net/tun, type CharDevice) or load the tun module (`modprobe tun`)"
     )]
@@ -31,10 +39,11 @@ pub enum TunError {
     )]
     Missing { name: String },
     #[error(
-        "not allowed to attach to TUN device {name}: it belongs to another user. Run the sidecar \
-         as the uid given to `sidecar-init --owner` (now uid {uid})"
+        "not allowed to attach to TUN device {name}: it belongs to another user (or group). Run \
+         the sidecar as the uid given to `sidecar-init --owner`, and with the gid of its \
+         `--group` if one was given (now uid {uid}, gid {gid})"
     )]
-    NotOwner { name: String, uid: u32 },
+    NotOwner { name: String, uid: u32, gid: u32 },
     #[error("the TUN device name {0:?} is empty or longer than 15 bytes")]
     BadName(String),
     #[error("TUN device {name}: {op}: {source}")]
@@ -47,9 +56,13 @@ pub enum TunError {
 }
 
 fn open_dev() -> Result<OwnedFd, TunError> {
+    // EACCES is the file's mode; EPERM is the device cgroup (or seccomp)
+    // of the container refusing the device itself.
     open(TUN_PATH, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| match e {
-        nix::Error::EACCES | nix::Error::EPERM => TunError::DeviceAccess,
-        _ => TunError::NoDevice,
+        nix::Error::EACCES => TunError::DeviceAccess,
+        nix::Error::EPERM => TunError::DeviceDenied,
+        nix::Error::ENOENT | nix::Error::ENXIO | nix::Error::ENODEV => TunError::NoDevice,
+        e => TunError::Open(e),
     })
 }
 
@@ -91,10 +104,12 @@ fn check_name(name: &str) -> Result<(), TunError> {
     Ok(())
 }
 
-/// Makes (or keeps) a persistent TUN `name` that `owner`/`group` may attach
-/// to without any capability. Needs CAP_NET_ADMIN. Running it again on an
-/// existing device only re-applies owner and group.
-pub fn create_persistent(name: &str, owner: u32, group: u32) -> Result<(), TunError> {
+/// Makes (or keeps) a persistent TUN `name` that `owner` may attach to
+/// without any capability. With a `group`, the kernel also requires the
+/// attaching process to be in it (both checks apply, not either). Needs
+/// CAP_NET_ADMIN. Running it again on an existing device only re-applies
+/// owner and group.
+pub fn create_persistent(name: &str, owner: u32, group: Option<u32>) -> Result<(), TunError> {
     check_name(name)?;
     let fd = open_dev()?;
     set_iff(&fd, name).map_err(|source| TunError::Ioctl {
@@ -108,12 +123,14 @@ pub fn create_persistent(name: &str, owner: u32, group: u32) -> Result<(), TunEr
         (libc::TUNSETOWNER, "TUNSETOWNER"),
         libc::c_ulong::from(owner),
     )?;
-    set_int(
-        &fd,
-        name,
-        (libc::TUNSETGROUP, "TUNSETGROUP"),
-        libc::c_ulong::from(group),
-    )?;
+    if let Some(group) = group {
+        set_int(
+            &fd,
+            name,
+            (libc::TUNSETGROUP, "TUNSETGROUP"),
+            libc::c_ulong::from(group),
+        )?;
+    }
     set_int(&fd, name, (libc::TUNSETPERSIST, "TUNSETPERSIST"), 1)?;
     Ok(())
 }
@@ -130,6 +147,7 @@ pub fn attach(name: &str) -> Result<OwnedFd, TunError> {
                 Err(TunError::NotOwner {
                     name: name.to_string(),
                     uid: nix::unistd::geteuid().as_raw(),
+                    gid: nix::unistd::getegid().as_raw(),
                 })
             } else {
                 Err(TunError::Missing {

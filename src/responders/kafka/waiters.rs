@@ -19,6 +19,9 @@ pub struct Waiters {
     map: Mutex<HashMap<Key, Vec<Weak<Notify>>>>,
 }
 
+/// How many partitions may have waiter lists before dead ones are swept.
+const SWEEP_ABOVE: usize = 1024;
+
 impl Waiters {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Weak<Notify>>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
@@ -30,6 +33,15 @@ impl Waiters {
     pub fn register<'a>(&self, keys: impl IntoIterator<Item = (&'a str, i32)>) -> Arc<Notify> {
         let me = Arc::new(Notify::new());
         let mut map = self.lock();
+        // Keys come from clients' Fetch requests, also for partitions that
+        // never get data: sweep out the dead ones now and then so the map
+        // cannot grow without bound in a long-running sidecar.
+        if map.len() > SWEEP_ABOVE {
+            map.retain(|_, list| {
+                list.retain(|w| w.strong_count() > 0);
+                !list.is_empty()
+            });
+        }
         for (topic, p) in keys {
             let list = map.entry((topic.to_string(), p)).or_default();
             list.retain(|w| w.strong_count() > 0);
