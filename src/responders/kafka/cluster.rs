@@ -14,6 +14,7 @@
 //! clients use it for metadata, and a client that never reads metadata
 //! still works.
 
+use kafka_protocol::messages::{metadata_response, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{ServeCtx, NODE_ID};
@@ -116,6 +117,26 @@ impl Cluster {
                 (h % n as u32) as i32
             }
         }
+    }
+
+    /// A Metadata response with this cluster's brokers, id and controller;
+    /// the caller adds the topics. Normal answers and error faults share
+    /// it: a client retrying after a fault still needs the brokers.
+    pub fn metadata(&self) -> MetadataResponse {
+        MetadataResponse::default()
+            .with_brokers(
+                self.brokers()
+                    .into_iter()
+                    .map(|(id, host)| {
+                        metadata_response::MetadataResponseBroker::default()
+                            .with_node_id(id.into())
+                            .with_host(host)
+                            .with_port(self.port)
+                    })
+                    .collect(),
+            )
+            .with_cluster_id(Some(StrBytes::from_static_str("meshwrap")))
+            .with_controller_id(self.controller().into())
     }
 
     /// Whether this connection may answer for partition `p`.

@@ -130,31 +130,16 @@ pub(super) fn error_reply(
                     .map(|n| TopicName(StrBytes::from_string(n)))
                     .collect(),
             };
-            let resp = MetadataResponse::default()
-                .with_brokers(
-                    cluster
-                        .brokers()
-                        .into_iter()
-                        .map(|(id, host)| {
-                            metadata_response::MetadataResponseBroker::default()
-                                .with_node_id(id.into())
-                                .with_host(host)
-                                .with_port(cluster.port)
-                        })
-                        .collect(),
-                )
-                .with_cluster_id(Some(StrBytes::from_static_str("meshwrap")))
-                .with_controller_id(cluster.controller().into())
-                .with_topics(
-                    names
-                        .into_iter()
-                        .map(|n| {
-                            metadata_response::MetadataResponseTopic::default()
-                                .with_name(Some(n))
-                                .with_error_code(code)
-                        })
-                        .collect(),
-                );
+            let resp = cluster.metadata().with_topics(
+                names
+                    .into_iter()
+                    .map(|n| {
+                        metadata_response::MetadataResponseTopic::default()
+                            .with_name(Some(n))
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            );
             encode(cid, ApiKey::Metadata, v, &resp)
         }
         B::OffsetCommit(r) => {

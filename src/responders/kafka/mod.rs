@@ -611,22 +611,7 @@ impl KafkaService {
             };
             topics.push(t);
         }
-        MetadataResponse::default()
-            .with_brokers(
-                cluster
-                    .brokers()
-                    .into_iter()
-                    .map(|(id, host)| {
-                        metadata_response::MetadataResponseBroker::default()
-                            .with_node_id(id.into())
-                            .with_host(host)
-                            .with_port(cluster.port)
-                    })
-                    .collect(),
-            )
-            .with_cluster_id(Some(StrBytes::from_static_str("meshwrap")))
-            .with_controller_id(cluster.controller().into())
-            .with_topics(topics)
+        cluster.metadata().with_topics(topics)
     }
 
     fn create_topics(
