@@ -407,7 +407,7 @@ mod tests {
     #[test]
     fn a_cluster_service_claims_its_broker_names() {
         let text = "services:\n  - name: bus\n    match: { host: kafka.test, port: 9092 }\n    kafka: { brokers: 2 }\n";
-        let set = super::super::RuleSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
+        let set = super::super::RuleSet::from_text(text).unwrap();
         let dst = "198.18.0.9:9092".parse().unwrap();
         let claims = |host: &str| {
             set.claim(super::super::FlowKey {

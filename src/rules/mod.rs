@@ -587,17 +587,21 @@ fn locate_service(text: &str, name: &str) -> (usize, usize) {
 }
 
 #[cfg(test)]
+impl RuleSet {
+    /// Rules from a text, as if read from `rules.yaml`: the unit tests of
+    /// every protocol's rules load them this way.
+    pub(crate) fn from_text(text: &str) -> Result<RuleSet, RulesError> {
+        RuleSet::from_sources(&[(PathBuf::from("rules.yaml"), text.to_string())])
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Rules from a text, as if read from `rules.yaml`.
-    fn load_str(text: &str) -> Result<RuleSet, RulesError> {
-        RuleSet::from_sources(&[(PathBuf::from("rules.yaml"), text.to_string())])
-    }
-
     #[test]
     fn unknown_field_has_position_and_path() {
-        let err = load_str(
+        let err = RuleSet::from_text(
             "unmatched: pass\nservices:\n  - name: a\n    match: { hots: x }\n    pass: {}\n",
         )
         .unwrap_err()
@@ -609,7 +613,7 @@ mod tests {
 
     #[test]
     fn bad_address_in_hosts() {
-        let err = load_str("hosts:\n  a.test: 300.1.1.1\n")
+        let err = RuleSet::from_text("hosts:\n  a.test: 300.1.1.1\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains(":2:"), "{err}");
@@ -618,7 +622,7 @@ mod tests {
 
     #[test]
     fn services_match_in_order() {
-        let set = load_str(
+        let set = RuleSet::from_text(
             "services:\n  - name: web\n    match: { host: \"*.pay.test\", port: [80, \"8000-8100\"] }\n    pass: {}\n  - name: any443\n    match: { port: 443 }\n    refuse: true\n",
         )
         .unwrap();
@@ -646,11 +650,11 @@ mod tests {
 
     #[test]
     fn one_action_required_and_duplicates_rejected() {
-        let err = load_str("services:\n  - name: a\n    match: { port: 1 }\n")
+        let err = RuleSet::from_text("services:\n  - name: a\n    match: { port: 1 }\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("needs one action"), "{err}");
-        let err = load_str(
+        let err = RuleSet::from_text(
             "services:\n  - name: a\n    match: { port: 1 }\n    pass: {}\n  - name: a\n    match: { port: 2 }\n    pass: {}\n",
         )
         .unwrap_err()
@@ -660,18 +664,18 @@ mod tests {
 
     #[test]
     fn http_service_loads_and_expect_checks_routes() {
-        let set = load_str(
+        let set = RuleSet::from_text(
             "services:\n  - name: pay\n    match: { host: api.pay.test }\n    http:\n      routes:\n        - name: charge\n          when: { method: POST, path: \"/v1/charges/{id}\" }\n          respond: { status: 201, json: { id: \"{{ path.id }}\" } }\nexpect:\n  - { service: pay, route: charge, times: 1 }\n",
         )
         .unwrap();
         assert_eq!(set.expects.len(), 1);
-        let err = load_str(
+        let err = RuleSet::from_text(
             "services:\n  - name: pay\n    match: { port: 80 }\n    http: { routes: [ { name: a } ] }\nexpect:\n  - { service: pay, route: nope }\n",
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("no route `nope`"), "{err}");
-        let err = load_str(
+        let err = RuleSet::from_text(
             "services:\n  - name: pay\n    match: { port: 80 }\n    http:\n      routes:\n        - when: { path_regex: \"([\" }\n",
         )
         .unwrap_err()
@@ -680,7 +684,7 @@ mod tests {
             err.contains("invalid regex") && err.contains(":6:"),
             "{err}"
         );
-        let err = load_str(
+        let err = RuleSet::from_text(
             "services:\n  - name: pay\n    match: { port: 80 }\n    http:\n      routes:\n        - respond: { body: \"{{ oops\" }\n",
         )
         .unwrap_err()

@@ -238,15 +238,9 @@ impl TryFrom<RawMongo> for MongoSpec {
 
 #[cfg(test)]
 mod tests {
-    /// Rules from a text, as if read from `rules.yaml`.
-    fn load(yaml: &str) -> Result<crate::rules::RuleSet, String> {
-        let source = (std::path::PathBuf::from("rules.yaml"), yaml.to_string());
-        crate::rules::RuleSet::from_sources(&[source]).map_err(|e| e.to_string())
-    }
-
     #[test]
     fn service_seeds_and_expectations() {
-        let set = load(
+        let set = crate::rules::RuleSet::from_text(
             "services:\n  - name: m\n    match: { port: 27017 }\n    mongo:\n      replica_set: rs0\n      collections: { \"app.u\": [ { _id: { $oid: \"65a1b2c3d4e5f60718293a4b\" }, n: 1 } ] }\n      indexes: { \"app.u\": [ { key: { n: 1 }, unique: true } ] }\nexpect:\n  - { service: m, command: insert, collection: app.u }\n",
         )
         .unwrap();
@@ -259,14 +253,16 @@ mod tests {
             spec.collections["app.u"][0].get("_id"),
             Some(bson::Bson::ObjectId(_))
         ));
-        let err =
-            load("services:\n  - name: m\n    match: { port: 1 }\n    mongo: { colections: {} }\n")
-                .unwrap_err();
+        let err = crate::rules::RuleSet::from_text(
+            "services:\n  - name: m\n    match: { port: 1 }\n    mongo: { colections: {} }\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains(":4:") && err.contains("colections"), "{err}");
-        let err = load(
+        let err = crate::rules::RuleSet::from_text(
             "services:\n  - name: m\n    match: { port: 1 }\n    mongo: { collections: { nodot: [] } }\n",
         )
-        .unwrap_err();
+        .unwrap_err().to_string();
         assert!(err.contains("database.collection"), "{err}");
     }
 }

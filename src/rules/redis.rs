@@ -514,28 +514,24 @@ mod tests {
         );
     }
 
-    /// Rules from a text, as if read from `rules.yaml`.
-    fn load(text: &str) -> Result<crate::rules::RuleSet, String> {
-        let source = (std::path::PathBuf::from("rules.yaml"), text.to_string());
-        crate::rules::RuleSet::from_sources(&[source]).map_err(|e| e.to_string())
-    }
-
     #[test]
     fn service_and_expectations() {
-        let set = load(
+        let set = crate::rules::RuleSet::from_text(
             "services:\n  - name: c\n    match: { port: 6379 }\n    redis: { seed: { a: b } }\nexpect:\n  - { service: c, command: set, key: \"s:*\", times: 1 }\n",
         )
         .unwrap();
         assert_eq!(set.services[0].action.label(), "redis");
         assert_eq!(set.expects[0].command.as_deref(), Some("SET"));
-        let err = load(
+        let err = crate::rules::RuleSet::from_text(
             "services:\n  - name: h\n    match: { port: 80 }\n    http: {}\nexpect:\n  - { service: h, command: GET }\n",
         )
-        .unwrap_err();
+        .unwrap_err().to_string();
         assert!(err.contains("apply to Redis and MongoDB services"), "{err}");
-        let err =
-            load("services:\n  - name: c\n    match: { port: 1 }\n    redis: { databses: 2 }\n")
-                .unwrap_err();
+        let err = crate::rules::RuleSet::from_text(
+            "services:\n  - name: c\n    match: { port: 1 }\n    redis: { databses: 2 }\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains(":4:") && err.contains("services[0].redis"),
             "{err}"
