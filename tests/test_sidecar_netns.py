@@ -51,17 +51,19 @@ class Netns:
         self.ns("ip", "link", "set", "lo", "up")
         self.procs = []
 
-    def ns(self, *cmd, check=True, timeout=30, as_user=None):
+    def _prefix(self, as_user):
+        """Enters the namespace, as root or as `as_user` with no capabilities."""
         prefix = ["ip", "netns", "exec", self.name]
         if as_user is not None:
             prefix += ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups",
                        "--inh-caps=-all", "--bounding-set=-all"]
-        return sh(*prefix, *cmd, check=check, timeout=timeout)
+        return prefix
+
+    def ns(self, *cmd, check=True, timeout=30, as_user=None):
+        return sh(*self._prefix(as_user), *cmd, check=check, timeout=timeout)
 
     def spawn(self, *cmd, as_user, stdout, stderr):
-        prefix = ["ip", "netns", "exec", self.name, "setpriv", f"--reuid={as_user}",
-                  f"--regid={as_user}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
-        p = subprocess.Popen([*prefix, *cmd], stdout=stdout, stderr=stderr)
+        p = subprocess.Popen([*self._prefix(as_user), *cmd], stdout=stdout, stderr=stderr)
         self.procs.append(p)
         return p
 
