@@ -1,7 +1,7 @@
 //! Rules: the YAML files that say which flows are mocked, passed or
 //! refused, loaded with errors that point at file, line, column and field.
 
-mod glob;
+pub mod glob;
 pub mod http;
 pub mod kafka;
 pub mod mongo;
