@@ -9,12 +9,14 @@
 
 pub mod appliance;
 pub mod cli;
+pub mod io;
 pub mod control;
 pub mod dns;
 pub mod egress;
 pub mod events;
 pub mod jail;
 pub mod model;
+pub mod protocols;
 pub mod responders;
 pub mod rules;
 pub mod sniff;

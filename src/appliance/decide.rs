@@ -93,7 +93,7 @@ impl Appliance {
                     pass(claim.why, up, name, service)
                 }
                 Action::Refuse => refuse(claim.why, service),
-                Action::Http(_) | Action::Redis(_) | Action::Mongo(_) | Action::Kafka(_) => {
+                Action::Mock(_) => {
                     let (up, name) = target();
                     Decision {
                         kind: DecisionKind::Mock,

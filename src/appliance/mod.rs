@@ -17,6 +17,7 @@
 mod decide;
 mod dns_tcp;
 mod live;
+mod intercept;
 mod mock;
 mod pass;
 mod record;
@@ -38,7 +39,7 @@ use crate::events::EventSink;
 use crate::model::{Decision, DecisionKind, FlowMeta, JailNet, Protocol};
 use crate::responders::Registry;
 use crate::rules::{RuleSet, Unmatched};
-use crate::stack::{Datagram, Flow, FlowHandler, StackHandle, SynVerdict};
+use crate::stack::{Datagram, Flow, FlowHandler, StackHandle, SynVerdict, Ticket};
 
 /// Everything the appliance needs to decide about flows.
 pub struct ApplianceConfig {
@@ -54,8 +55,8 @@ pub struct ApplianceConfig {
     pub interceptor: Option<Arc<crate::tls::Interceptor>>,
 }
 
-/// What `on_syn` (or `connect_held`) decided, kept until the stack hands
-/// over the accepted flow in `on_flow`.
+/// What `on_syn` (or `connect_held`) decided; the stack carries it as the
+/// flow's ticket and hands it back with the accepted flow in `on_flow`.
 struct Pending {
     decision: Decision,
     started: Instant,
@@ -83,9 +84,10 @@ struct Inner {
     resolver: Resolver,
     events: EventSink,
     stack: OnceLock<StackHandle>,
-    pending: Mutex<HashMap<u64, Pending>>,
     udp: UdpNat,
     active: AtomicU64,
+    /// Notified when the last active flow finishes (`idle`).
+    idle: tokio::sync::Notify,
     interceptor: Option<Arc<crate::tls::Interceptor>>,
     /// UDP (source, destination) pairs already reported as dropped.
     udp_dropped: Mutex<HashSet<(SocketAddr, SocketAddr)>>,
@@ -118,9 +120,9 @@ impl Appliance {
                 resolver,
                 events: cfg.events,
                 stack: OnceLock::new(),
-                pending: Mutex::new(HashMap::new()),
                 udp: UdpNat::default(),
                 active: AtomicU64::new(0),
+                idle: tokio::sync::Notify::new(),
                 udp_dropped: Mutex::new(Default::default()),
                 interceptor: cfg.interceptor,
             }),
@@ -135,6 +137,17 @@ impl Appliance {
     /// Flows accepted and not yet finished.
     pub fn active_flows(&self) -> u64 {
         self.inner.active.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no flow is active (at once when none is).
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.active_flows() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The rules and responders in force now.
@@ -179,14 +192,6 @@ impl Appliance {
         self.inner.stack.get()
     }
 
-    /// Keeps what `on_flow` needs once the stack accepts the flow.
-    fn park(&self, id: u64, pending: Pending) {
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, pending);
-    }
 }
 
 impl FlowHandler for Appliance {
@@ -195,7 +200,7 @@ impl FlowHandler for Appliance {
         // DNS over TCP is answered at any address, as over UDP: in a pod
         // the app asks kube-dns's address, not meshwrap's.
         if meta.dst.port() == 53 {
-            return SynVerdict::Accept;
+            return SynVerdict::Accept(None);
         }
         let started = Instant::now();
         let local = self
@@ -221,30 +226,19 @@ impl FlowHandler for Appliance {
                 tokio::spawn(this.connect_held(m, decision, started, snapshot));
                 SynVerdict::Hold
             }
-            DecisionKind::Mock => {
-                self.park(
-                    meta.id,
-                    Pending {
-                        decision,
-                        started,
-                        upstream: None,
-                        snapshot,
-                    },
-                );
-                SynVerdict::Accept
-            }
+            DecisionKind::Mock => SynVerdict::Accept(Some(Box::new(Pending {
+                decision,
+                started,
+                upstream: None,
+                snapshot,
+            }))),
         }
     }
 
-    fn on_flow(&self, meta: FlowMeta, flow: Flow) {
+    fn on_flow(&self, meta: FlowMeta, flow: Flow, ticket: Option<Ticket>) {
         let this = self.clone();
         self.inner.active.fetch_add(1, Ordering::Relaxed);
-        let pending = self
-            .inner
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&meta.id);
+        let pending = ticket.and_then(|t| t.downcast::<Pending>().ok()).map(|p| *p);
         tokio::spawn(async move {
             let is_dns = meta.dst.port() == 53;
             match pending {
@@ -254,13 +248,15 @@ impl FlowHandler for Appliance {
                 Some(p) => this.clone().run_pass(meta, flow, p).await,
                 None if is_dns => this.clone().run_dns_tcp(meta, flow).await,
                 None => {
-                    // Every accepted flow is parked in `on_syn` (or is DNS),
+                    // Every accepted flow but DNS has a ticket from `on_syn`,
                     // so this is a bug; end the connection rather than hang.
                     tracing::warn!("flow {} accepted without a decision", meta.id);
                     flow.abort();
                 }
             }
-            this.inner.active.fetch_sub(1, Ordering::Relaxed);
+            if this.inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+                this.inner.idle.notify_waiters();
+            }
         });
     }
 

@@ -57,16 +57,13 @@ impl Appliance {
             Ok((stream, t)) => {
                 let mut decision = decision;
                 decision.upstream = Some(t);
-                self.park(
-                    meta.id,
-                    Pending {
-                        decision,
-                        started,
-                        upstream: Some(stream),
-                        snapshot,
-                    },
-                );
-                stack.resolve(meta.id, HeldOutcome::Accept);
+                let pending = Pending {
+                    decision,
+                    started,
+                    upstream: Some(stream),
+                    snapshot,
+                };
+                stack.resolve(meta.id, HeldOutcome::Accept(Box::new(pending)));
             }
             Err((outcome, msg)) => {
                 stack.resolve(meta.id, outcome);

@@ -157,7 +157,7 @@ impl ServeArgs {
             let _ = std::fs::remove_file(p);
         }
         appliance.record_open_flows();
-        let summary = events.finish();
+        let summary = events.finish().with_hints(crate::protocols::INFOS);
         if !self.quiet {
             eprint!("{summary}");
         }
@@ -174,12 +174,7 @@ impl ServeArgs {
             );
             return code;
         }
-        let results = crate::events::verify::check(
-            &expects,
-            &events.http_journal(),
-            &events.command_journal(),
-            &events.kafka_journal(),
-        );
+        let results = crate::events::verify::check(&expects, &events.journal());
         let failed = results.iter().filter(|r| !r.ok).count();
         if failed > 0 || !self.quiet {
             eprintln!(
@@ -273,8 +268,5 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Lets flows that were closing finish, so their events are complete.
 pub(super) async fn drain(appliance: &Appliance, within: std::time::Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    while appliance.active_flows() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let _ = tokio::time::timeout(within, appliance.idle()).await;
 }

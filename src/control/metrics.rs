@@ -176,14 +176,6 @@ impl Metrics {
     }
 }
 
-fn status_class(status: Option<u16>, fault: Option<&str>) -> String {
-    match (status, fault) {
-        (_, Some(f)) if f != "latency" && f != "status" => format!("fault_{f}"),
-        (Some(s), _) => format!("{}xx", s / 100),
-        (None, _) => "no_response".into(),
-    }
-}
-
 impl Observer for Metrics {
     fn observe(&self, event: &Event) {
         match event {
@@ -206,66 +198,15 @@ impl Observer for Metrics {
                 }
             }
             Event::Dns(d) => self.dns.with_label_values(&[d.source]).inc(),
-            Event::Http(h) => {
+            Event::Exchange(x) => {
+                // The responder bounds the outcome label (a fixed table of
+                // operations, `unknown` for the rest).
                 self.requests
-                    .with_label_values(&[&h.service, "http", &status_class(h.status, h.fault)])
+                    .with_label_values(&[&x.service, x.protocol.key, &x.detail.metric_outcome(x)])
                     .inc();
                 self.latency
-                    .with_label_values(&[&h.service, "http"])
-                    .observe(h.latency_ms / 1000.0);
-            }
-            Event::Redis(r) => {
-                // Command names come from a fixed table; anything else is
-                // `unknown`, so the label stays bounded.
-                let outcome = if r
-                    .error
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("ERR unknown command"))
-                {
-                    "unknown".to_string()
-                } else if r.error.is_some() {
-                    format!("{}_error", r.command.to_ascii_lowercase())
-                } else {
-                    r.command.to_ascii_lowercase()
-                };
-                self.requests
-                    .with_label_values(&[&r.service, "redis", &outcome])
-                    .inc();
-                self.latency
-                    .with_label_values(&[&r.service, "redis"])
-                    .observe(r.latency_ms / 1000.0);
-            }
-            Event::Mongo(m) => {
-                // Command names are bounded: unknown ones count as `unknown`.
-                let known = crate::responders::mongo::COMMANDS.contains(&m.command.as_str());
-                let outcome = if m.error_code == Some(59) || !known {
-                    "unknown".to_string()
-                } else if m.error_code.is_some() {
-                    format!("{}_error", m.command.to_ascii_lowercase())
-                } else {
-                    m.command.to_ascii_lowercase()
-                };
-                self.requests
-                    .with_label_values(&[&m.service, "mongo", &outcome])
-                    .inc();
-                self.latency
-                    .with_label_values(&[&m.service, "mongo"])
-                    .observe(m.latency_ms / 1000.0);
-            }
-            Event::Kafka(k) => {
-                // API names come from a fixed table, so the label stays
-                // bounded.
-                let outcome = if k.error_code != 0 {
-                    format!("{}_error", k.api)
-                } else {
-                    k.api.clone()
-                };
-                self.requests
-                    .with_label_values(&[&k.service, "kafka", &outcome])
-                    .inc();
-                self.latency
-                    .with_label_values(&[&k.service, "kafka"])
-                    .observe(k.latency_ms / 1000.0);
+                    .with_label_values(&[&x.service, x.protocol.key])
+                    .observe(x.latency_ms / 1000.0);
             }
             Event::Reload(r) => {
                 self.reloads

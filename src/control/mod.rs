@@ -344,46 +344,31 @@ impl Control {
             .unwrap_or_else(|_| Response::new(full(Bytes::new())))
     }
 
+    /// The journal: each protocol's exchanges under its own key
+    /// (`requests` for HTTP), or the exchanges no rule answered.
     fn requests(&self, q: &[(String, String)], unmatched: bool) -> Response<Body> {
         let service = param(q, "service");
-        let entries: Vec<Value> = self
-            .events
-            .http_journal()
-            .into_iter()
+        let journal = self.events.journal();
+        let entries = journal
+            .iter()
             .filter(|e| service.is_none_or(|s| e.service == s))
-            .filter(|e| {
-                !unmatched || (e.route.is_none() && matches!(e.answered_by, "fallback" | "pass"))
-            })
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-            .collect();
+            .filter(|e| !unmatched || e.outcome == crate::events::Outcome::Unmatched);
         if unmatched {
-            return json_response(StatusCode::OK, &json!({ "requests": entries }));
+            let list: Vec<Value> = entries
+                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+                .collect();
+            return json_response(StatusCode::OK, &json!({ "requests": list }));
         }
-        let redis: Vec<Value> = self
-            .events
-            .redis_journal()
-            .into_iter()
-            .filter(|e| service.is_none_or(|s| e.service == s))
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-            .collect();
-        let mongo: Vec<Value> = self
-            .events
-            .mongo_journal()
-            .into_iter()
-            .filter(|e| service.is_none_or(|s| e.service == s))
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-            .collect();
-        let kafka: Vec<Value> = self
-            .events
-            .kafka_journal()
-            .into_iter()
-            .filter(|e| service.is_none_or(|s| e.service == s))
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-            .collect();
-        json_response(
-            StatusCode::OK,
-            &json!({ "requests": entries, "redis": redis, "mongo": mongo, "kafka": kafka }),
-        )
+        let mut by_key = serde_json::Map::new();
+        for p in crate::protocols::INFOS {
+            by_key.insert(p.journal_key.to_string(), Value::Array(Vec::new()));
+        }
+        for e in entries {
+            if let Some(Value::Array(list)) = by_key.get_mut(e.protocol.journal_key) {
+                list.push(serde_json::to_value(e).unwrap_or(Value::Null));
+            }
+        }
+        json_response(StatusCode::OK, &Value::Object(by_key))
     }
 
     fn get_rules(&self) -> Response<Body> {
@@ -446,26 +431,19 @@ impl Control {
     }
 
     fn verify(&self, text: &str) -> Response<Body> {
-        let expects = match parse_expects(text) {
+        let mut expects = match parse_expects(text) {
             Ok(e) => e,
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         };
         let snap = self.appliance.snapshot();
-        for e in &expects {
-            if !snap.rules.services.iter().any(|s| s.name == e.service) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("no service is named `{}`", e.service),
-                );
+        for e in &mut expects {
+            // The service's protocol checks the fields and gives the
+            // matcher, as for the rules' own expectations.
+            if let Err((_, message)) = snap.rules.bind_expect(e) {
+                return error(StatusCode::BAD_REQUEST, message);
             }
         }
-        let journal = self.events.http_journal();
-        let results = crate::events::verify::check(
-            &expects,
-            &journal,
-            &self.events.command_journal(),
-            &self.events.kafka_journal(),
-        );
+        let results = crate::events::verify::check(&expects, &self.events.journal());
         let failed = results.iter().filter(|r| !r.ok).count();
         self.metrics.expectations_failed.inc_by(failed as u64);
         let out: Vec<Value> = results
@@ -473,7 +451,7 @@ impl Control {
             .map(|r| {
                 json!({
                     "service": r.expect.service,
-                    "route": r.expect.route,
+                    "route": r.expect.fields.get("route"),
                     "expected": r.expect.count.to_string(),
                     "calls": r.calls,
                     "ok": r.ok,

@@ -1,6 +1,7 @@
 //! Events: one JSON object per decision or exchange, written as JSON lines
 //! to `--events FILE` and kept in memory for the exit summary.
 
+mod exchange;
 mod summary;
 pub mod verify;
 
@@ -14,6 +15,9 @@ use serde::Serialize;
 
 use crate::model::FlowId;
 
+pub use exchange::{
+    ExchangeDetail, ExchangeEvent, MockHint, Outcome, ProtocolInfo, SummaryStyle,
+};
 pub use summary::Summary;
 
 /// One flow, reported when it ends (or when it is refused).
@@ -57,40 +61,8 @@ pub struct DnsEvent {
     pub transport: &'static str,
 }
 
-/// One HTTP exchange answered by a mocked service.
-#[derive(Debug, Clone, Serialize)]
-pub struct HttpEvent {
-    pub time: String,
-    pub flow_id: FlowId,
-    pub service: String,
-    /// The route that answered (its label), if any.
-    pub route: Option<String>,
-    /// `route`, `resource`, `fallback`, `pass` (fallback to the real
-    /// destination) or `error`.
-    pub answered_by: &'static str,
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    pub host: Option<String>,
-    pub version: String,
-    pub status: Option<u16>,
-    pub latency_ms: f64,
-    pub request_bytes: u64,
-    pub response_bytes: u64,
-    /// The first `record_bodies` bytes of each body (lossy UTF-8).
-    pub request_body: Option<String>,
-    pub response_body: Option<String>,
-    pub request_headers: std::collections::BTreeMap<String, String>,
-    /// The fault applied, if any (latency, hang, reset, …).
-    pub fault: Option<&'static str>,
-    pub error: Option<String>,
-    /// For a request no route answered: the routes that came closest and
-    /// what differed (WireMock's near misses).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub near_misses: Vec<NearMiss>,
-}
-
-/// A route that almost matched a request.
+/// A route (or other rule) that almost matched a request, with what
+/// differed (WireMock's near misses).
 #[derive(Debug, Clone, Serialize)]
 pub struct NearMiss {
     pub route: String,
@@ -110,70 +82,6 @@ pub struct ReloadEvent {
     pub generation: u64,
 }
 
-/// One Redis command answered by a mocked service.
-#[derive(Debug, Clone, Serialize)]
-pub struct RedisEvent {
-    pub time: String,
-    pub flow_id: FlowId,
-    pub service: String,
-    /// Upper case (`SET`, `CLIENT`); `(PROTOCOL)` for a malformed request.
-    pub command: String,
-    /// The first key argument (lossy UTF-8, clipped), if the command has one.
-    pub key: Option<String>,
-    pub db: usize,
-    /// The reply's RESP type: simple, error, integer, bulk, nil, array,
-    /// map, set, double, boolean, push, none.
-    pub reply: &'static str,
-    pub error: Option<String>,
-    pub latency_ms: f64,
-    /// The fault applied, if any (latency, error, reset, hang).
-    pub fault: Option<&'static str>,
-}
-
-/// One MongoDB command answered by a mocked service.
-#[derive(Debug, Clone, Serialize)]
-pub struct MongoEvent {
-    pub time: String,
-    pub flow_id: FlowId,
-    pub service: String,
-    /// The command name as sent (`insert`, `find`, `hello`);
-    /// `(protocol)` for a malformed message.
-    pub command: String,
-    pub db: String,
-    /// `db.collection` when the command names a collection.
-    pub collection: Option<String>,
-    /// The filter, as relaxed extended JSON (clipped).
-    pub filter: Option<String>,
-    pub matched: Option<u64>,
-    pub modified: Option<u64>,
-    /// The error code (`ok: 0` or the first write error).
-    pub error_code: Option<i32>,
-    pub error: Option<String>,
-    pub latency_ms: f64,
-}
-
-/// One Kafka request (or, for Produce, one record) answered by a mocked
-/// service.
-#[derive(Debug, Clone, Serialize)]
-pub struct KafkaEvent {
-    pub time: String,
-    pub flow_id: FlowId,
-    pub service: String,
-    /// snake_case API name (`produce`, `fetch`, `join_group`…).
-    pub api: String,
-    pub topic: Option<String>,
-    pub partition: Option<i32>,
-    /// Produce: the record's offset; Fetch: the high watermark;
-    /// ListOffsets: the offset answered.
-    pub offset: Option<i64>,
-    /// Lossy UTF-8, clipped.
-    pub key: Option<String>,
-    pub value: Option<String>,
-    /// Kafka's error code (0 for none).
-    pub error_code: i16,
-    pub latency_ms: f64,
-}
-
 /// Something the user should know that is not a flow (for example a
 /// classification failure or a setup warning).
 #[derive(Debug, Clone, Serialize)]
@@ -188,12 +96,11 @@ pub struct NoticeEvent {
 pub enum Event {
     Flow(FlowEvent),
     Dns(DnsEvent),
-    Http(HttpEvent),
     Reload(ReloadEvent),
-    Redis(RedisEvent),
-    Mongo(MongoEvent),
-    Kafka(KafkaEvent),
     Notice(NoticeEvent),
+    /// Serialized with its protocol's key as `kind`.
+    #[serde(untagged)]
+    Exchange(ExchangeEvent),
 }
 
 /// Something that wants to see every event as it is recorded (metrics).
@@ -223,29 +130,23 @@ struct Inner {
     recent: Option<std::collections::VecDeque<Arc<Event>>>,
     follow: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
     observers: Vec<Arc<dyn Observer>>,
-    /// Off with `--no-journal`: HTTP events are written but not kept.
+    /// Off with `--no-journal`: exchanges are written but not kept.
     journal_off: bool,
     /// The last `JOURNAL_LIMIT` finished flows, for `GET /flows`.
     flows: std::collections::VecDeque<FlowEvent>,
     /// Every finished flow, counted per destination for the exit summary
     /// (a sidecar may run for weeks: flows are not all kept).
     flow_summary: summary::Summary,
-    /// The request journal, oldest first, at most `JOURNAL_LIMIT` entries.
-    http: std::collections::VecDeque<HttpEvent>,
-    /// Every route of every HTTP service, to list those never called.
+    /// The exchange journal of every protocol, oldest first, at most
+    /// `JOURNAL_LIMIT` entries.
+    journal: std::collections::VecDeque<ExchangeEvent>,
+    /// Every route of every service answered by routes, to list those
+    /// never called.
     routes: Vec<(String, String)>,
     dns_count: u64,
-    /// Redis events kept for `expect:` (only built when needed).
-    redis: std::collections::VecDeque<RedisEvent>,
-    /// service → command → (calls, errors), for the summary.
-    redis_counts: summary::RedisCounts,
-    /// MongoDB events kept for `expect:`, and counts for the summary.
-    mongo: std::collections::VecDeque<MongoEvent>,
-    mongo_counts: summary::RedisCounts,
-    /// Kafka events kept for `expect:` (only built when needed).
-    kafka: std::collections::VecDeque<KafkaEvent>,
-    /// service → API → (requests, errors), for the summary.
-    kafka_counts: summary::RedisCounts,
+    /// Exchanges per protocol, service and operation, for the summary;
+    /// counted even when no event is built.
+    counts: summary::Counts,
     write_error: Option<String>,
 }
 
@@ -335,55 +236,22 @@ impl EventSink {
                 inner.flows.push_back(f);
             }
             Event::Dns(_) => inner.dns_count += 1,
-            Event::Http(h) if !inner.journal_off => {
-                if inner.http.len() == JOURNAL_LIMIT {
-                    inner.http.pop_front();
-                }
-                inner.http.push_back(h);
-            }
-            Event::Http(_) | Event::Reload(_) => {}
-            Event::Redis(r) => {
-                summary::count_redis(
-                    &mut inner.redis_counts,
-                    &r.service,
-                    &r.command,
-                    r.error.is_some(),
+            Event::Exchange(x) => {
+                summary::count(
+                    &mut inner.counts,
+                    x.protocol,
+                    &x.service,
+                    &x.operation,
+                    x.failed(),
                 );
                 if !inner.journal_off {
-                    if inner.redis.len() == JOURNAL_LIMIT {
-                        inner.redis.pop_front();
+                    if inner.journal.len() == JOURNAL_LIMIT {
+                        inner.journal.pop_front();
                     }
-                    inner.redis.push_back(r);
+                    inner.journal.push_back(x);
                 }
             }
-            Event::Kafka(k) => {
-                summary::count_redis(
-                    &mut inner.kafka_counts,
-                    &k.service,
-                    &k.api,
-                    k.error_code != 0,
-                );
-                if !inner.journal_off {
-                    if inner.kafka.len() == JOURNAL_LIMIT {
-                        inner.kafka.pop_front();
-                    }
-                    inner.kafka.push_back(k);
-                }
-            }
-            Event::Mongo(m) => {
-                summary::count_redis(
-                    &mut inner.mongo_counts,
-                    &m.service,
-                    &m.command,
-                    m.error_code.is_some(),
-                );
-                if !inner.journal_off {
-                    if inner.mongo.len() == JOURNAL_LIMIT {
-                        inner.mongo.pop_front();
-                    }
-                    inner.mongo.push_back(m);
-                }
-            }
+            Event::Reload(_) => {}
             Event::Notice(_) => {}
         }
     }
@@ -424,7 +292,7 @@ impl EventSink {
         self.lock().observers.push(o);
     }
 
-    /// Stops keeping HTTP events in memory (they are still written and
+    /// Stops keeping exchanges in memory (they are still written and
     /// observed); expectations then see no calls.
     pub fn disable_journal(&self) {
         self.lock().journal_off = true;
@@ -465,77 +333,32 @@ impl EventSink {
     pub fn clear_journal(&self, service: Option<&str>) {
         let mut inner = self.lock();
         match service {
-            Some(s) => inner.http.retain(|e| e.service != s),
-            None => inner.http.clear(),
+            Some(s) => inner.journal.retain(|e| e.service != s),
+            None => inner.journal.clear(),
         }
     }
 
-    /// Whether events go to a file (responders then build full events for
-    /// every exchange, not only counts).
-    /// Whether anyone reads full events (an events file or the admin API).
+    /// Whether anyone reads full events (an events file or the admin API),
+    /// so that responders build them rather than only count.
     pub fn wants_detail(&self) -> bool {
         self.detail.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Counts a Redis command without building its event (the fast path
-    /// when nobody reads the details).
-    pub fn count_redis(&self, service: &str, command: &str, error: bool) {
-        summary::count_redis(&mut self.lock().redis_counts, service, command, error);
+    /// Counts an exchange without building its event (the fast path when
+    /// nobody reads the details).
+    pub fn count(
+        &self,
+        protocol: &'static ProtocolInfo,
+        service: &str,
+        operation: &str,
+        failed: bool,
+    ) {
+        summary::count(&mut self.lock().counts, protocol, service, operation, failed);
     }
 
-    /// The Redis commands recorded so far with full events.
-    pub fn redis_journal(&self) -> Vec<RedisEvent> {
-        self.lock().redis.iter().cloned().collect()
-    }
-
-    /// Counts a MongoDB command without building its event.
-    pub fn count_mongo(&self, service: &str, command: &str, error: bool) {
-        summary::count_redis(&mut self.lock().mongo_counts, service, command, error);
-    }
-
-    /// The MongoDB commands recorded so far with full events, in the shape
-    /// `expect:` counts (command, key = `db.collection`).
-    pub fn mongo_journal(&self) -> Vec<MongoEvent> {
-        self.lock().mongo.iter().cloned().collect()
-    }
-
-    /// Redis and MongoDB commands as one journal for `expect:` checks: a
-    /// MongoDB command's key is its `db.collection`.
-    pub fn command_journal(&self) -> Vec<RedisEvent> {
-        let inner = self.lock();
-        let mut v: Vec<RedisEvent> = inner.redis.iter().cloned().collect();
-        v.extend(inner.mongo.iter().map(|m| RedisEvent {
-            time: m.time.clone(),
-            flow_id: m.flow_id,
-            service: m.service.clone(),
-            command: m.command.clone(),
-            key: m.collection.clone(),
-            db: 0,
-            reply: if m.error_code.is_some() {
-                "error"
-            } else {
-                "ok"
-            },
-            error: m.error.clone(),
-            latency_ms: m.latency_ms,
-            fault: None,
-        }));
-        v
-    }
-
-    /// The HTTP exchanges so far (the request journal).
-    pub fn http_journal(&self) -> Vec<HttpEvent> {
-        self.lock().http.iter().cloned().collect()
-    }
-
-    /// Counts a Kafka request without building its event.
-    pub fn count_kafka(&self, service: &str, api: &str, error: bool) {
-        summary::count_redis(&mut self.lock().kafka_counts, service, api, error);
-    }
-
-    /// The Kafka requests recorded so far with full events.
-    pub fn kafka_journal(&self) -> Vec<KafkaEvent> {
-        self.lock().kafka.iter().cloned().collect()
+    /// The exchanges recorded so far with full events, oldest first.
+    pub fn journal(&self) -> Vec<ExchangeEvent> {
+        self.lock().journal.iter().cloned().collect()
     }
 
     /// Flushes the events file and builds the exit summary.
@@ -546,10 +369,7 @@ impl EventSink {
         }
         let mut s = inner.flow_summary.clone();
         s.set_dns_queries(inner.dns_count);
-        s.add_routes(&inner.routes, &inner.http);
-        s.add_redis(&inner.redis_counts);
-        s.add_mongo(&inner.mongo_counts);
-        s.add_kafka(&inner.kafka_counts);
+        s.add_exchanges(&inner.routes, &inner.counts);
         s
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{FlowEvent, HttpEvent};
+use super::{FlowEvent, ProtocolInfo, SummaryStyle};
 
 #[derive(Debug, Default, Clone)]
 struct Row {
@@ -21,33 +21,50 @@ pub struct Summary {
     rows: BTreeMap<(String, &'static str), Row>,
     refused: BTreeMap<String, (Option<String>, u16, &'static str)>,
     dns_queries: u64,
-    /// (service, route) → calls, in declaration order; then calls that no
-    /// route answered, by how they were answered.
-    routes: Vec<((String, String), u64)>,
-    other_calls: BTreeMap<(String, &'static str), u64>,
-    redis: RedisCounts,
-    mongo: RedisCounts,
-    kafka: RedisCounts,
+    /// Routes declared per service (in declaration order), for the
+    /// per-route sections.
+    routes: Vec<(String, String)>,
+    counts: Counts,
+    /// The protocols whose rule snippets a refused destination may get.
+    hints: Vec<&'static ProtocolInfo>,
 }
 
-/// service → command → (calls, errors).
-pub type RedisCounts = BTreeMap<String, BTreeMap<String, (u64, u64)>>;
+/// (protocol title, service) → (protocol, operation → (calls, errors)).
+/// Keyed by the title so the sections come in a stable order.
+pub type Counts = BTreeMap<(&'static str, String), (&'static ProtocolInfo, PerOperation)>;
 
-/// Adds one Redis command to the counts (allocation-free when both names
-/// are already known, which is every call after the first).
-pub fn count_redis(counts: &mut RedisCounts, service: &str, command: &str, error: bool) {
-    if !counts.contains_key(service) {
-        counts.insert(service.to_string(), BTreeMap::new());
-    }
-    let Some(per) = counts.get_mut(service) else {
-        return;
+/// operation → (calls, errors).
+pub type PerOperation = BTreeMap<String, (u64, u64)>;
+
+/// Adds one exchange to the counts (allocation-free when both names are
+/// already known, which is every call after the first).
+pub fn count(
+    counts: &mut Counts,
+    protocol: &'static ProtocolInfo,
+    service: &str,
+    operation: &str,
+    failed: bool,
+) {
+    // A lookup by borrowed parts first: the owned key is built once per
+    // service.
+    let found = counts
+        .iter_mut()
+        .find(|((t, s), _)| *t == protocol.title && s == service);
+    let per = match found {
+        Some((_, (_, per))) => per,
+        None => {
+            &mut counts
+                .entry((protocol.title, service.to_string()))
+                .or_insert((protocol, BTreeMap::new()))
+                .1
+        }
     };
-    if !per.contains_key(command) {
-        per.insert(command.to_string(), (0, 0));
+    if !per.contains_key(operation) {
+        per.insert(operation.to_string(), (0, 0));
     }
-    if let Some(c) = per.get_mut(command) {
+    if let Some(c) = per.get_mut(operation) {
         c.0 += 1;
-        c.1 += u64::from(error);
+        c.1 += u64::from(failed);
     }
 }
 
@@ -82,40 +99,16 @@ impl Summary {
         self.dns_queries = n;
     }
 
-    /// Counts HTTP calls per declared route.
-    pub fn add_routes(
-        &mut self,
-        declared: &[(String, String)],
-        calls: &std::collections::VecDeque<HttpEvent>,
-    ) {
-        for (svc, route) in declared {
-            let n = calls
-                .iter()
-                .filter(|c| &c.service == svc && c.route.as_deref() == Some(route.as_str()))
-                .count() as u64;
-            self.routes.push(((svc.clone(), route.clone()), n));
-        }
-        for c in calls.iter().filter(|c| c.route.is_none()) {
-            *self
-                .other_calls
-                .entry((c.service.clone(), c.answered_by))
-                .or_default() += 1;
-        }
+    /// Adds the exchange counts and the declared routes.
+    pub fn add_exchanges(&mut self, declared: &[(String, String)], counts: &Counts) {
+        self.routes = declared.to_vec();
+        self.counts = counts.clone();
     }
 
-    /// Adds the Redis command counts per service.
-    pub fn add_redis(&mut self, counts: &RedisCounts) {
-        self.redis = counts.clone();
-    }
-
-    /// Adds the MongoDB command counts per service.
-    pub fn add_mongo(&mut self, counts: &RedisCounts) {
-        self.mongo = counts.clone();
-    }
-
-    /// Adds the Kafka request counts per service.
-    pub fn add_kafka(&mut self, counts: &RedisCounts) {
-        self.kafka = counts.clone();
+    /// The protocols whose snippets the refused destinations may suggest.
+    pub fn with_hints(mut self, protocols: &[&'static ProtocolInfo]) -> Self {
+        self.hints = protocols.to_vec();
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -133,16 +126,15 @@ fn service_name(host: &str, port: u16) -> String {
 }
 
 /// How to mock the destination, when a responder exists for what it
-/// probably speaks.
-fn mock_hint(port: u16, protocol: &str) -> Option<&'static str> {
-    match (protocol, port) {
-        ("http1" | "http2", _) | ("none", 80 | 8000 | 8080 | 8888) => {
-            Some("http: { routes: [ { when: { path: / }, respond: { status: 200 } } ] }")
-        }
-        ("resp", _) | ("none", 6379) => Some("redis: { seed: {} }"),
-        ("mongo", _) | ("none", 27017) => Some("mongo: { collections: {} }"),
-        _ => None,
-    }
+/// probably speaks: by what the sniffer saw, else by the port when the
+/// client sent nothing.
+fn mock_hint(hints: &[&'static ProtocolInfo], port: u16, protocol: &str) -> Option<&'static str> {
+    hints.iter().find_map(|p| {
+        let hint = p.mock_hint.as_ref()?;
+        let by_bytes = hint.sniffed.contains(&protocol);
+        let by_port = protocol == "none" && hint.ports.contains(&port);
+        (by_bytes || by_port).then_some(hint.snippet)
+    })
 }
 
 impl fmt::Display for Summary {
@@ -170,43 +162,8 @@ impl fmt::Display for Summary {
                 dest, decision, row.protocol, row.flows, row.bytes_up, row.bytes_down, row.errors
             )?;
         }
-        if !self.routes.is_empty() || !self.other_calls.is_empty() {
-            writeln!(f)?;
-            writeln!(f, "  HTTP calls per route:")?;
-            for ((svc, route), n) in &self.routes {
-                let note = if *n == 0 { "   <- never called" } else { "" };
-                writeln!(f, "    {svc} / {route}: {n}{note}")?;
-            }
-            for ((svc, by), n) in &self.other_calls {
-                writeln!(f, "    {svc} / (no route, answered by {by}): {n}")?;
-            }
-        }
-        let per_service = [
-            ("Redis", "command", &self.redis),
-            ("MongoDB", "command", &self.mongo),
-            ("Kafka", "request", &self.kafka),
-        ];
-        for (title, unit, counts) in per_service {
-            if counts.is_empty() {
-                continue;
-            }
-            writeln!(f)?;
-            writeln!(f, "  {title} {unit}s per service:")?;
-            for (svc, per) in counts {
-                let total: u64 = per.values().map(|c| c.0).sum();
-                let errors: u64 = per.values().map(|c| c.1).sum();
-                let mut top: Vec<(&String, &(u64, u64))> = per.iter().collect();
-                top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
-                let list: Vec<String> = top.iter().map(|(c, n)| format!("{c} {}", n.0)).collect();
-                writeln!(
-                    f,
-                    "    {svc}: {total} {unit}{}, {errors} {} ({})",
-                    if total == 1 { "" } else { "s" },
-                    if errors == 1 { "error" } else { "errors" },
-                    list.join(", ")
-                )?;
-            }
-        }
+        self.fmt_per_route(f)?;
+        self.fmt_per_service(f)?;
         if !self.refused.is_empty() {
             writeln!(f)?;
             writeln!(
@@ -231,11 +188,80 @@ impl fmt::Display for Summary {
                 };
                 writeln!(f, "    - name: {name}")?;
                 writeln!(f, "      match: {matcher}")?;
-                match mock_hint(*port, protocol) {
+                match mock_hint(&self.hints, *port, protocol) {
                     Some(hint) => writeln!(f, "      pass: {{}}            # or mock it: {hint}")?,
                     None => writeln!(f, "      pass: {{}}")?,
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Summary {
+    /// The sections of protocols answered by routes: every declared route
+    /// with its calls, then the calls no route answered.
+    fn fmt_per_route(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per_route: Vec<(&(&str, String), &(&ProtocolInfo, PerOperation))> = self
+            .counts
+            .iter()
+            .filter(|(_, (p, _))| p.summary == SummaryStyle::PerRoute)
+            .collect();
+        let title = per_route.first().map(|(_, (p, _))| p.title);
+        if self.routes.is_empty() && per_route.is_empty() {
+            return Ok(());
+        }
+        writeln!(f)?;
+        writeln!(f, "  {} calls per route:", title.unwrap_or("HTTP"))?;
+        let calls = |svc: &str, op: &str| -> u64 {
+            per_route
+                .iter()
+                .find(|((_, s), _)| s == svc)
+                .and_then(|(_, (_, per))| per.get(op))
+                .map_or(0, |c| c.0)
+        };
+        for (svc, route) in &self.routes {
+            let n = calls(svc, route);
+            let note = if n == 0 { "   <- never called" } else { "" };
+            writeln!(f, "    {svc} / {route}: {n}{note}")?;
+        }
+        for ((_, svc), (_, per)) in &per_route {
+            for (op, (n, _)) in per.iter() {
+                let declared = self.routes.iter().any(|(s, r)| s == svc && r == op);
+                if !declared {
+                    writeln!(f, "    {svc} / {op}: {n}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sections of protocols with a command set: per service, the
+    /// totals and the operations by use.
+    fn fmt_per_service(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last_title = None;
+        for ((title, svc), (p, per)) in &self.counts {
+            if p.summary != SummaryStyle::PerService {
+                continue;
+            }
+            let unit = p.unit;
+            if last_title != Some(*title) {
+                writeln!(f)?;
+                writeln!(f, "  {title} {unit}s per service:")?;
+                last_title = Some(*title);
+            }
+            let total: u64 = per.values().map(|c| c.0).sum();
+            let errors: u64 = per.values().map(|c| c.1).sum();
+            let mut top: Vec<(&String, &(u64, u64))> = per.iter().collect();
+            top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+            let list: Vec<String> = top.iter().map(|(c, n)| format!("{c} {}", n.0)).collect();
+            writeln!(
+                f,
+                "    {svc}: {total} {unit}{}, {errors} {} ({})",
+                if total == 1 { "" } else { "s" },
+                if errors == 1 { "error" } else { "errors" },
+                list.join(", ")
+            )?;
         }
         Ok(())
     }

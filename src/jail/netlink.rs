@@ -20,10 +20,11 @@ pub(super) fn configure(tun: &str, net: &JailNet) -> Result<(), String> {
     rt.block_on(async {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let index = |name: &'static str| {
+        let index = |name: &str| {
             let handle = handle.clone();
+            let name = name.to_string();
             async move {
-                let mut links = handle.link().get().match_name(name.to_string()).execute();
+                let mut links = handle.link().get().match_name(name.clone()).execute();
                 match links.try_next().await {
                     Ok(Some(link)) => Ok(link.header.index),
                     Ok(None) => Err(format!("no link named {name}")),
@@ -32,8 +33,7 @@ pub(super) fn configure(tun: &str, net: &JailNet) -> Result<(), String> {
             }
         };
         let lo = index("lo").await?;
-        let tun_idx = index(super::child::TUN_NAME).await?;
-        let _ = tun;
+        let tun_idx = index(tun).await?;
         for idx in [lo, tun_idx] {
             handle
                 .link()

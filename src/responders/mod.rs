@@ -1,182 +1,137 @@
-//! In-process responders: each protocol's codec and in-memory state, with
-//! one `serve` entry each. They see a flow as plain bytes and never touch
-//! the stack.
+//! In-process responders: each protocol's codec and in-memory state behind
+//! one `Responder` trait. They see a flow as plain bytes (`BoxIo`) and
+//! never touch the stack; the appliance finds a service's responder in
+//! the `Registry` and knows nothing else of its protocol.
+//!
+//! What a responder gives the rest of meshwrap:
+//! - `Responder`: serving a connection, what the sniffer must have seen
+//!   for it to take the flow, whether it wants TLS terminated, `reset`,
+//!   its routes (the summary lists the never-called ones);
+//! - its `ProtocolInfo` (`BuildResponder::INFO`): names, the summary's
+//!   section style, where `GET /requests` lists it, the snippet offered
+//!   for a refused destination;
+//! - its `ExchangeEvent` detail (`events::ExchangeDetail`): the journal
+//!   entry that `expect:` matches, the line a failed expectation lists,
+//!   and its bounded metric label.
+//!
+//! ## Adding a protocol
+//!
+//! A protocol `p` is these files and nothing else:
+//! 1. `src/responders/p/`: its codec, state and `impl Responder`/
+//!    `BuildResponder`, with an `ExchangeDetail` for its events;
+//! 2. `src/rules/p.rs`: its spec with `impl ProtocolRules` (key, title,
+//!    validation, `expect:` fields and matcher);
+//! 3. a detector in `src/sniff/` if clients speak first in a framing the
+//!    sniffer should name;
+//! 4. one line in the table of `src/protocols.rs`;
+//! 5. `tests/test_p.py` with real clients, and its rules under `tests/p_rules/`;
+//! 6. its section in `rules/README.md` with an example under `rules/examples/`.
 
+mod ctx;
+pub mod faults;
 pub mod http;
 pub mod kafka;
 pub mod mongo;
 pub mod redis;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::events::EventSink;
-use crate::model::FlowMeta;
-use crate::rules::{Action, RuleSet};
+pub use ctx::{ServeCtx, Upstream};
 
-/// Where a responder may forward what it does not answer itself.
-#[derive(Debug, Clone)]
-pub enum Upstream {
-    Addr(SocketAddr),
-    /// Resolve this name on the host at use.
-    Name(String, u16),
-    None,
-}
+use crate::events::{EventSink, ProtocolInfo};
+use crate::io::BoxIo;
+use crate::model::Protocol;
+use crate::rules::{ProtocolRules, RuleSet, Service};
+use crate::stack::FlowHandle;
 
-/// What a responder knows about the flow it serves.
-#[derive(Debug, Clone)]
-pub struct ServeCtx {
-    pub meta: FlowMeta,
-    pub upstream: Upstream,
-    /// Set when meshwrap terminated TLS for this flow: forwarding to the
-    /// real destination then speaks TLS too, to this server name.
-    pub tls_server_name: Option<String>,
-}
+/// A future a responder serves one connection with.
+pub type ServeFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// A responder for a protocol whose clients always speak first in its own
-/// framing (Redis, MongoDB, Kafka): it takes the flow as it is, whatever
-/// the sniffer saw, and answers garbage with the protocol's own error.
-pub enum FramedService {
-    Redis(Arc<redis::RedisService>),
-    Mongo(Arc<mongo::MongoService>),
-    Kafka(Arc<kafka::KafkaService>),
-}
-
-impl FramedService {
-    pub fn protocol(&self) -> &'static str {
-        match self {
-            FramedService::Redis(_) => "Redis",
-            FramedService::Mongo(_) => "MongoDB",
-            FramedService::Kafka(_) => "Kafka",
-        }
+/// A mocked service's responder; one per service, shared by all its
+/// connections, its state living for as long as its rules are in force.
+pub trait Responder: Send + Sync {
+    fn info(&self) -> &'static ProtocolInfo;
+    /// Whether the responder takes a flow whose first bytes were sniffed
+    /// as `seen` (`Protocol::None`: nothing arrived in time).
+    fn speaks(&self, seen: &Protocol) -> bool;
+    /// Whether a flow that starts with a TLS ClientHello is terminated
+    /// with the run's CA and sniffed again, rather than ended.
+    fn terminates_tls(&self) -> bool {
+        false
     }
-
     /// Serves one connection until the client is done.
-    pub async fn serve<IO>(self, io: IO, ctx: ServeCtx, handle: crate::stack::FlowHandle)
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        match self {
-            FramedService::Redis(s) => redis::serve(s, io, ctx, handle).await,
-            FramedService::Mongo(s) => mongo::serve(s, io, ctx, handle).await,
-            FramedService::Kafka(s) => kafka::serve(s, io, ctx, handle).await,
-        }
+    fn serve(self: Arc<Self>, io: BoxIo, ctx: ServeCtx, flow: FlowHandle) -> ServeFuture;
+    /// Puts the state back to the seeds (sequences, data, counters).
+    fn reset(&self);
+    /// The routes the summary lists, never-called ones marked.
+    fn routes(&self) -> Vec<String> {
+        Vec::new()
     }
+}
+
+/// What a responder is built with besides its spec.
+pub struct BuildCtx {
+    pub events: EventSink,
+    /// An expectation names the service: keep full events of every
+    /// exchange in the journal, even when no one else reads them.
+    pub journal: bool,
+}
+
+/// How the protocol table (`crate::protocols`) builds a responder from
+/// its spec.
+pub trait BuildResponder: Responder + Sized + 'static {
+    type Spec: ProtocolRules;
+    const INFO: &'static ProtocolInfo;
+    fn build(service: &Service, spec: Arc<Self::Spec>, ctx: &BuildCtx) -> Self;
 }
 
 /// The responders of every mocked service, built once from the rules; their
 /// state lives for the whole run and is shared by all connections.
 #[derive(Default)]
 pub struct Registry {
-    http: HashMap<String, Arc<http::HttpService>>,
-    redis: HashMap<String, Arc<redis::RedisService>>,
-    mongo: HashMap<String, Arc<mongo::MongoService>>,
-    kafka: HashMap<String, Arc<kafka::KafkaService>>,
+    services: BTreeMap<String, Arc<dyn Responder>>,
 }
 
 impl Registry {
     pub fn build(rules: &RuleSet, events: &EventSink) -> Registry {
-        let mut reg = Registry::default();
+        let mut services = BTreeMap::new();
         for svc in &rules.services {
-            if let Action::Http(spec) = &svc.action {
-                let s = http::HttpService::new(&svc.name, spec.clone(), events.clone());
-                events.declare_routes(&svc.name, s.route_labels());
-                reg.http.insert(svc.name.clone(), Arc::new(s));
-            }
-            if let Action::Redis(spec) = &svc.action {
-                let port = svc.ports.first().map_or(6379, |p| p.first);
-                // Full events are kept in memory only when an expectation
-                // will read them.
-                let journal = rules.expects.iter().any(|e| e.service == svc.name);
-                let s = redis::RedisService::new(
-                    &svc.name,
-                    spec.clone(),
-                    events.clone(),
-                    port,
-                    journal,
-                );
-                reg.redis.insert(svc.name.clone(), Arc::new(s));
-            }
-            if let Action::Mongo(spec) = &svc.action {
-                let journal = rules.expects.iter().any(|e| e.service == svc.name);
-                let s = mongo::MongoService::new(&svc.name, spec.clone(), events.clone(), journal);
-                reg.mongo.insert(svc.name.clone(), Arc::new(s));
-            }
-            if let Action::Kafka(spec) = &svc.action {
-                let journal = rules.expects.iter().any(|e| e.service == svc.name);
-                let s = kafka::KafkaService::new(&svc.name, spec.clone(), events.clone(), journal);
-                reg.kafka.insert(svc.name.clone(), Arc::new(s));
+            let Some(spec) = svc.action.mock() else {
+                continue;
+            };
+            let ctx = BuildCtx {
+                events: events.clone(),
+                journal: rules.expects.iter().any(|e| e.service == svc.name),
+            };
+            if let Some(r) = crate::protocols::build(spec, svc, &ctx) {
+                events.declare_routes(&svc.name, r.routes());
+                services.insert(svc.name.clone(), r);
             }
         }
-        reg
+        Registry { services }
     }
 
-    pub fn mongo(&self, service: &str) -> Option<Arc<mongo::MongoService>> {
-        self.mongo.get(service).cloned()
-    }
-
-    /// The Redis, MongoDB or Kafka responder of `service`, if it has one.
-    pub fn framed(&self, service: &str) -> Option<FramedService> {
-        self.redis
-            .get(service)
-            .map(|s| FramedService::Redis(s.clone()))
-            .or_else(|| {
-                self.mongo
-                    .get(service)
-                    .map(|s| FramedService::Mongo(s.clone()))
-            })
-            .or_else(|| {
-                self.kafka
-                    .get(service)
-                    .map(|s| FramedService::Kafka(s.clone()))
-            })
-    }
-
-    pub fn http(&self, service: &str) -> Option<Arc<http::HttpService>> {
-        self.http.get(service).cloned()
-    }
-
-    pub fn redis(&self, service: &str) -> Option<Arc<redis::RedisService>> {
-        self.redis.get(service).cloned()
-    }
-
-    pub fn kafka(&self, service: &str) -> Option<Arc<kafka::KafkaService>> {
-        self.kafka.get(service).cloned()
+    /// The responder of a mocked service.
+    pub fn get(&self, service: &str) -> Option<Arc<dyn Responder>> {
+        self.services.get(service).cloned()
     }
 
     /// Resets one service's state (or every service's) to its seeds.
     pub fn reset(&self, service: Option<&str>) -> Result<Vec<String>, String> {
         match service {
-            Some(name) => {
-                if let Some(s) = self.http.get(name) {
+            Some(name) => match self.services.get(name) {
+                Some(s) => {
                     s.reset();
-                } else if let Some(s) = self.redis.get(name) {
-                    s.reset();
-                } else if let Some(s) = self.mongo.get(name) {
-                    s.reset();
-                } else if let Some(s) = self.kafka.get(name) {
-                    s.reset();
-                } else {
-                    return Err(format!("no mocked service is named `{name}`"));
+                    Ok(vec![name.to_string()])
                 }
-                Ok(vec![name.to_string()])
-            }
+                None => Err(format!("no mocked service is named `{name}`")),
+            },
             None => {
-                let mut names: Vec<String> = self
-                    .http
-                    .keys()
-                    .chain(self.redis.keys())
-                    .chain(self.mongo.keys())
-                    .chain(self.kafka.keys())
-                    .cloned()
-                    .collect();
-                names.sort();
-                self.http.values().for_each(|s| s.reset());
-                self.redis.values().for_each(|s| s.reset());
-                self.mongo.values().for_each(|s| s.reset());
-                self.kafka.values().for_each(|s| s.reset());
-                Ok(names)
+                self.services.values().for_each(|s| s.reset());
+                Ok(self.services.keys().cloned().collect())
             }
         }
     }

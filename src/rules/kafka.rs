@@ -297,6 +297,71 @@ impl TryFrom<RawFault> for KafkaFault {
     }
 }
 
+impl crate::rules::ProtocolRules for KafkaSpec {
+    const KEY: &'static str = "kafka";
+    const TITLE: &'static str = "Kafka";
+    const EXPECT_FIELDS: &'static [&'static str] = &["topic", "value_contains"];
+
+    fn prepare(&mut self, _: &crate::rules::LoadCtx<'_>) -> Result<(), String> {
+        self.check()
+    }
+
+    fn claimed_base<'a>(&self, host: &'a str) -> Option<&'a str> {
+        self.broker_host(host).map(|(_, base)| base)
+    }
+
+    /// Counts the records produced (without error) to a `topic` whose
+    /// value contains `value_contains`.
+    fn expect(
+        &self,
+        e: &crate::rules::ExpectSpec,
+    ) -> Result<
+        std::sync::Arc<dyn crate::rules::expect::ExpectMatcher>,
+        crate::rules::expect::ExpectError,
+    > {
+        Ok(std::sync::Arc::new(ProducedRecords {
+            topic: e.str_field("topic")?,
+            value_contains: e.fields.get("value_contains").cloned(),
+        }))
+    }
+}
+
+/// The `expect:` matcher of a Kafka service: produced records.
+#[derive(Debug)]
+struct ProducedRecords {
+    topic: Option<String>,
+    value_contains: Option<serde_json::Value>,
+}
+
+impl crate::rules::expect::ExpectMatcher for ProducedRecords {
+    fn relevant(&self, call: &dyn crate::rules::expect::Call) -> bool {
+        call.operation() == "produce" && !call.failed()
+    }
+    fn matches(&self, call: &dyn crate::rules::expect::Call) -> bool {
+        let topic_ok = self
+            .topic
+            .as_deref()
+            .is_none_or(|t| call.field("topic").as_deref() == Some(t));
+        let value_ok = match &self.value_contains {
+            None => true,
+            Some(want) => call
+                .field("value")
+                .is_some_and(|v| crate::rules::expect::value_contains(&v, want)),
+        };
+        topic_ok && value_ok
+    }
+    fn target(&self) -> String {
+        let mut t = String::new();
+        if let Some(topic) = &self.topic {
+            t.push_str(&format!(" / topic {topic}"));
+        }
+        if let Some(v) = &self.value_contains {
+            t.push_str(&format!(" value contains {v}"));
+        }
+        t
+    }
+}
+
 /// Most brokers a service may advertise.
 pub const MAX_BROKERS: i32 = 64;
 

@@ -1,9 +1,11 @@
 //! Rules: the YAML files that say which flows are mocked, passed or
 //! refused, loaded with errors that point at file, line, column and field.
 
+pub mod expect;
 pub mod glob;
 pub mod http;
 pub mod kafka;
+pub mod mock;
 pub mod mongo;
 pub mod redis;
 mod schema;
@@ -13,9 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use glob::{glob_match, HostGlob};
-pub use schema::{
-    Cidr, CountSpec, ExpectSpec, MatchSpec, PortRange, RulesFile, ServiceSpec, Unmatched,
-};
+pub use expect::{CountSpec, ExpectSpec};
+pub use mock::{LoadCtx, MockSpec, ProtocolRules};
+pub use schema::{Cidr, MatchSpec, OneOrMany, PortRange, RulesFile, ServiceSpec, Unmatched};
 
 use std::sync::Arc;
 
@@ -45,10 +47,8 @@ pub enum RulesError {
 pub enum Action {
     Pass,
     Refuse,
-    Http(Arc<http::HttpSpec>),
-    Redis(Arc<redis::RedisSpec>),
-    Mongo(Arc<mongo::MongoSpec>),
-    Kafka(Arc<kafka::KafkaSpec>),
+    /// Answered by the responder of the spec's protocol.
+    Mock(Arc<dyn MockSpec>),
 }
 
 impl Action {
@@ -56,10 +56,15 @@ impl Action {
         match self {
             Action::Pass => "pass",
             Action::Refuse => "refuse",
-            Action::Http(_) => "http",
-            Action::Redis(_) => "redis",
-            Action::Mongo(_) => "mongo",
-            Action::Kafka(_) => "kafka",
+            Action::Mock(spec) => spec.key(),
+        }
+    }
+
+    /// The spec of a mocked service.
+    pub fn mock(&self) -> Option<&Arc<dyn MockSpec>> {
+        match self {
+            Action::Mock(spec) => Some(spec),
+            _ => None,
         }
     }
 }
@@ -91,15 +96,12 @@ pub struct FlowKey<'a> {
 }
 
 impl Service {
-    /// The host pattern that claims `host`. A Kafka service with
-    /// `brokers: N` also claims its brokers' names, `b<id>.<host>`, so the
-    /// addresses it advertises lead back to it (see `KafkaSpec::broker_host`).
+    /// The host pattern that claims `host`. A protocol may claim more
+    /// names than its patterns (a Kafka cluster its brokers' `b<id>.<host>`)
+    /// so that the addresses it advertises lead back to it.
     fn host_pattern(&self, host: &str) -> Option<&HostGlob> {
         self.hosts.iter().find(|g| g.matches(host)).or_else(|| {
-            let Action::Kafka(k) = &self.action else {
-                return None;
-            };
-            let (_, base) = k.broker_host(host)?;
+            let base = self.action.mock()?.claimed_base(host)?;
             self.hosts.iter().find(|g| g.matches(base))
         })
     }
@@ -239,48 +241,8 @@ impl RuleSet {
                         "give at least one of `host`, `port`, `cidr`".into(),
                     ));
                 }
-                let http = match spec.http {
-                    Some(h) => Some(load_http_files(h, file).map_err(|m| invalid(".http", m))?),
-                    None => None,
-                };
-                if let Some(k) = &spec.kafka {
-                    k.check().map_err(|m| invalid(".kafka", m))?;
-                }
-                let kafka = spec.kafka;
-                let actions: Vec<(&str, Action)> = [
-                    spec.pass.map(|_| ("pass", Action::Pass)),
-                    spec.refuse.map(|_| ("refuse", Action::Refuse)),
-                    http.map(|h| ("http", Action::Http(Arc::new(h)))),
-                    spec.redis.map(|r| ("redis", Action::Redis(Arc::new(r)))),
-                    spec.mongo.map(|m| ("mongo", Action::Mongo(Arc::new(m)))),
-                    kafka.map(|k| ("kafka", Action::Kafka(Arc::new(k)))),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                let action = match actions.as_slice() {
-                    [(_, a)] => a.clone(),
-                    [] => {
-                        return Err(invalid(
-                            "",
-                            format!(
-                                "service `{}` needs one action key: `http`, `redis`, `mongo`, `kafka`, `pass` or `refuse`",
-                                spec.name
-                            ),
-                        ))
-                    }
-                    many => {
-                        let names: Vec<&str> = many.iter().map(|(n, _)| *n).collect();
-                        return Err(invalid(
-                            "",
-                            format!(
-                                "service `{}` has several action keys ({}); keep one",
-                                spec.name,
-                                names.join(", ")
-                            ),
-                        ));
-                    }
-                };
+                let action = action_of(spec.pass, spec.refuse, spec.mocks, file, &spec.name)
+                    .map_err(|(field, m)| invalid(&field, m))?;
                 let origin = format!("{}:{line}", file.display());
                 service_origin.insert(spec.name.clone(), origin.clone());
                 set.services.push(Service {
@@ -298,84 +260,42 @@ impl RuleSet {
             }
         }
         // Expectations may name services of any file, so check them last.
-        for (i, e) in set.expects.iter().enumerate() {
-            let Some(svc) = set.services.iter().find(|s| s.name == e.service) else {
-                return Err(expect_error(
-                    sources,
-                    i,
-                    &e.service,
-                    format!("no service is named `{}`", e.service),
-                ));
-            };
-            if !matches!(
-                svc.action,
-                Action::Http(_) | Action::Redis(_) | Action::Mongo(_) | Action::Kafka(_)
-            ) {
-                return Err(expect_error(
-                    sources,
-                    i,
-                    &e.service,
-                    format!(
-                        "service `{}` is not mocked ({}): expectations count the requests a responder answers",
-                        svc.name,
-                        svc.action.label()
-                    ),
-                ));
-            }
-            if (e.command.is_some() || e.key.is_some())
-                && !matches!(svc.action, Action::Redis(_) | Action::Mongo(_))
-            {
-                let what = e
-                    .command
-                    .as_deref()
-                    .or(e.key.as_deref())
-                    .unwrap_or_default();
-                return Err(expect_error(
-                    sources,
-                    i,
-                    what,
-                    format!(
-                        "`command`, `key` and `collection` apply to Redis and MongoDB services; `{}` is not one",
-                        svc.name
-                    ),
-                ));
-            }
-            if (e.topic.is_some() || e.value_contains.is_some())
-                && !matches!(svc.action, Action::Kafka(_))
-            {
-                let what = e.topic.as_deref().unwrap_or("value_contains");
-                return Err(expect_error(
-                    sources,
-                    i,
-                    what,
-                    format!(
-                        "`topic` and `value_contains` apply to Kafka services; `{}` is not one",
-                        svc.name
-                    ),
-                ));
-            }
-            if let (Some(route), Action::Http(h)) = (&e.route, &svc.action) {
-                let names: Vec<String> = h
-                    .routes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| route_label(r, i))
-                    .collect();
-                if !names.iter().any(|n| n == route) {
-                    return Err(expect_error(
-                        sources,
-                        i,
-                        route,
-                        format!(
-                            "service `{}` has no route `{route}` (routes: {})",
-                            svc.name,
-                            names.join(", ")
-                        ),
-                    ));
-                }
-            }
+        let mut expects = std::mem::take(&mut set.expects);
+        for (i, e) in expects.iter_mut().enumerate() {
+            set.bind_expect(e).map_err(|(needle, message)| {
+                expect_error(sources, i, &needle, message)
+            })?;
         }
+        set.expects = expects;
         Ok(set)
+    }
+
+    /// Checks an expectation against its service and gives it the
+    /// service's matcher; `Err((what to point at, message))`.
+    pub fn bind_expect(&self, e: &mut ExpectSpec) -> Result<(), (String, String)> {
+        let Some(svc) = self.services.iter().find(|s| s.name == e.service) else {
+            return Err((
+                e.service.clone(),
+                format!("no service is named `{}`", e.service),
+            ));
+        };
+        let Some(spec) = svc.action.mock() else {
+            return Err((
+                e.service.clone(),
+                format!(
+                    "service `{}` is not mocked ({}): expectations count the requests a responder answers",
+                    svc.name,
+                    svc.action.label()
+                ),
+            ));
+        };
+        let own = spec.expect_fields();
+        if let Some(field) = e.fields.keys().find(|f| !own.contains(&f.as_str())) {
+            return Err((field.clone(), foreign_field(field, &svc.name, spec.as_ref())));
+        }
+        let matcher = spec.expect(e).map_err(|err| (err.field, err.message))?;
+        e.matcher = Some(matcher);
+        Ok(())
     }
 
     /// The first service that claims the flow.
@@ -417,24 +337,92 @@ pub(crate) fn fault_probability(p: Option<f64>) -> Result<f64, String> {
     Ok(probability)
 }
 
-/// The name a route is known by in events, summaries and expectations:
-/// its `name:`, else `METHOD /path`, else `route N`.
-pub fn route_label(r: &http::RouteSpec, index: usize) -> String {
-    if let Some(n) = &r.name {
-        return n.clone();
+/// The one action of a service, its spec prepared; `Err((field, message))`.
+fn action_of(
+    pass: Option<schema::EmptySpec>,
+    refuse: Option<schema::EmptySpec>,
+    mocks: Vec<(&'static str, Box<dyn MockSpec>)>,
+    file: &Path,
+    name: &str,
+) -> Result<Action, (String, String)> {
+    let mut actions: Vec<(&str, Action)> = Vec::new();
+    if pass.is_some() {
+        actions.push(("pass", Action::Pass));
     }
-    let method = r.when.method.0.first().map(|m| m.to_ascii_uppercase());
-    let path = r.when.path.as_ref().map(|p| p.text.clone()).or_else(|| {
-        r.when
-            .path_regex
-            .as_ref()
-            .map(|p| format!("~{}", p.0.as_str()))
-    });
-    match (method, path) {
-        (Some(m), Some(p)) => format!("{m} {p}"),
-        (None, Some(p)) => format!("* {p}"),
-        (Some(m), None) => format!("{m} *"),
-        (None, None) => format!("route {}", index + 1),
+    if refuse.is_some() {
+        actions.push(("refuse", Action::Refuse));
+    }
+    // Rules that came from no file (PUT /rules) have a label whose
+    // "folder" does not exist: what they refer to is relative to the
+    // working folder.
+    let dir = file
+        .parent()
+        .filter(|d| d.is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for (key, mut spec) in mocks {
+        spec.prepare(&LoadCtx { dir: &dir })
+            .map_err(|m| (format!(".{key}"), m))?;
+        actions.push((key, Action::Mock(Arc::from(spec))));
+    }
+    match actions.len() {
+        1 => Ok(actions.remove(0).1),
+        0 => {
+            let keys: Vec<String> = crate::protocols::RULES
+                .iter()
+                .map(|p| format!("`{}`", p.key))
+                .collect();
+            Err((
+                String::new(),
+                format!(
+                    "service `{name}` needs one action key: {}, `pass` or `refuse`",
+                    keys.join(", ")
+                ),
+            ))
+        }
+        _ => {
+            let names: Vec<&str> = actions.iter().map(|(n, _)| *n).collect();
+            Err((
+                String::new(),
+                format!(
+                    "service `{name}` has several action keys ({}); keep one",
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// Why an expectation field does not fit its service: which protocols
+/// take it, and what this one takes.
+fn foreign_field(field: &str, service: &str, spec: &dyn MockSpec) -> String {
+    let takers: Vec<&str> = crate::protocols::RULES
+        .iter()
+        .filter(|p| p.expect_fields.contains(&field))
+        .map(|p| p.title)
+        .collect();
+    let own = spec.expect_fields();
+    let own = if own.is_empty() {
+        format!("{} expectations take no fields but the counts", spec.title())
+    } else {
+        let list: Vec<String> = own.iter().map(|f| format!("`{f}`")).collect();
+        format!("{} expectations take {}", spec.title(), list.join(", "))
+    };
+    match takers.as_slice() {
+        [] => format!(
+            "unknown field `{field}`: an expectation has `service`, `times`, `at_least`, `at_most` or `never`, and {own}"
+        ),
+        _ => {
+            let names = match takers.split_last() {
+                Some((last, [])) => last.to_string(),
+                Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            format!(
+                "`{field}` is not a field of {} expectations: such fields apply to {names} services, and `{service}` is not one ({own})",
+                spec.title()
+            )
+        }
     }
 }
 
@@ -465,40 +453,6 @@ fn expect_error(
         field: format!("expect[{i}]"),
         message,
     }
-}
-
-/// Reads `file:` bodies, relative to the rules file's folder.
-fn load_http_files(mut h: http::HttpSpec, rules_file: &Path) -> Result<http::HttpSpec, String> {
-    // Rules that came from no file (PUT /rules) have a label whose
-    // "folder" does not exist: their bodies are relative to the working
-    // folder.
-    let dir = rules_file
-        .parent()
-        .filter(|d| d.is_dir())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let mut load = |r: &mut http::ResponseSpec| -> Result<(), String> {
-        if let http::BodySpec::File { path, data } = &mut r.body {
-            let full = if path.is_absolute() {
-                path.clone()
-            } else {
-                dir.join(&*path)
-            };
-            *data = std::fs::read(&full)
-                .map_err(|e| format!("cannot read body file {}: {e}", full.display()))?;
-        }
-        Ok(())
-    };
-    for route in &mut h.routes {
-        match &mut route.responses {
-            http::Responses::One(r) => load(r)?,
-            http::Responses::Sequence { items, .. } => items.iter_mut().try_for_each(&mut load)?,
-        }
-    }
-    if let http::Fallback::Respond(r) = &mut h.fallback {
-        load(r)?;
-    }
-    Ok(h)
 }
 
 /// Parses one file's text; `file` only labels errors.

@@ -192,6 +192,35 @@ pub fn to_document(v: serde_json::Value) -> Result<bson::Document, String> {
     }
 }
 
+impl crate::rules::ProtocolRules for MongoSpec {
+    const KEY: &'static str = "mongo";
+    const TITLE: &'static str = "MongoDB";
+    const EXPECT_FIELDS: &'static [&'static str] = &["command", "collection", "key"];
+
+    /// `command` (any case) and a glob on the `db.collection` it names
+    /// (`collection`, or `key` as for Redis).
+    fn expect(
+        &self,
+        e: &crate::rules::ExpectSpec,
+    ) -> Result<
+        std::sync::Arc<dyn crate::rules::expect::ExpectMatcher>,
+        crate::rules::expect::ExpectError,
+    > {
+        let (key, collection) = (e.str_field("key")?, e.str_field("collection")?);
+        if key.is_some() && collection.is_some() {
+            return Err(crate::rules::expect::ExpectError {
+                field: "collection".into(),
+                message: "`key` and `collection` mean the same for MongoDB: give one".into(),
+            });
+        }
+        Ok(std::sync::Arc::new(crate::rules::expect::CommandMatcher {
+            command: e.str_field("command")?.map(|c| c.to_ascii_uppercase()),
+            key: key.or(collection),
+            key_field: "collection",
+        }))
+    }
+}
+
 impl TryFrom<RawMongo> for MongoSpec {
     type Error = String;
     fn try_from(r: RawMongo) -> Result<Self, String> {
@@ -245,10 +274,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(set.services[0].action.label(), "mongo");
-        assert_eq!(set.expects[0].key.as_deref(), Some("app.u"));
-        let crate::rules::Action::Mongo(spec) = &set.services[0].action else {
-            panic!()
-        };
+        assert_eq!(
+            set.expects[0].matcher.as_ref().map(|m| m.target()).as_deref(),
+            Some(" / INSERT key app.u")
+        );
+        let spec = set.services[0].action.mock().unwrap().clone().into_any();
+        let spec = spec.downcast::<MongoSpec>().unwrap();
         assert!(matches!(
             spec.collections["app.u"][0].get("_id"),
             Some(bson::Bson::ObjectId(_))

@@ -54,6 +54,27 @@ struct RawRedis {
     faults: OneOrMany<RedisFault>,
 }
 
+impl crate::rules::ProtocolRules for RedisSpec {
+    const KEY: &'static str = "redis";
+    const TITLE: &'static str = "Redis";
+    const EXPECT_FIELDS: &'static [&'static str] = &["command", "key"];
+
+    /// `command` (any case) and a glob on the command's first `key`.
+    fn expect(
+        &self,
+        e: &crate::rules::ExpectSpec,
+    ) -> Result<
+        std::sync::Arc<dyn crate::rules::expect::ExpectMatcher>,
+        crate::rules::expect::ExpectError,
+    > {
+        Ok(std::sync::Arc::new(crate::rules::expect::CommandMatcher {
+            command: e.str_field("command")?.map(|c| c.to_ascii_uppercase()),
+            key: e.str_field("key")?,
+            key_field: "key",
+        }))
+    }
+}
+
 impl TryFrom<RawRedis> for RedisSpec {
     type Error = String;
     fn try_from(r: RawRedis) -> Result<Self, String> {
@@ -521,7 +542,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(set.services[0].action.label(), "redis");
-        assert_eq!(set.expects[0].command.as_deref(), Some("SET"));
+        assert_eq!(
+            set.expects[0].matcher.as_ref().map(|m| m.target()).as_deref(),
+            Some(" / SET key s:*")
+        );
         let err = crate::rules::RuleSet::from_text(
             "services:\n  - name: h\n    match: { port: 80 }\n    http: {}\nexpect:\n  - { service: h, command: GET }\n",
         )

@@ -8,7 +8,10 @@ use std::net::IpAddr;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::expect::ExpectSpec;
 use super::glob::HostGlob;
+use super::mock::MockSpec;
+use crate::protocols::{parse_spec, SERVICE_FIELDS};
 
 /// What happens to a flow that no service claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -40,175 +43,102 @@ pub struct RulesFile {
     pub expect: Vec<ExpectSpec>,
 }
 
-/// An expectation on how often a service (or one of its routes) is called.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "RawExpect")]
-pub struct ExpectSpec {
-    pub service: String,
-    /// A route name (its `name:`, or `METHOD /path` when it has none).
-    pub route: Option<String>,
-    /// A Redis command name (any case), for Redis services.
-    pub command: Option<String>,
-    /// A glob on the Redis command's first key (`session:*`).
-    pub key: Option<String>,
-    /// A Kafka topic: counts the records produced to it.
-    pub topic: Option<String>,
-    /// Kafka: only records whose value contains this (a JSON subset for
-    /// an object, a substring for a string).
-    pub value_contains: Option<serde_json::Value>,
-    pub count: CountSpec,
-}
-
-/// How many calls are expected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CountSpec {
-    Exactly(u64),
-    AtLeast(u64),
-    AtMost(u64),
-    Between(u64, u64),
-}
-
-impl CountSpec {
-    pub fn holds(&self, n: u64) -> bool {
-        match *self {
-            CountSpec::Exactly(x) => n == x,
-            CountSpec::AtLeast(x) => n >= x,
-            CountSpec::AtMost(x) => n <= x,
-            CountSpec::Between(a, b) => (a..=b).contains(&n),
-        }
-    }
-}
-
-impl std::fmt::Display for CountSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let times = |n: u64| if n == 1 { "time" } else { "times" };
-        match *self {
-            CountSpec::Exactly(0) => write!(f, "never"),
-            CountSpec::Exactly(n) => write!(f, "exactly {n} {}", times(n)),
-            CountSpec::AtLeast(n) => write!(f, "at least {n} {}", times(n)),
-            CountSpec::AtMost(n) => write!(f, "at most {n} {}", times(n)),
-            CountSpec::Between(a, b) => write!(f, "between {a} and {b} times"),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExpect {
-    service: String,
-    #[serde(default)]
-    route: Option<String>,
-    #[serde(default)]
-    command: Option<String>,
-    #[serde(default)]
-    key: Option<String>,
-    /// A MongoDB namespace (`app.orders`, a glob), for MongoDB services.
-    #[serde(default)]
-    collection: Option<String>,
-    #[serde(default)]
-    topic: Option<String>,
-    #[serde(default)]
-    value_contains: Option<serde_json::Value>,
-    #[serde(default)]
-    times: Option<u64>,
-    #[serde(default)]
-    at_least: Option<u64>,
-    #[serde(default)]
-    at_most: Option<u64>,
-    #[serde(default)]
-    never: Option<bool>,
-}
-
-impl TryFrom<RawExpect> for ExpectSpec {
-    type Error = String;
-    fn try_from(r: RawExpect) -> Result<Self, String> {
-        let count = match (r.times, r.at_least, r.at_most, r.never) {
-            (None, None, None, None) => CountSpec::AtLeast(1),
-            (None, None, None, Some(true)) => CountSpec::Exactly(0),
-            (Some(n), None, None, None) => CountSpec::Exactly(n),
-            (None, Some(a), None, None) => CountSpec::AtLeast(a),
-            (None, None, Some(b), None) => CountSpec::AtMost(b),
-            (None, Some(a), Some(b), None) if a <= b => CountSpec::Between(a, b),
-            (None, Some(_), Some(_), None) => return Err("`at_least` is above `at_most`".into()),
-            _ => {
-                return Err(
-                    "give `times`, `never: true`, or `at_least` and/or `at_most` (not a mix)"
-                        .into(),
-                )
-            }
-        };
-        if r.key.is_some() && r.collection.is_some() {
-            return Err(
-                "`key` is for Redis services, `collection` for MongoDB ones: not both".into(),
-            );
-        }
-        let key = r.key.or(r.collection);
-        if r.route.is_some() && (r.command.is_some() || key.is_some()) {
-            return Err(
-                "`route` is for HTTP services, `command`/`key` for Redis ones: not both".into(),
-            );
-        }
-        if (r.topic.is_some() || r.value_contains.is_some())
-            && (r.route.is_some() || r.command.is_some() || key.is_some())
-        {
-            return Err("`topic`/`value_contains` are for Kafka services: not with `route`, `command` or `key`".into());
-        }
-        Ok(ExpectSpec {
-            service: r.service,
-            topic: r.topic,
-            value_contains: r.value_contains,
-            route: r.route,
-            command: r.command.map(|c| c.to_ascii_uppercase()),
-            key,
-            count,
-        })
-    }
-}
-
-/// A service: which flows it claims and what answers them.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A service: which flows it claims and what answers them. The action
+/// is `pass`, `refuse`, or the key of a mocked protocol (`http`, `redis`…),
+/// whose value is parsed by that protocol's spec (see `crate::protocols`).
+#[derive(Debug)]
 pub struct ServiceSpec {
     pub name: String,
-    #[serde(rename = "match")]
     pub matcher: MatchSpec,
     /// Let claimed flows through to their real destination.
-    #[serde(default, deserialize_with = "present")]
     pub pass: Option<EmptySpec>,
     /// Reset claimed flows.
-    #[serde(default, deserialize_with = "present")]
     pub refuse: Option<EmptySpec>,
-    /// Answer claimed flows with the HTTP responder (`http:` alone is an
-    /// HTTP service with no routes).
-    #[serde(default, deserialize_with = "present_http")]
-    pub http: Option<super::http::HttpSpec>,
-    /// Answer claimed flows with the Redis responder.
-    #[serde(default)]
-    pub redis: Option<super::redis::RedisSpec>,
-    /// Answer claimed flows with the MongoDB responder.
-    #[serde(default)]
-    pub mongo: Option<super::mongo::MongoSpec>,
-    /// Answer claimed flows with the Kafka responder (`kafka:` alone is a
-    /// broker with no topics that creates them on first use).
-    #[serde(default, deserialize_with = "present_kafka")]
-    pub kafka: Option<super::kafka::KafkaSpec>,
+    /// The mocked protocols' specs, by key (more than one is an error the
+    /// loader reports).
+    pub mocks: Vec<(&'static str, Box<dyn MockSpec>)>,
 }
 
-fn present_kafka<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<super::kafka::KafkaSpec>, D::Error> {
-    Option::<super::kafka::KafkaSpec>::deserialize(d).map(|k| Some(k.unwrap_or_default()))
+/// A key of a service, checked while it is read so that an unknown one
+/// is reported at its own line and column.
+enum ServiceKey {
+    Name,
+    Match,
+    Pass,
+    Refuse,
+    Mock(&'static str),
 }
 
-/// A key that is present counts even with no value (`pass:` alone).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EmptySpec>, D::Error> {
-    EmptySpec::deserialize(d).map(Some)
+impl<'de> Deserialize<'de> for ServiceKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ServiceKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a service field")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ServiceKey, E> {
+                Ok(match v {
+                    "name" => ServiceKey::Name,
+                    "match" => ServiceKey::Match,
+                    "pass" => ServiceKey::Pass,
+                    "refuse" => ServiceKey::Refuse,
+                    _ => match SERVICE_FIELDS.iter().find(|k| **k == v) {
+                        Some(k) => ServiceKey::Mock(k),
+                        None => return Err(E::unknown_field(v, SERVICE_FIELDS)),
+                    },
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
 }
 
-fn present_http<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<super::http::HttpSpec>, D::Error> {
-    Option::<super::http::HttpSpec>::deserialize(d).map(|h| Some(h.unwrap_or_default()))
+impl<'de> Deserialize<'de> for ServiceSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ServiceSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a service (`name`, `match` and an action)")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ServiceSpec, A::Error> {
+                let mut name = None;
+                let mut matcher = None;
+                let mut pass = None;
+                let mut refuse = None;
+                let mut mocks: Vec<(&'static str, Box<dyn MockSpec>)> = Vec::new();
+                while let Some(key) = map.next_key::<ServiceKey>()? {
+                    match key {
+                        ServiceKey::Name if name.is_some() => return Err(dup("name")),
+                        ServiceKey::Name => name = Some(map.next_value()?),
+                        ServiceKey::Match if matcher.is_some() => return Err(dup("match")),
+                        ServiceKey::Match => matcher = Some(map.next_value()?),
+                        ServiceKey::Pass if pass.is_some() => return Err(dup("pass")),
+                        ServiceKey::Pass => pass = Some(map.next_value::<EmptySpec>()?),
+                        ServiceKey::Refuse if refuse.is_some() => return Err(dup("refuse")),
+                        ServiceKey::Refuse => refuse = Some(map.next_value::<EmptySpec>()?),
+                        ServiceKey::Mock(k) if mocks.iter().any(|(m, _)| *m == k) => {
+                            return Err(dup(k))
+                        }
+                        ServiceKey::Mock(k) => mocks.push((k, parse_spec(k, &mut map)?)),
+                    }
+                }
+                Ok(ServiceSpec {
+                    name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+                    matcher: matcher.ok_or_else(|| de::Error::missing_field("match"))?,
+                    pass,
+                    refuse,
+                    mocks,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn dup<E: de::Error>(field: &'static str) -> E {
+    E::duplicate_field(field)
 }
 
 /// An action that takes no settings yet: written `pass: {}` or `pass: true`.

@@ -64,6 +64,8 @@ pub(crate) struct Pipe {
     pub(crate) inbound_blocked: bool,
     pub(crate) read_waker: Option<Waker>,
     pub(crate) write_waker: Option<Waker>,
+    /// Whoever waits for `outbound` to drain (`FlowHandle::flushed`).
+    pub(crate) flushed_waker: Option<Waker>,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
 }
@@ -74,8 +76,13 @@ impl Pipe {
             w.wake();
         }
     }
+    /// Room was freed in `outbound`, or the connection ended: wakes the
+    /// writer and whoever waits for the queue to drain.
     pub(crate) fn wake_writer(&mut self) {
         if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.flushed_waker.take() {
             w.wake();
         }
     }
@@ -161,6 +168,21 @@ impl FlowHandle {
     /// to smoltcp.
     pub fn pending_out(&self) -> usize {
         self.shared.lock().outbound.len()
+    }
+
+    /// Resolves once the stack has handed every byte written so far to
+    /// smoltcp, or the connection is gone: a responder may return before
+    /// its last bytes left.
+    pub async fn flushed(&self) {
+        std::future::poll_fn(|cx| {
+            let mut p = self.shared.lock();
+            if p.outbound.is_empty() || p.reset || p.app_abort {
+                return Poll::Ready(());
+            }
+            p.flushed_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Sends FIN once everything written so far is sent; later writes fail.

@@ -37,11 +37,15 @@ const SOCKET_TX: usize = 1024 * 1024;
 /// Packets read from the TUN per wake-up before servicing flows.
 const RX_BATCH: usize = 64;
 
+/// What the handler decided about a flow at its SYN, carried by the stack
+/// (which never looks inside) to `on_flow` with the accepted connection,
+/// so the decision travels with the flow instead of waiting in a map.
+pub type Ticket = Box<dyn std::any::Any + Send>;
+
 /// What the stack should do with a SYN for a new 4-tuple.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SynVerdict {
-    /// Complete the handshake now and hand out a `Flow`.
-    Accept,
+    /// Complete the handshake now and hand out a `Flow` with the ticket.
+    Accept(Option<Ticket>),
     /// Answer with RST (the SUT sees ECONNREFUSED).
     Refuse,
     /// Keep the SYN unanswered until [`StackHandle::resolve`] says what to
@@ -50,9 +54,9 @@ pub enum SynVerdict {
 }
 
 /// The end of a held SYN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeldOutcome {
-    Accept,
+    /// Complete the handshake and hand out the `Flow` with the ticket.
+    Accept(Ticket),
     Refuse,
     /// ICMP host unreachable (the SUT sees EHOSTUNREACH).
     Unreachable,
@@ -72,8 +76,9 @@ pub struct Datagram {
 pub trait FlowHandler: Send + Sync + 'static {
     /// A SYN for a new 4-tuple. May fill in `meta.host`.
     fn on_syn(&self, meta: &mut FlowMeta) -> SynVerdict;
-    /// An accepted connection; the handler owns it from here.
-    fn on_flow(&self, meta: FlowMeta, flow: Flow);
+    /// An accepted connection with the ticket its SYN's verdict (or the
+    /// held SYN's outcome) gave; the handler owns it from here.
+    fn on_flow(&self, meta: FlowMeta, flow: Flow, ticket: Option<Ticket>);
     /// A UDP datagram; replies go through `stack.send_udp`.
     fn on_udp(&self, datagram: Datagram, stack: &StackHandle);
 }
@@ -324,7 +329,9 @@ impl Stack {
                     return;
                 };
                 match outcome {
-                    HeldOutcome::Accept => self.accept(tuple, held.meta, &held.syn),
+                    HeldOutcome::Accept(ticket) => {
+                        self.accept(tuple, held.meta, &held.syn, Some(ticket))
+                    }
                     HeldOutcome::Refuse => self.reset_stray(&held.syn),
                     HeldOutcome::Unreachable => {
                         if let Some(p) = packet::host_unreachable(&held.syn) {
@@ -420,7 +427,7 @@ impl Stack {
             return;
         }
         match self.handler.on_syn(&mut meta) {
-            SynVerdict::Accept => self.accept(tuple, meta, pkt),
+            SynVerdict::Accept(ticket) => self.accept(tuple, meta, pkt, ticket),
             SynVerdict::Refuse => self.reset_stray(pkt),
             SynVerdict::Hold => {
                 self.held_by_id.insert(id, tuple);
@@ -435,7 +442,7 @@ impl Stack {
         }
     }
 
-    fn accept(&mut self, tuple: FourTuple, meta: FlowMeta, syn: &[u8]) {
+    fn accept(&mut self, tuple: FourTuple, meta: FlowMeta, syn: &[u8], ticket: Option<Ticket>) {
         let mut sock = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; SOCKET_RX]),
             tcp::SocketBuffer::new(vec![0u8; SOCKET_TX]),
@@ -476,7 +483,7 @@ impl Stack {
             .fetch_add(1, Ordering::Relaxed);
         self.feed(id, syn);
         self.service(id);
-        self.handler.on_flow(meta, Flow::new(shared));
+        self.handler.on_flow(meta, Flow::new(shared), ticket);
     }
 
     fn feed(&mut self, id: FlowId, pkt: &[u8]) {

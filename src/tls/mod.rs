@@ -34,6 +34,30 @@ pub enum TlsError {
     Invalid(String),
 }
 
+/// Why a TLS session for a mocked service could not be terminated.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("cannot read the ClientHello: {0}")]
+    ClientHello(#[source] std::io::Error),
+    #[error("the client sent no SNI and the flow has no hostname")]
+    NoName,
+    #[error(transparent)]
+    Certificate(#[from] TlsError),
+    /// The client answered our certificate with an alert.
+    #[error("client rejected the certificate for {name} ({source}): the SUT may pin certificates or ignore the system bundle")]
+    Rejected {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS handshake for {name} failed: {source}")]
+    Handshake {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// What a terminated handshake agreed on, for events.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Handshake {
@@ -90,27 +114,35 @@ impl Interceptor {
         &self,
         io: IO,
         fallback_name: Option<&str>,
-    ) -> Result<(TlsStream<IO>, Handshake), String>
+    ) -> Result<(TlsStream<IO>, Handshake), AcceptError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
             .await
-            .map_err(|e| format!("cannot read the ClientHello: {e}"))?;
+            .map_err(AcceptError::ClientHello)?;
         let sni = start.client_hello().server_name().map(str::to_string);
         let name = sni
             .clone()
             .or_else(|| fallback_name.map(str::to_string))
-            .ok_or("the client sent no SNI and the flow has no hostname")?;
-        let cfg = self.config_for(&name).map_err(|e| e.to_string())?;
-        let stream = start.into_stream(cfg).await.map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("alert") || msg.contains("Certificate") || msg.contains("certificate") {
-                format!(
-                    "client rejected the certificate for {name} ({msg}): the SUT may pin certificates or ignore the system bundle"
-                )
+            .ok_or(AcceptError::NoName)?;
+        let cfg = self.config_for(&name)?;
+        let stream = start.into_stream(cfg).await.map_err(|source| {
+            // An alert from the client during our handshake is its verdict
+            // on the certificate we presented.
+            let alert = source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| {
+                    matches!(
+                        e,
+                        rustls::Error::AlertReceived(_) | rustls::Error::InvalidCertificate(_)
+                    )
+                });
+            if alert {
+                AcceptError::Rejected { name: name.clone(), source }
             } else {
-                format!("TLS handshake for {name} failed: {msg}")
+                AcceptError::Handshake { name: name.clone(), source }
             }
         })?;
         let (_, conn) = stream.get_ref();

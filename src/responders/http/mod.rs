@@ -5,7 +5,10 @@ mod render;
 mod request;
 mod resources;
 mod respond;
+mod responder;
 mod upstream_tls;
+
+pub use responder::{HttpDetail, INFO};
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,9 +22,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::events::{now_rfc3339, Event, EventSink, HttpEvent};
+use crate::events::{now_rfc3339, Event, EventSink, ExchangeEvent, Outcome};
 use crate::rules::http::{HttpSpec, Responses, RouteSpec};
-use crate::rules::route_label;
+use crate::rules::http::route_label;
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;
@@ -205,10 +208,8 @@ impl HttpService {
             (!b.is_empty() && cap > 0)
                 .then(|| String::from_utf8_lossy(&b[..b.len().min(cap)]).into_owned())
         };
-        self.events.record(Event::Http(HttpEvent {
-            time: now_rfc3339(),
-            flow_id: ctx.meta.id,
-            service: self.name.clone(),
+        let unmatched = route.is_none() && matches!(answered_by, "fallback" | "pass");
+        let detail = HttpDetail {
             route: route.map(str::to_string),
             answered_by,
             method: req.method.clone(),
@@ -217,19 +218,35 @@ impl HttpService {
             host: req.host.clone().or_else(|| ctx.meta.host.clone()),
             version: req.version.clone(),
             status,
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             request_bytes: req.body.len() as u64,
             response_bytes,
             request_body: clip(&req.body),
             response_body: response_body.and_then(clip),
             request_headers: req.headers.clone(),
             fault,
-            error,
-            near_misses: if route.is_none() && matches!(answered_by, "fallback" | "pass") {
+            near_misses: if unmatched {
                 self.near_misses(req)
             } else {
                 Vec::new()
             },
+        };
+        let outcome = if error.is_some() {
+            Outcome::Error
+        } else if unmatched {
+            Outcome::Unmatched
+        } else {
+            Outcome::Ok
+        };
+        self.events.record(Event::Exchange(ExchangeEvent {
+            time: now_rfc3339(),
+            flow_id: ctx.meta.id,
+            service: self.name.clone(),
+            protocol: &INFO,
+            operation: detail.operation(),
+            outcome,
+            error,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            detail: Arc::new(detail),
         }));
     }
 

@@ -9,11 +9,13 @@
 //! latency, durations) and `resources`. Everything is re-exported here, so
 //! callers keep using `crate::rules::http::X`.
 
+mod expect;
 mod faults;
 mod matchers;
 mod resources;
 mod respond;
 
+pub use expect::route_label;
 pub use faults::{parse_duration, DurationSpec, FaultKind, FaultSpec, LatencySpec, ResetAt};
 pub use matchers::{PathPattern, RegexSpec, Segment, ValueMatch, WhenSpec};
 pub use resources::{IdKind, ResourceSpec};
