@@ -95,7 +95,7 @@ const fn cmd(name: &'static str, open: bool, run: Handler) -> CmdDef {
 }
 
 /// Every command the responder answers.
-const TABLE: [CmdDef; 38] = {
+static TABLE: [CmdDef; 38] = {
     use admin as ad;
     use aggregate as ag;
     use auth as au;
