@@ -7,6 +7,7 @@
 //! in the service too (drivers may `getMore` on another connection).
 
 mod commands;
+mod responder;
 pub mod query;
 pub mod scram;
 mod store;
@@ -21,11 +22,12 @@ use bson::{doc, Document};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::events::{now_rfc3339, Event, EventSink, MongoEvent};
+use crate::events::{now_rfc3339, Event, EventSink, ExchangeEvent, Outcome};
 use crate::rules::mongo::{MongoFaultKind, MongoSpec};
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;
+pub use responder::{MongoDetail, INFO};
 use commands::error_doc;
 pub use commands::COMMANDS;
 use store::seed;
@@ -164,7 +166,7 @@ impl MongoService {
         };
         if !self.detail && !self.events.wants_detail() {
             self.events
-                .count_mongo(&self.name, &command, code.is_some());
+                .count(&INFO, &self.name, &command, code.is_some());
             return;
         }
         let db = body
@@ -218,44 +220,35 @@ impl MongoService {
                 .and_then(|w| w.get_str("errmsg").ok())
                 .map(String::from)
         };
-        self.events.record(Event::Mongo(MongoEvent {
-            time: now_rfc3339(),
-            flow_id: ctx.meta.id,
-            service: self.name.clone(),
-            command,
+        let detail = MongoDetail {
+            command: command.clone(),
             db,
             collection,
             filter,
             matched: n("n"),
             modified: n("nModified"),
             error_code: code,
+        };
+        self.events.record(Event::Exchange(ExchangeEvent {
+            time: now_rfc3339(),
+            flow_id: ctx.meta.id,
+            service: self.name.clone(),
+            protocol: &INFO,
+            operation: command,
+            outcome: if code.is_some() {
+                Outcome::Error
+            } else {
+                Outcome::Ok
+            },
             error,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            detail: Arc::new(detail),
         }));
     }
 }
 
-fn pick_latency(l: &crate::rules::http::LatencySpec) -> std::time::Duration {
-    if l.max <= l.min {
-        return l.min;
-    }
-    let span = (l.max - l.min).as_secs_f64();
-    l.min + std::time::Duration::from_secs_f64(span * rand::random::<f64>())
-}
+use super::faults::{drain, pick_latency};
 
-/// Reads and drops until the client closes (or a minute passes).
-async fn drain<IO: AsyncRead + Unpin>(io: &mut IO) {
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        loop {
-            match io.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-}
 
 /// Serves one connection until it closes.
 pub async fn serve<IO>(svc: Arc<MongoService>, mut io: IO, ctx: ServeCtx, handle: FlowHandle)
