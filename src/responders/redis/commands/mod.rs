@@ -21,6 +21,10 @@ use super::resp::{parse_i64, Reply};
 use super::state::{Db, Store, Value};
 use super::{ConnState, RedisService};
 
+/// Redis's glob, kept under its old name for the commands and for outside
+/// callers.
+pub use crate::rules::glob::redis_glob as glob;
+
 /// A command's outcome: `Err` carries an error reply so `?` can return it.
 pub type R = Result<Reply, Reply>;
 
@@ -495,102 +499,6 @@ pub fn bulks<I: IntoIterator<Item = Bytes>>(it: I) -> Reply {
     Reply::Array(it.into_iter().map(Reply::Bulk).collect())
 }
 
-// ------------------------------------------------------------ glob
-
-/// Redis's `stringmatchlen`: `*`, `?`, `[abc]`, `[^a-z]`, `\x`.
-pub fn glob(pat: &[u8], s: &[u8]) -> bool {
-    glob_at(pat, s, 0)
-}
-
-fn glob_at(pat: &[u8], s: &[u8], depth: u32) -> bool {
-    // Deep nesting of `*` is a pathological pattern; refuse it rather than
-    // recursing without end.
-    if depth > 1000 {
-        return false;
-    }
-    let (mut p, mut i) = (0, 0);
-    while p < pat.len() {
-        match pat[p] {
-            b'*' => {
-                while p + 1 < pat.len() && pat[p + 1] == b'*' {
-                    p += 1;
-                }
-                if p + 1 == pat.len() {
-                    return true;
-                }
-                for start in i..=s.len() {
-                    if glob_at(&pat[p + 1..], &s[start..], depth + 1) {
-                        return true;
-                    }
-                }
-                return false;
-            }
-            b'?' => {
-                if i >= s.len() {
-                    return false;
-                }
-                i += 1;
-            }
-            b'[' => {
-                if i >= s.len() {
-                    return false;
-                }
-                p += 1;
-                let not = p < pat.len() && pat[p] == b'^';
-                if not {
-                    p += 1;
-                }
-                let mut matched = false;
-                loop {
-                    if p >= pat.len() {
-                        p -= 1;
-                        break;
-                    }
-                    if pat[p] == b'\\' && p + 1 < pat.len() {
-                        p += 1;
-                        if pat[p] == s[i] {
-                            matched = true;
-                        }
-                    } else if pat[p] == b']' {
-                        break;
-                    } else if p + 2 < pat.len() && pat[p + 1] == b'-' {
-                        let (mut a, mut b) = (pat[p], pat[p + 2]);
-                        if a > b {
-                            std::mem::swap(&mut a, &mut b);
-                        }
-                        if (a..=b).contains(&s[i]) {
-                            matched = true;
-                        }
-                        p += 2;
-                    } else if pat[p] == s[i] {
-                        matched = true;
-                    }
-                    p += 1;
-                }
-                if matched == not {
-                    return false;
-                }
-                i += 1;
-            }
-            b'\\' if p + 1 < pat.len() => {
-                p += 1;
-                if i >= s.len() || pat[p] != s[i] {
-                    return false;
-                }
-                i += 1;
-            }
-            c => {
-                if i >= s.len() || c != s[i] {
-                    return false;
-                }
-                i += 1;
-            }
-        }
-        p += 1;
-    }
-    i == s.len()
-}
-
 // ------------------------------------------------------------ SCAN cursors
 
 /// A key's place in SCAN order: a hash that never is 0, so cursor 0 only
@@ -678,18 +586,6 @@ pub fn scan_page<T: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_like_redis() {
-        assert!(glob(b"session:*", b"session:abc"));
-        assert!(glob(b"h?llo", b"hello"));
-        assert!(glob(b"h[ae]llo", b"hallo"));
-        assert!(!glob(b"h[^e]llo", b"hello"));
-        assert!(glob(b"h[a-b]llo", b"hbllo"));
-        assert!(glob(b"*", b""));
-        assert!(!glob(b"a*b", b"acbd"));
-        assert!(glob(b"a\\*", b"a*"));
-    }
 
     #[test]
     fn ranges() {
