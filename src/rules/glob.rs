@@ -1,6 +1,11 @@
 //! Hostname globs: `*` stands for any run of characters (dots included), so
 //! `*.pay.test` claims `api.pay.test` and `eu.api.pay.test` but not
 //! `pay.test`. Comparison ignores ASCII case and a trailing dot.
+//!
+//! Also [`redis_glob`], the Redis-style pattern matcher (`*`, `?`, classes,
+//! escapes) that the Redis responder, the MongoDB responder and `expect:`
+//! checks share; it lives here, with the other globs, so rules and events
+//! need not reach into a responder for it.
 
 use std::fmt;
 
@@ -78,6 +83,103 @@ impl<'de> Deserialize<'de> for HostGlob {
     }
 }
 
+/// Redis's key and channel patterns (KEYS, SCAN MATCH, PSUBSCRIBE, fault
+/// and expectation `key:` globs), following Redis's `stringmatchlen`
+/// semantics: `*`, `?`, `[abc]`, `[^a-z]`, `\x`; case-sensitive, over
+/// bytes.
+pub fn redis_glob(pat: &[u8], s: &[u8]) -> bool {
+    redis_glob_at(pat, s, 0)
+}
+
+fn redis_glob_at(pat: &[u8], s: &[u8], depth: u32) -> bool {
+    // Deep nesting of `*` is a pathological pattern; refuse it rather than
+    // recursing without end.
+    if depth > 1000 {
+        return false;
+    }
+    let (mut p, mut i) = (0, 0);
+    while p < pat.len() {
+        match pat[p] {
+            b'*' => {
+                while p + 1 < pat.len() && pat[p + 1] == b'*' {
+                    p += 1;
+                }
+                if p + 1 == pat.len() {
+                    return true;
+                }
+                for start in i..=s.len() {
+                    if redis_glob_at(&pat[p + 1..], &s[start..], depth + 1) {
+                        return true;
+                    }
+                }
+                return false;
+            }
+            b'?' => {
+                if i >= s.len() {
+                    return false;
+                }
+                i += 1;
+            }
+            b'[' => {
+                if i >= s.len() {
+                    return false;
+                }
+                p += 1;
+                let not = p < pat.len() && pat[p] == b'^';
+                if not {
+                    p += 1;
+                }
+                let mut matched = false;
+                loop {
+                    if p >= pat.len() {
+                        p -= 1;
+                        break;
+                    }
+                    if pat[p] == b'\\' && p + 1 < pat.len() {
+                        p += 1;
+                        if pat[p] == s[i] {
+                            matched = true;
+                        }
+                    } else if pat[p] == b']' {
+                        break;
+                    } else if p + 2 < pat.len() && pat[p + 1] == b'-' {
+                        let (mut a, mut b) = (pat[p], pat[p + 2]);
+                        if a > b {
+                            std::mem::swap(&mut a, &mut b);
+                        }
+                        if (a..=b).contains(&s[i]) {
+                            matched = true;
+                        }
+                        p += 2;
+                    } else if pat[p] == s[i] {
+                        matched = true;
+                    }
+                    p += 1;
+                }
+                if matched == not {
+                    return false;
+                }
+                i += 1;
+            }
+            b'\\' if p + 1 < pat.len() => {
+                p += 1;
+                if i >= s.len() || pat[p] != s[i] {
+                    return false;
+                }
+                i += 1;
+            }
+            c => {
+                if i >= s.len() || c != s[i] {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+        p += 1;
+    }
+    i == s.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +197,18 @@ mod tests {
         assert!(HostGlob::new("a*b*c").unwrap().matches("axxbyyc"));
         assert!(!HostGlob::new("a*b*c").unwrap().matches("axxbyy"));
         assert!(HostGlob::new("bad host").is_err());
+    }
+
+    #[test]
+    fn glob_like_redis() {
+        use super::redis_glob as glob;
+        assert!(glob(b"session:*", b"session:abc"));
+        assert!(glob(b"h?llo", b"hello"));
+        assert!(glob(b"h[ae]llo", b"hallo"));
+        assert!(!glob(b"h[^e]llo", b"hello"));
+        assert!(glob(b"h[a-b]llo", b"hbllo"));
+        assert!(glob(b"*", b""));
+        assert!(!glob(b"a*b", b"acbd"));
+        assert!(glob(b"a\\*", b"a*"));
     }
 }

@@ -128,7 +128,7 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(crate::responders::redis::resp::format_double(v)))
+                Ok(Scalar(format_double(v)))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
                 Ok(Scalar(v.to_string()))
@@ -192,9 +192,7 @@ impl<'de> Deserialize<'de> for AnyValue {
                 Ok(AnyValue::Scalar(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<AnyValue, E> {
-                Ok(AnyValue::Scalar(
-                    crate::responders::redis::resp::format_double(v),
-                ))
+                Ok(AnyValue::Scalar(format_double(v)))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<AnyValue, E> {
                 Ok(AnyValue::Scalar(v.to_string()))
@@ -327,7 +325,7 @@ impl<'de> Deserialize<'de> for SeedValue {
                 Ok(plain(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<SeedValue, E> {
-                Ok(plain(crate::responders::redis::resp::format_double(v)))
+                Ok(plain(format_double(v)))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<SeedValue, E> {
                 Ok(plain(v.to_string()))
@@ -494,6 +492,28 @@ impl TryFrom<RawFault> for RedisFault {
     }
 }
 
+/// A double as Redis prints it: `inf`, `-inf`, integers without a
+/// fraction, otherwise the shortest text that reads back the same. Seeded
+/// numbers become the text Redis would store, and the Redis responder
+/// encodes its doubles with it too.
+pub fn format_double(d: f64) -> String {
+    if d.is_infinite() {
+        return if d > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if d.is_nan() {
+        return "nan".into();
+    }
+    if d == d.trunc() && d.abs() < 1e17 {
+        return format!("{}", d as i64);
+    }
+    let s = format!("{d}");
+    if s.len() > 24 {
+        format!("{d:e}").replace('e', "e+").replace("e+-", "e-")
+    } else {
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +553,11 @@ mod tests {
             f.faults[0].kind,
             RedisFaultKind::Error("READONLY no".into())
         );
+    }
+
+    #[test]
+    fn doubles_like_redis() {
+        assert_eq!(format_double(3.0), "3");
     }
 
     #[test]

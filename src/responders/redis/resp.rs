@@ -12,6 +12,8 @@ use std::io::Write;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::rules::redis::format_double;
+
 /// Redis's `proto-max-bulk-len` default.
 pub const MAX_BULK_LEN: i64 = 512 * 1024 * 1024;
 /// Redis's `PROTO_INLINE_MAX_SIZE`: the longest inline request or length
@@ -398,26 +400,6 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A double as Redis prints it: `inf`, `-inf`, integers without a
-/// fraction, otherwise the shortest text that reads back the same.
-pub fn format_double(d: f64) -> String {
-    if d.is_infinite() {
-        return if d > 0.0 { "inf".into() } else { "-inf".into() };
-    }
-    if d.is_nan() {
-        return "nan".into();
-    }
-    if d == d.trunc() && d.abs() < 1e17 {
-        return format!("{}", d as i64);
-    }
-    let s = format!("{d}");
-    if s.len() > 24 {
-        format!("{d:e}").replace('e', "e+").replace("e+-", "e-")
-    } else {
-        s
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,7 +460,6 @@ mod tests {
         let mut v3 = Vec::new();
         r.encode(&mut v3, true);
         assert_eq!(v3, b"%1\r\n$1\r\na\r\n,1.5\r\n");
-        assert_eq!(format_double(3.0), "3");
     }
 
     proptest! {

@@ -5,7 +5,8 @@ use bytes::Bytes;
 use super::{
     eq, float, get_hash, glob, hash_or_new, int, parse_float, scan_opts, scan_page, Ctx, R,
 };
-use crate::responders::redis::resp::{format_double, parse_i64, Reply};
+use crate::responders::redis::resp::{parse_i64, Reply};
+use crate::rules::redis::format_double;
 
 pub fn hset(c: &mut Ctx, a: &[Bytes]) -> R {
     if !a.len().is_multiple_of(2) {

@@ -1,15 +1,20 @@
 //! The command table (names, arities, flags and key positions as Redis
 //! declares them, so `COMMAND` and argument checks agree with a real
-//! server) and the helpers every command shares: argument parsing with
-//! Redis's error texts, typed access to keys, glob matching and SCAN
-//! cursors.
+//! server), the context a command runs in, and re-exports of the helpers
+//! every command shares: Redis's error texts (`errors`), argument parsing
+//! (`args`), typed access to keys (`typed`), SCAN cursors (`scan`) and
+//! glob matching (`rules::glob`).
 
+pub mod args;
+pub mod errors;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
+pub mod scan;
 pub mod server;
 pub mod sets;
 pub mod strings;
+pub mod typed;
 pub mod zsets;
 
 use std::collections::HashMap;
@@ -17,9 +22,23 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use super::resp::{parse_i64, Reply};
-use super::state::{Db, Store, Value};
+use super::resp::Reply;
+use super::state::{Db, Store};
 use super::{ConnState, RedisService};
+
+pub use args::{bulks, eq, float, int, parse_float, positive, range};
+pub use errors::{
+    clip, no_such_key, not_float, not_int, syntax, unknown_subcommand, wrong_args, wrongtype,
+};
+pub use scan::{scan_hash, scan_opts, scan_page, ScanOpts};
+pub use typed::{
+    get_hash, get_list, get_set, get_str, get_zset, hash_or_new, list_or_new, set_or_new,
+    zset_or_new,
+};
+
+/// Redis's glob, kept under its old name for the commands and for outside
+/// callers.
+pub use crate::rules::glob::redis_glob as glob;
 
 /// A command's outcome: `Err` carries an error reply so `?` can return it.
 pub type R = Result<Reply, Reply>;
@@ -320,400 +339,4 @@ pub fn table() -> &'static HashMap<&'static str, CmdDef> {
         ];
         defs.into_iter().map(|d| (d.name, d)).collect()
     })
-}
-
-// ------------------------------------------------------------ errors
-
-pub fn wrongtype() -> Reply {
-    Reply::err("WRONGTYPE Operation against a key holding the wrong kind of value")
-}
-
-pub fn not_int() -> Reply {
-    Reply::err("ERR value is not an integer or out of range")
-}
-
-pub fn not_float() -> Reply {
-    Reply::err("ERR value is not a valid float")
-}
-
-pub fn syntax() -> Reply {
-    Reply::err("ERR syntax error")
-}
-
-pub fn no_such_key() -> Reply {
-    Reply::err("ERR no such key")
-}
-
-pub fn unknown_subcommand(sub: &[u8], cmd: &str) -> Reply {
-    Reply::Error(format!(
-        "ERR unknown subcommand '{}'. Try {} HELP.",
-        clip(sub),
-        cmd.to_ascii_uppercase()
-    ))
-}
-
-pub fn wrong_args(name: &str) -> Reply {
-    Reply::Error(format!(
-        "ERR wrong number of arguments for '{}' command",
-        name.to_ascii_lowercase()
-    ))
-}
-
-/// An argument as text for an error message (Redis clips at 128 bytes).
-pub fn clip(b: &[u8]) -> String {
-    let b = &b[..b.len().min(128)];
-    String::from_utf8_lossy(b).into_owned()
-}
-
-// ------------------------------------------------------------ arguments
-
-pub fn int(b: &[u8]) -> Result<i64, Reply> {
-    parse_i64(b).ok_or_else(not_int)
-}
-
-/// A count that must not be negative (LPOP, SPOP, …).
-pub fn positive(b: &[u8]) -> Result<usize, Reply> {
-    let n = int(b)?;
-    if n < 0 {
-        return Err(Reply::err("ERR value is out of range, must be positive"));
-    }
-    Ok(n as usize)
-}
-
-/// Redis's `strtold`-based float parsing: `inf`, `-inf`, `1e3`; no NaN,
-/// no surrounding blanks.
-pub fn parse_float(b: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(b).ok()?;
-    if s.is_empty() || s.trim() != s {
-        return None;
-    }
-    let v = match s.to_ascii_lowercase().as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
-        "-inf" | "-infinity" => f64::NEG_INFINITY,
-        other => other.parse::<f64>().ok()?,
-    };
-    (!v.is_nan()).then_some(v)
-}
-
-pub fn float(b: &[u8]) -> Result<f64, Reply> {
-    parse_float(b).ok_or_else(not_float)
-}
-
-pub fn eq(a: &[u8], b: &str) -> bool {
-    a.eq_ignore_ascii_case(b.as_bytes())
-}
-
-/// Redis's start/stop normalisation for LRANGE, ZRANGE, GETRANGE:
-/// the inclusive index range, or `None` when empty.
-pub fn range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
-    let len = len as i64;
-    let mut s = if start < 0 { start + len } else { start };
-    let mut e = if stop < 0 { stop + len } else { stop };
-    if s < 0 {
-        s = 0;
-    }
-    if s > e || s >= len {
-        return None;
-    }
-    if e >= len {
-        e = len - 1;
-    }
-    Some((s as usize, e as usize))
-}
-
-// ------------------------------------------------------------ typed access
-
-macro_rules! typed {
-    ($get:ident, $create:ident, $variant:ident, $t:ty, $new:expr) => {
-        /// The key's value if it holds this type, `None` if absent,
-        /// WRONGTYPE otherwise.
-        pub fn $get<'a>(db: &'a mut Db, key: &[u8]) -> Result<Option<&'a mut $t>, Reply> {
-            match db.get_mut(key) {
-                None => Ok(None),
-                Some(e) => match &mut e.value {
-                    Value::$variant(v) => Ok(Some(v)),
-                    _ => Err(wrongtype()),
-                },
-            }
-        }
-
-        /// The key's value, created empty when absent.
-        pub fn $create<'a>(db: &'a mut Db, key: &Bytes) -> Result<&'a mut $t, Reply> {
-            if !db.check(key) {
-                db.set(key.clone(), $new);
-            }
-            match db.map.get_mut(key).map(|e| &mut e.value) {
-                Some(Value::$variant(v)) => Ok(v),
-                _ => Err(wrongtype()),
-            }
-        }
-    };
-}
-
-typed!(
-    get_hash,
-    hash_or_new,
-    Hash,
-    indexmap::IndexMap<Bytes, Bytes>,
-    Value::Hash(Default::default())
-);
-typed!(
-    get_list,
-    list_or_new,
-    List,
-    std::collections::VecDeque<Bytes>,
-    Value::List(Default::default())
-);
-typed!(
-    get_set,
-    set_or_new,
-    Set,
-    indexmap::IndexSet<Bytes>,
-    Value::Set(Default::default())
-);
-typed!(
-    get_zset,
-    zset_or_new,
-    ZSet,
-    super::state::ZSet,
-    Value::ZSet(Default::default())
-);
-
-/// A string key's bytes, `None` if absent, WRONGTYPE otherwise.
-pub fn get_str(db: &mut Db, key: &[u8]) -> Result<Option<Bytes>, Reply> {
-    match db.get(key) {
-        None => Ok(None),
-        Some(e) => match &e.value {
-            Value::Str(s) => Ok(Some(s.clone())),
-            _ => Err(wrongtype()),
-        },
-    }
-}
-
-/// A reply of bulk strings.
-pub fn bulks<I: IntoIterator<Item = Bytes>>(it: I) -> Reply {
-    Reply::Array(it.into_iter().map(Reply::Bulk).collect())
-}
-
-// ------------------------------------------------------------ glob
-
-/// Redis's `stringmatchlen`: `*`, `?`, `[abc]`, `[^a-z]`, `\x`.
-pub fn glob(pat: &[u8], s: &[u8]) -> bool {
-    glob_at(pat, s, 0)
-}
-
-fn glob_at(pat: &[u8], s: &[u8], depth: u32) -> bool {
-    // Deep nesting of `*` is a pathological pattern; refuse it rather than
-    // recursing without end.
-    if depth > 1000 {
-        return false;
-    }
-    let (mut p, mut i) = (0, 0);
-    while p < pat.len() {
-        match pat[p] {
-            b'*' => {
-                while p + 1 < pat.len() && pat[p + 1] == b'*' {
-                    p += 1;
-                }
-                if p + 1 == pat.len() {
-                    return true;
-                }
-                for start in i..=s.len() {
-                    if glob_at(&pat[p + 1..], &s[start..], depth + 1) {
-                        return true;
-                    }
-                }
-                return false;
-            }
-            b'?' => {
-                if i >= s.len() {
-                    return false;
-                }
-                i += 1;
-            }
-            b'[' => {
-                if i >= s.len() {
-                    return false;
-                }
-                p += 1;
-                let not = p < pat.len() && pat[p] == b'^';
-                if not {
-                    p += 1;
-                }
-                let mut matched = false;
-                loop {
-                    if p >= pat.len() {
-                        p -= 1;
-                        break;
-                    }
-                    if pat[p] == b'\\' && p + 1 < pat.len() {
-                        p += 1;
-                        if pat[p] == s[i] {
-                            matched = true;
-                        }
-                    } else if pat[p] == b']' {
-                        break;
-                    } else if p + 2 < pat.len() && pat[p + 1] == b'-' {
-                        let (mut a, mut b) = (pat[p], pat[p + 2]);
-                        if a > b {
-                            std::mem::swap(&mut a, &mut b);
-                        }
-                        if (a..=b).contains(&s[i]) {
-                            matched = true;
-                        }
-                        p += 2;
-                    } else if pat[p] == s[i] {
-                        matched = true;
-                    }
-                    p += 1;
-                }
-                if matched == not {
-                    return false;
-                }
-                i += 1;
-            }
-            b'\\' if p + 1 < pat.len() => {
-                p += 1;
-                if i >= s.len() || pat[p] != s[i] {
-                    return false;
-                }
-                i += 1;
-            }
-            c => {
-                if i >= s.len() || c != s[i] {
-                    return false;
-                }
-                i += 1;
-            }
-        }
-        p += 1;
-    }
-    i == s.len()
-}
-
-// ------------------------------------------------------------ SCAN cursors
-
-/// A key's place in SCAN order: a hash that never is 0, so cursor 0 only
-/// means "start" and "done". Ordering by hash keeps the SCAN guarantee
-/// (every element present for the whole iteration is returned) while
-/// keys come and go between calls.
-pub fn scan_hash(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &c in b {
-        h ^= u64::from(c);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % ((1u64 << 63) - 1) + 1
-}
-
-/// Options of SCAN and its relatives.
-pub struct ScanOpts {
-    pub cursor: u64,
-    pub pattern: Option<Bytes>,
-    pub count: usize,
-    pub type_: Option<Bytes>,
-    pub novalues: bool,
-}
-
-pub fn scan_opts(args: &[Bytes], allow_type: bool) -> Result<ScanOpts, Reply> {
-    let cursor = std::str::from_utf8(&args[0])
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| Reply::err("ERR invalid cursor"))?;
-    let mut o = ScanOpts {
-        cursor,
-        pattern: None,
-        count: 10,
-        type_: None,
-        novalues: false,
-    };
-    let mut i = 1;
-    while i < args.len() {
-        let a = &args[i];
-        if eq(a, "match") && i + 1 < args.len() {
-            o.pattern = Some(args[i + 1].clone());
-            i += 2;
-        } else if eq(a, "count") && i + 1 < args.len() {
-            let n = int(&args[i + 1])?;
-            if n < 1 {
-                return Err(syntax());
-            }
-            o.count = n as usize;
-            i += 2;
-        } else if allow_type && eq(a, "type") && i + 1 < args.len() {
-            o.type_ = Some(args[i + 1].clone());
-            i += 2;
-        } else if !allow_type && eq(a, "novalues") {
-            o.novalues = true;
-            i += 1;
-        } else {
-            return Err(syntax());
-        }
-    }
-    Ok(o)
-}
-
-/// One page of a SCAN over `items` (name, payload): the next cursor and
-/// the page, before MATCH filtering (as Redis filters after the walk).
-pub fn scan_page<T: Clone>(
-    items: Vec<(Bytes, T)>,
-    cursor: u64,
-    count: usize,
-) -> (u64, Vec<(Bytes, T)>) {
-    let mut v: Vec<(u64, Bytes, T)> = items
-        .into_iter()
-        .map(|(k, t)| (scan_hash(&k), k, t))
-        .filter(|(h, _, _)| *h >= cursor)
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    let mut take = count.min(v.len());
-    while take > 0 && take < v.len() && v[take].0 == v[take - 1].0 {
-        take += 1;
-    }
-    let next = v.get(take).map(|x| x.0).unwrap_or(0);
-    v.truncate(take);
-    (next, v.into_iter().map(|(_, k, t)| (k, t)).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_like_redis() {
-        assert!(glob(b"session:*", b"session:abc"));
-        assert!(glob(b"h?llo", b"hello"));
-        assert!(glob(b"h[ae]llo", b"hallo"));
-        assert!(!glob(b"h[^e]llo", b"hello"));
-        assert!(glob(b"h[a-b]llo", b"hbllo"));
-        assert!(glob(b"*", b""));
-        assert!(!glob(b"a*b", b"acbd"));
-        assert!(glob(b"a\\*", b"a*"));
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(range(0, -1, 3), Some((0, 2)));
-        assert_eq!(range(-100, 100, 3), Some((0, 2)));
-        assert_eq!(range(2, 1, 3), None);
-        assert_eq!(range(5, 10, 3), None);
-    }
-
-    #[test]
-    fn scan_covers_everything() {
-        let items: Vec<(Bytes, ())> = (0..100)
-            .map(|i| (Bytes::from(format!("k{i}")), ()))
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        let mut c = 0;
-        loop {
-            let (next, page) = scan_page(items.clone(), c, 7);
-            seen.extend(page.into_iter().map(|(k, _)| k));
-            if next == 0 {
-                break;
-            }
-            c = next;
-        }
-        assert_eq!(seen.len(), 100);
-    }
 }

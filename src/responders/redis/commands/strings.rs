@@ -3,8 +3,9 @@
 use bytes::{Bytes, BytesMut};
 
 use super::{eq, float, get_str, int, not_int, syntax, Ctx, R};
-use crate::responders::redis::resp::{format_double, parse_i64, Reply};
+use crate::responders::redis::resp::{parse_i64, Reply};
 use crate::responders::redis::state::{now_ms, Value};
+use crate::rules::redis::format_double;
 
 /// Redis's `proto-max-bulk-len`, the largest string SETRANGE/APPEND make.
 const MAX_STRING: usize = 512 * 1024 * 1024;

@@ -486,9 +486,7 @@ pub fn zscan(c: &mut Ctx, a: &[Bytes]) -> R {
     for (m, s) in page {
         if o.pattern.as_ref().is_none_or(|p| glob(p, &m)) {
             out.push(Reply::Bulk(m));
-            out.push(Reply::bulk(crate::responders::redis::resp::format_double(
-                s,
-            )));
+            out.push(Reply::bulk(crate::rules::redis::format_double(s)));
         }
     }
     Ok(Reply::Array(vec![
