@@ -14,6 +14,7 @@ use super::commands::{self, table, CmdDef, Ctx, R};
 use super::resp::Reply;
 use super::state::Store;
 use super::{ConnState, Outcome, RedisService};
+use crate::responders::faults::pick_latency;
 use crate::responders::ServeCtx;
 use crate::rules::redis::RedisFaultKind;
 
@@ -223,10 +224,3 @@ impl RedisService {
     }
 }
 
-fn pick_latency(l: &crate::rules::http::LatencySpec) -> Duration {
-    if l.max <= l.min {
-        return l.min;
-    }
-    let span = (l.max - l.min).as_secs_f64();
-    l.min + Duration::from_secs_f64(span * rand::random::<f64>())
-}

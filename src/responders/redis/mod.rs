@@ -18,6 +18,7 @@ pub mod commands;
 mod connection;
 mod dispatch;
 mod pubsub;
+mod responder;
 pub mod resp;
 pub mod state;
 mod transactions;
@@ -31,11 +32,12 @@ use indexmap::IndexSet;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 
-use crate::events::{now_rfc3339, Event, EventSink, RedisEvent};
+use crate::events::{now_rfc3339, Event, EventSink, ExchangeEvent};
 use crate::rules::redis::RedisSpec;
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;
+pub use responder::{RedisDetail, INFO};
 use commands::{lists::BlockOp, table};
 use pubsub::PubSub;
 use resp::Reply;
@@ -316,19 +318,8 @@ fn emit(conn: &mut ConnState, out: &mut Vec<u8>, r: &Reply) {
     }
 }
 
-/// Reads and drops until the client closes (or a minute passes).
-async fn drain<IO: AsyncRead + Unpin>(io: &mut IO) {
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match io.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-}
+use super::faults::drain;
+
 
 impl RedisService {
     pub fn stats(&self) -> Stats {
@@ -370,7 +361,7 @@ impl RedisService {
         };
         if !self.detail && !self.events.wants_detail() {
             self.events
-                .count_redis(&self.name, &command, error.is_some());
+                .count(&INFO, &self.name, &command, error.is_some());
             return;
         }
         // Connection chatter has no key.
@@ -381,17 +372,27 @@ impl RedisService {
                     .is_some_and(|d| d.first_key > 0)
             })
             .map(|k| commands::clip(k));
-        self.events.record(Event::Redis(RedisEvent {
-            time: now_rfc3339(),
-            flow_id: ctx.meta.id,
-            service: self.name.clone(),
-            command,
+        let detail = RedisDetail {
+            command: command.clone(),
             key,
             db: conn.db,
             reply: reply.label(),
+            fault,
+        };
+        self.events.record(Event::Exchange(ExchangeEvent {
+            time: now_rfc3339(),
+            flow_id: ctx.meta.id,
+            service: self.name.clone(),
+            protocol: &INFO,
+            operation: command,
+            outcome: if error.is_some() {
+                crate::events::Outcome::Error
+            } else {
+                crate::events::Outcome::Ok
+            },
             error,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            fault,
+            detail: Arc::new(detail),
         }));
     }
 }
