@@ -10,7 +10,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::Cluster;
-use super::{api_name, api_versions, encode, wire, KafkaService, Reply, ServeCtx};
+use super::metadata::api_versions;
+use super::{api_name, encode, wire, KafkaService, Reply, ServeCtx};
 
 /// Answers `req` with `code`, recording it.
 pub(super) fn error_reply(

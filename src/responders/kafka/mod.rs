@@ -9,10 +9,14 @@
 //! `Notify`s woken by appends to the partitions a fetch asked for
 //! (`waiters`) and by group changes.
 
+mod admin;
 mod cluster;
 mod faults;
+mod fetch;
 mod groups;
 mod log;
+mod metadata;
+mod produce;
 mod waiters;
 pub mod wire;
 
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::Encodable;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
@@ -34,6 +38,7 @@ use super::ServeCtx;
 use cluster::Cluster;
 use groups::Groups;
 use log::Topics;
+use metadata::api_versions;
 use waiters::Waiters;
 
 /// The broker id of a single-broker service (without `brokers:`), which
@@ -386,6 +391,7 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
         }
     }
     match req.body {
+        // Discovery (metadata.rs).
         wire::Body::ApiVersions(_) => {
             svc.record_api(ctx, "api_versions", NONE, started);
             encode(cid, ApiKey::ApiVersions, v, &api_versions())
@@ -395,6 +401,17 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             svc.record_api(ctx, "metadata", NONE, started);
             encode(cid, ApiKey::Metadata, v, &resp)
         }
+        wire::Body::DescribeCluster(_) => {
+            let resp = metadata::describe_cluster(&cluster);
+            svc.record_api(ctx, "describe_cluster", NONE, started);
+            encode(cid, ApiKey::DescribeCluster, v, &resp)
+        }
+        wire::Body::FindCoordinator(r) => {
+            let resp = metadata::find_coordinator(&cluster, &r, v);
+            svc.record_api(ctx, "find_coordinator", NONE, started);
+            encode(cid, ApiKey::FindCoordinator, v, &resp)
+        }
+        // Writes (produce.rs).
         wire::Body::Produce(r) => {
             let acks = r.acks;
             let resp = svc.produce(ctx, &cluster, r, started);
@@ -404,6 +421,25 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
                 encode(cid, ApiKey::Produce, v, &resp)
             }
         }
+        wire::Body::InitProducerId(_) => {
+            let resp = svc.init_producer_id();
+            svc.record_api(ctx, "init_producer_id", NONE, started);
+            encode(cid, ApiKey::InitProducerId, v, &resp)
+        }
+        // Reads (fetch.rs).
+        wire::Body::Fetch(r) => {
+            let resp = svc.fetch(ctx, &cluster, &r, started).await;
+            encode(cid, ApiKey::Fetch, v, &resp)
+        }
+        wire::Body::ListOffsets(r) => {
+            let resp = svc.list_offsets(ctx, &cluster, &r, v, started);
+            encode(cid, ApiKey::ListOffsets, v, &resp)
+        }
+        wire::Body::OffsetForLeaderEpoch(r) => {
+            let resp = svc.offset_for_leader_epoch(ctx, &cluster, &r, started);
+            encode(cid, ApiKey::OffsetForLeaderEpoch, v, &resp)
+        }
+        // Topic administration (admin.rs).
         wire::Body::CreateTopics(r) => {
             let resp = svc.create_topics(ctx, r, started);
             encode(cid, ApiKey::CreateTopics, v, &resp)
@@ -412,86 +448,15 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             let resp = svc.delete_topics(ctx, r, started);
             encode(cid, ApiKey::DeleteTopics, v, &resp)
         }
-        wire::Body::DescribeCluster(_) => {
-            let resp = DescribeClusterResponse::default()
-                .with_cluster_id(StrBytes::from_static_str("meshwrap"))
-                .with_controller_id(cluster.controller().into())
-                .with_cluster_authorized_operations(i32::MIN)
-                .with_brokers(
-                    cluster
-                        .brokers()
-                        .into_iter()
-                        .map(|(id, host)| {
-                            describe_cluster_response::DescribeClusterBroker::default()
-                                .with_broker_id(id.into())
-                                .with_host(host)
-                                .with_port(cluster.port)
-                        })
-                        .collect(),
-                );
-            svc.record_api(ctx, "describe_cluster", NONE, started);
-            encode(cid, ApiKey::DescribeCluster, v, &resp)
+        wire::Body::CreatePartitions(r) => {
+            let resp = svc.create_partitions(ctx, r, started);
+            encode(cid, ApiKey::CreatePartitions, v, &resp)
         }
         wire::Body::DescribeConfigs(r) => {
             let resp = svc.describe_configs(ctx, &r, started);
             encode(cid, ApiKey::DescribeConfigs, v, &resp)
         }
-        wire::Body::CreatePartitions(r) => {
-            let resp = svc.create_partitions(ctx, r, started);
-            encode(cid, ApiKey::CreatePartitions, v, &resp)
-        }
-        wire::Body::Fetch(r) => {
-            let resp = svc.fetch(ctx, &cluster, &r, started).await;
-            encode(cid, ApiKey::Fetch, v, &resp)
-        }
-        wire::Body::OffsetForLeaderEpoch(r) => {
-            let resp = svc.offset_for_leader_epoch(ctx, &cluster, &r, started);
-            encode(cid, ApiKey::OffsetForLeaderEpoch, v, &resp)
-        }
-        wire::Body::DeleteGroups(r) => {
-            let resp = groups::delete(svc, &r);
-            for g in &resp.results {
-                svc.record_api(ctx, "delete_groups", g.error_code, started);
-            }
-            encode(cid, ApiKey::DeleteGroups, v, &resp)
-        }
-        wire::Body::ListOffsets(r) => {
-            let resp = svc.list_offsets(ctx, &cluster, &r, v, started);
-            encode(cid, ApiKey::ListOffsets, v, &resp)
-        }
-        wire::Body::InitProducerId(_) => {
-            let id = svc.next_producer.fetch_add(1, Ordering::Relaxed);
-            let resp = InitProducerIdResponse::default()
-                .with_producer_id(id.into())
-                .with_producer_epoch(0);
-            svc.record_api(ctx, "init_producer_id", NONE, started);
-            encode(cid, ApiKey::InitProducerId, v, &resp)
-        }
-        wire::Body::FindCoordinator(r) => {
-            let mut resp = FindCoordinatorResponse::default();
-            if v < 4 {
-                let id = cluster.coordinator(&r.key);
-                resp = resp
-                    .with_node_id(id.into())
-                    .with_host(cluster.host_of(id))
-                    .with_port(cluster.port);
-            } else {
-                resp.coordinators = r
-                    .coordinator_keys
-                    .iter()
-                    .map(|k| {
-                        let id = cluster.coordinator(k);
-                        find_coordinator_response::Coordinator::default()
-                            .with_key(k.clone())
-                            .with_node_id(id.into())
-                            .with_host(cluster.host_of(id))
-                            .with_port(cluster.port)
-                    })
-                    .collect();
-            }
-            svc.record_api(ctx, "find_coordinator", NONE, started);
-            encode(cid, ApiKey::FindCoordinator, v, &resp)
-        }
+        // Consumer groups (groups/).
         wire::Body::JoinGroup(r) => {
             let resp = groups::join(svc, r, v).await;
             svc.record_api(ctx, "join_group", resp.error_code, started);
@@ -517,16 +482,6 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             svc.record_api(ctx, "leave_group", resp.error_code, started);
             encode(cid, ApiKey::LeaveGroup, v, &resp)
         }
-        wire::Body::OffsetCommit(r) => {
-            let resp = groups::commit(svc, &r);
-            svc.record_api(ctx, "offset_commit", NONE, started);
-            encode(cid, ApiKey::OffsetCommit, v, &resp)
-        }
-        wire::Body::OffsetFetch(r) => {
-            let resp = groups::fetch_offsets(svc, &r, v);
-            svc.record_api(ctx, "offset_fetch", NONE, started);
-            encode(cid, ApiKey::OffsetFetch, v, &resp)
-        }
         wire::Body::DescribeGroups(r) => {
             let resp = groups::describe(svc, &r);
             svc.record_api(ctx, "describe_groups", NONE, started);
@@ -537,22 +492,24 @@ async fn handle_frame(svc: &KafkaService, ctx: &ServeCtx, frame: Bytes, started:
             svc.record_api(ctx, "list_groups", NONE, started);
             encode(cid, ApiKey::ListGroups, v, &resp)
         }
+        wire::Body::DeleteGroups(r) => {
+            let resp = groups::delete(svc, &r);
+            for g in &resp.results {
+                svc.record_api(ctx, "delete_groups", g.error_code, started);
+            }
+            encode(cid, ApiKey::DeleteGroups, v, &resp)
+        }
+        wire::Body::OffsetCommit(r) => {
+            let resp = groups::commit(svc, &r);
+            svc.record_api(ctx, "offset_commit", NONE, started);
+            encode(cid, ApiKey::OffsetCommit, v, &resp)
+        }
+        wire::Body::OffsetFetch(r) => {
+            let resp = groups::fetch_offsets(svc, &r, v);
+            svc.record_api(ctx, "offset_fetch", NONE, started);
+            encode(cid, ApiKey::OffsetFetch, v, &resp)
+        }
     }
-}
-
-/// The ApiVersions body: only what is implemented, no tagged fields.
-fn api_versions() -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(
-        SUPPORTED
-            .iter()
-            .map(|(k, lo, hi)| {
-                api_versions_response::ApiVersion::default()
-                    .with_api_key(*k as i16)
-                    .with_min_version(*lo)
-                    .with_max_version(*hi)
-            })
-            .collect(),
-    )
 }
 
 /// Encodes a response with its header.
@@ -570,598 +527,12 @@ fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R
     Reply::Body(out)
 }
 
-impl KafkaService {
-    fn metadata(&self, cluster: &Cluster, r: &MetadataRequest, version: i16) -> MetadataResponse {
-        let mut st = self.lock();
-        let names: Vec<String> = match &r.topics {
-            None => st.topics.names(),
-            Some(ts) => ts
-                .iter()
-                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
-                .collect(),
-        };
-        // Metadata v4+ says whether the client allows auto-creation.
-        let may_create =
-            self.spec.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
-        let mut topics = Vec::new();
-        for name in names {
-            if may_create {
-                st.topics.ensure(&name, self.spec.default_partitions);
-            }
-            let t = match st.topics.get(&name) {
-                Some(t) => metadata_response::MetadataResponseTopic::default()
-                    .with_name(Some(StrBytes::from_string(name.clone()).into()))
-                    .with_partitions(
-                        (0..t.partitions.len() as i32)
-                            .map(|p| {
-                                let leader = cluster.leader(p);
-                                metadata_response::MetadataResponsePartition::default()
-                                    .with_partition_index(p)
-                                    .with_leader_id(leader.into())
-                                    // The field exists from v7 on.
-                                    .with_leader_epoch(if version >= 7 { LEADER_EPOCH } else { -1 })
-                                    .with_replica_nodes(vec![leader.into()])
-                                    .with_isr_nodes(vec![leader.into()])
-                            })
-                            .collect(),
-                    ),
-                None => metadata_response::MetadataResponseTopic::default()
-                    .with_name(Some(StrBytes::from_string(name.clone()).into()))
-                    .with_error_code(UNKNOWN_TOPIC_OR_PARTITION),
-            };
-            topics.push(t);
-        }
-        cluster.metadata().with_topics(topics)
-    }
-
-    fn create_topics(
-        &self,
-        ctx: &ServeCtx,
-        r: CreateTopicsRequest,
-        started: Instant,
-    ) -> CreateTopicsResponse {
-        let mut out = Vec::new();
-        let mut st = self.lock();
-        for t in r.topics {
-            let name = t.name.0.to_string();
-            let n = if t.num_partitions == -1 {
-                self.spec.default_partitions
-            } else {
-                t.num_partitions
-            };
-            let code = if name.is_empty() || name.len() > 249 {
-                INVALID_TOPIC_EXCEPTION
-            } else if !(1..=1000).contains(&n) {
-                INVALID_PARTITIONS
-            } else if st.topics.get(&name).is_some() {
-                TOPIC_ALREADY_EXISTS
-            } else {
-                if !r.validate_only {
-                    st.topics.create(&name, n);
-                    let configs = t
-                        .configs
-                        .iter()
-                        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
-                        .collect();
-                    st.topics.set_configs(&name, configs);
-                }
-                NONE
-            };
-            self.record(
-                ctx,
-                "create_topics",
-                Some(&name),
-                None,
-                None,
-                None,
-                None,
-                code,
-                started,
-            );
-            let mut res = create_topics_response::CreatableTopicResult::default()
-                .with_name(t.name)
-                .with_error_code(code)
-                .with_num_partitions(if code == NONE { n } else { -1 })
-                .with_replication_factor(if code == NONE { 1 } else { -1 });
-            if code == NONE {
-                res.configs = Some(Vec::new());
-            }
-            out.push(res);
-        }
-        CreateTopicsResponse::default().with_topics(out)
-    }
-
-    fn describe_configs(
-        &self,
-        ctx: &ServeCtx,
-        r: &DescribeConfigsRequest,
-        started: Instant,
-    ) -> DescribeConfigsResponse {
-        const TOPIC: i8 = 2;
-        const BROKER: i8 = 4;
-        let st = self.lock();
-        let mut out = Vec::new();
-        for res in &r.resources {
-            let name = res.resource_name.to_string();
-            let mut result = describe_configs_response::DescribeConfigsResult::default()
-                .with_resource_type(res.resource_type)
-                .with_resource_name(res.resource_name.clone());
-            let mut entries: Vec<(String, String, i8)> = Vec::new();
-            match res.resource_type {
-                TOPIC => match st.topics.get(&name) {
-                    None => result.error_code = UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(t) => {
-                        for (k, v) in crate::rules::kafka::DEFAULT_TOPIC_CONFIGS {
-                            if !t.configs.contains_key(*k) {
-                                entries.push((k.to_string(), v.to_string(), 5));
-                            }
-                        }
-                        for (k, v) in &t.configs {
-                            entries.push((k.clone(), v.clone(), 1));
-                        }
-                    }
-                },
-                BROKER => {
-                    entries.push((
-                        "auto.create.topics.enable".into(),
-                        self.spec.auto_create_topics.to_string(),
-                        4,
-                    ));
-                    entries.push((
-                        "num.partitions".into(),
-                        self.spec.default_partitions.to_string(),
-                        4,
-                    ));
-                }
-                _ => result.error_code = INVALID_REQUEST,
-            }
-            if let Some(keys) = &res.configuration_keys {
-                entries.retain(|(k, _, _)| keys.iter().any(|x| x.as_str() == k));
-            }
-            entries.sort();
-            result.configs = entries
-                .into_iter()
-                .map(|(k, v, source)| {
-                    describe_configs_response::DescribeConfigsResourceResult::default()
-                        .with_name(StrBytes::from_string(k))
-                        .with_value(Some(StrBytes::from_string(v)))
-                        .with_config_source(source)
-                })
-                .collect();
-            self.record(
-                ctx,
-                "describe_configs",
-                Some(&name),
-                None,
-                None,
-                None,
-                None,
-                result.error_code,
-                started,
-            );
-            out.push(result);
-        }
-        DescribeConfigsResponse::default().with_results(out)
-    }
-
-    fn delete_topics(
-        &self,
-        ctx: &ServeCtx,
-        r: DeleteTopicsRequest,
-        started: Instant,
-    ) -> DeleteTopicsResponse {
-        let mut names: Vec<TopicName> = r.topic_names;
-        names.extend(r.topics.into_iter().filter_map(|t| t.name));
-        let mut out = Vec::new();
-        let mut st = self.lock();
-        for n in names {
-            let code = if st.topics.delete(&n.0) {
-                st.groups.forget_topic(&n.0);
-                NONE
-            } else {
-                UNKNOWN_TOPIC_OR_PARTITION
-            };
-            self.record(
-                ctx,
-                "delete_topics",
-                Some(&n.0),
-                None,
-                None,
-                None,
-                None,
-                code,
-                started,
-            );
-            out.push(
-                delete_topics_response::DeletableTopicResult::default()
-                    .with_name(Some(n))
-                    .with_error_code(code),
-            );
-        }
-        DeleteTopicsResponse::default().with_responses(out)
-    }
-
-    fn create_partitions(
-        &self,
-        ctx: &ServeCtx,
-        r: CreatePartitionsRequest,
-        started: Instant,
-    ) -> CreatePartitionsResponse {
-        let mut out = Vec::new();
-        let mut st = self.lock();
-        for t in r.topics {
-            let code = if r.validate_only {
-                match st.topics.get(&t.name.0) {
-                    None => UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(x) if t.count <= x.partitions.len() as i32 || t.count > 1000 => {
-                        INVALID_PARTITIONS
-                    }
-                    Some(_) => NONE,
-                }
-            } else {
-                st.topics.grow(&t.name.0, t.count).err().unwrap_or(NONE)
-            };
-            self.record(
-                ctx,
-                "create_partitions",
-                Some(&t.name.0),
-                None,
-                None,
-                None,
-                None,
-                code,
-                started,
-            );
-            out.push(
-                create_partitions_response::CreatePartitionsTopicResult::default()
-                    .with_name(t.name)
-                    .with_error_code(code),
-            );
-        }
-        CreatePartitionsResponse::default().with_results(out)
-    }
-
-    fn produce(
-        &self,
-        ctx: &ServeCtx,
-        cluster: &Cluster,
-        r: ProduceRequest,
-        started: Instant,
-    ) -> ProduceResponse {
-        let detail = self.detailed();
-        let mut responses = Vec::new();
-        let mut events = Vec::new();
-        // Partitions that got records, to wake their long polls.
-        let mut appended: Vec<(String, i32)> = Vec::new();
-        {
-            let mut st = self.lock();
-            for t in r.topic_data {
-                let name = t.name.0.to_string();
-                if self.spec.auto_create_topics {
-                    st.topics.ensure(&name, self.spec.default_partitions);
-                }
-                let mut parts = Vec::new();
-                for p in t.partition_data {
-                    let mut pr = produce_response::PartitionProduceResponse::default()
-                        .with_index(p.index)
-                        .with_base_offset(-1)
-                        .with_log_append_time_ms(-1);
-                    match st.topics.partition_mut(&name, p.index) {
-                        None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
-                        Some(_) if !cluster.leads(p.index) => {
-                            pr.error_code = NOT_LEADER_OR_FOLLOWER;
-                            events.push((name.clone(), p.index, -1, None, None, pr.error_code));
-                        }
-                        Some(part) => match part.append(p.records.unwrap_or_default()) {
-                            Ok((base, records)) => {
-                                pr.base_offset = base;
-                                appended.push((name.clone(), p.index));
-                                if detail {
-                                    for (off, k, v) in records {
-                                        events.push((name.clone(), p.index, off, k, v, NONE));
-                                    }
-                                } else {
-                                    events.push((name.clone(), p.index, base, None, None, NONE));
-                                }
-                            }
-                            Err(code) => {
-                                pr.error_code = code;
-                                events.push((name.clone(), p.index, -1, None, None, code));
-                            }
-                        },
-                    }
-                    parts.push(pr);
-                }
-                responses.push(
-                    produce_response::TopicProduceResponse::default()
-                        .with_name(t.name)
-                        .with_partition_responses(parts),
-                );
-            }
-        }
-        for (topic, p) in &appended {
-            self.waiters.wake(topic, *p);
-        }
-        for (topic, p, off, k, v, code) in events {
-            self.record(
-                ctx,
-                "produce",
-                Some(&topic),
-                Some(p),
-                Some(off),
-                k.as_deref(),
-                v.as_deref(),
-                code,
-                started,
-            );
-        }
-        ProduceResponse::default().with_responses(responses)
-    }
-
-    async fn fetch(
-        &self,
-        ctx: &ServeCtx,
-        cluster: &Cluster,
-        r: &FetchRequest,
-        started: Instant,
-    ) -> FetchResponse {
-        let deadline = started + Duration::from_millis(r.max_wait_ms.clamp(0, 60_000) as u64);
-        // Registered before the first read: an append in between leaves a
-        // permit, so the wait below returns at once.
-        let waiter = self.waiters.register(r.topics.iter().flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(|p| (t.topic.0.as_str(), p.partition))
-        }));
-        loop {
-            let (resp, bytes) = self.fetch_once(cluster, r);
-            let now = Instant::now();
-            if bytes >= r.min_bytes.max(1) as usize || now >= deadline || has_error(&resp) {
-                for t in &resp.responses {
-                    for p in &t.partitions {
-                        let n = p.records.as_ref().map_or(0, |b| b.len());
-                        if n > 0 || p.error_code != NONE {
-                            self.record(
-                                ctx,
-                                "fetch",
-                                Some(&t.topic.0),
-                                Some(p.partition_index),
-                                Some(p.high_watermark),
-                                None,
-                                None,
-                                p.error_code,
-                                started,
-                            );
-                        }
-                    }
-                }
-                if bytes == 0 && !has_error(&resp) {
-                    self.record(ctx, "fetch", None, None, None, None, None, NONE, started);
-                }
-                return resp;
-            }
-            let _ = tokio::time::timeout(deadline - now, waiter.notified()).await;
-        }
-    }
-
-    fn fetch_once(&self, cluster: &Cluster, r: &FetchRequest) -> (FetchResponse, usize) {
-        let st = self.lock();
-        let mut total = 0usize;
-        let max_total = if r.max_bytes > 0 {
-            r.max_bytes as usize
-        } else {
-            usize::MAX
-        };
-        let mut topics = Vec::new();
-        for t in &r.topics {
-            let mut parts = Vec::new();
-            for p in &t.partitions {
-                let mut pd = fetch_response::PartitionData::default()
-                    .with_partition_index(p.partition)
-                    .with_high_watermark(-1)
-                    .with_last_stable_offset(-1)
-                    .with_log_start_offset(-1)
-                    .with_aborted_transactions(Some(vec![]))
-                    .with_preferred_read_replica((-1).into());
-                match st.topics.partition(&t.topic.0, p.partition) {
-                    None => pd.error_code = UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(_) if !cluster.leads(p.partition) => {
-                        pd.error_code = NOT_LEADER_OR_FOLLOWER
-                    }
-                    // A client that saw a newer epoch than ours: Kafka's
-                    // answer when the leader lags behind the metadata.
-                    Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
-                        pd.error_code = UNKNOWN_LEADER_EPOCH
-                    }
-                    Some(part) => {
-                        pd.high_watermark = part.hw;
-                        pd.last_stable_offset = part.hw;
-                        pd.log_start_offset = 0;
-                        if p.fetch_offset < 0 || p.fetch_offset > part.hw {
-                            pd.error_code = OFFSET_OUT_OF_RANGE;
-                        } else {
-                            // The first batch always goes, so one bigger
-                            // than the limits still gets through.
-                            let room = (p.partition_max_bytes.max(0) as usize)
-                                .min(max_total.saturating_sub(total));
-                            let data = part.read(p.fetch_offset, room, total == 0);
-                            total += data.len();
-                            pd.records = Some(data);
-                        }
-                    }
-                }
-                parts.push(pd);
-            }
-            topics.push(
-                fetch_response::FetchableTopicResponse::default()
-                    .with_topic(t.topic.clone())
-                    .with_partitions(parts),
-            );
-        }
-        (FetchResponse::default().with_responses(topics), total)
-    }
-
-    fn list_offsets(
-        &self,
-        ctx: &ServeCtx,
-        cluster: &Cluster,
-        r: &ListOffsetsRequest,
-        version: i16,
-        started: Instant,
-    ) -> ListOffsetsResponse {
-        let st = self.lock();
-        let mut topics = Vec::new();
-        let mut evs = Vec::new();
-        for t in &r.topics {
-            let mut parts = Vec::new();
-            for p in &t.partitions {
-                let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default()
-                    .with_partition_index(p.partition_index)
-                    .with_timestamp(-1)
-                    .with_offset(-1)
-                    .with_leader_epoch(-1);
-                match st.topics.partition(&t.name.0, p.partition_index) {
-                    None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(_) if !cluster.leads(p.partition_index) => {
-                        pr.error_code = NOT_LEADER_OR_FOLLOWER
-                    }
-                    Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
-                        pr.error_code = UNKNOWN_LEADER_EPOCH
-                    }
-                    Some(part) => {
-                        match p.timestamp {
-                            -2 => pr.offset = 0,
-                            -1 => pr.offset = part.hw,
-                            ts => {
-                                if let Some((off, at)) = part.offset_for_time(ts) {
-                                    pr.offset = off;
-                                    pr.timestamp = at;
-                                }
-                            }
-                        }
-                        // The field exists from v4 on.
-                        if pr.offset >= 0 && version >= 4 {
-                            pr.leader_epoch = LEADER_EPOCH;
-                        }
-                    }
-                }
-                evs.push((
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    pr.offset,
-                    pr.error_code,
-                ));
-                parts.push(pr);
-            }
-            topics.push(
-                list_offsets_response::ListOffsetsTopicResponse::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(parts),
-            );
-        }
-        drop(st);
-        for (t, p, off, code) in evs {
-            self.record(
-                ctx,
-                "list_offsets",
-                Some(&t),
-                Some(p),
-                Some(off),
-                None,
-                None,
-                code,
-                started,
-            );
-        }
-        ListOffsetsResponse::default().with_topics(topics)
-    }
-
-    /// OffsetForLeaderEpoch: the end offset of the asked epoch. Every
-    /// partition has had one leader epoch (0) since its start, so epoch 0
-    /// ends at the high watermark, and any other epoch is unknown to the
-    /// log (-1, -1), as Kafka answers for an epoch it never had.
-    fn offset_for_leader_epoch(
-        &self,
-        ctx: &ServeCtx,
-        cluster: &Cluster,
-        r: &OffsetForLeaderEpochRequest,
-        started: Instant,
-    ) -> OffsetForLeaderEpochResponse {
-        let st = self.lock();
-        let mut evs = Vec::new();
-        let topics = r
-            .topics
-            .iter()
-            .map(|t| {
-                let parts = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let mut e = offset_for_leader_epoch_response::EpochEndOffset::default()
-                            .with_partition(p.partition)
-                            .with_leader_epoch(-1)
-                            .with_end_offset(-1);
-                        match st.topics.partition(&t.topic.0, p.partition) {
-                            None => e.error_code = UNKNOWN_TOPIC_OR_PARTITION,
-                            Some(_) if !cluster.leads(p.partition) => {
-                                e.error_code = NOT_LEADER_OR_FOLLOWER
-                            }
-                            Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
-                                e.error_code = UNKNOWN_LEADER_EPOCH
-                            }
-                            Some(part) if p.leader_epoch == LEADER_EPOCH => {
-                                e.leader_epoch = LEADER_EPOCH;
-                                e.end_offset = part.hw;
-                            }
-                            Some(_) => {}
-                        }
-                        evs.push((
-                            t.topic.0.to_string(),
-                            p.partition,
-                            e.end_offset,
-                            e.error_code,
-                        ));
-                        e
-                    })
-                    .collect();
-                offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default()
-                    .with_topic(t.topic.clone())
-                    .with_partitions(parts)
-            })
-            .collect();
-        drop(st);
-        for (t, p, off, code) in evs {
-            self.record(
-                ctx,
-                "offset_for_leader_epoch",
-                Some(&t),
-                Some(p),
-                Some(off),
-                None,
-                None,
-                code,
-                started,
-            );
-        }
-        OffsetForLeaderEpochResponse::default().with_topics(topics)
-    }
-
-    /// Messages stored in a topic (decoded), for tests of the state.
-    pub fn topic_names(&self) -> Vec<String> {
-        self.lock().topics.names()
-    }
-}
-
-fn has_error(r: &FetchResponse) -> bool {
-    r.responses
-        .iter()
-        .any(|t| t.partitions.iter().any(|p| p.error_code != NONE))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{FlowMeta, Transport};
+    use bytes::Bytes;
+    use kafka_protocol::protocol::StrBytes;
 
     fn ctx() -> ServeCtx {
         ServeCtx {
