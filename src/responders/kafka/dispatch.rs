@@ -4,7 +4,7 @@
 //! `admin`, `groups`) and encoding the response. Kept apart from the
 //! handlers so the table of APIs reads on one screen.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
@@ -13,17 +13,9 @@ use kafka_protocol::protocol::Encodable;
 use super::cluster::Cluster;
 use super::metadata::{self, api_versions};
 use super::{
-    api_name, faults, groups, wire, KafkaFaultKind, KafkaService, Reply, ServeCtx,
+    api_name, faults, groups, pick_latency, wire, KafkaFaultKind, KafkaService, Reply, ServeCtx,
     NETWORK_EXCEPTION, NONE, UNSUPPORTED_VERSION,
 };
-
-fn pick_latency(l: &crate::rules::http::LatencySpec) -> Duration {
-    if l.max <= l.min {
-        return l.min;
-    }
-    let span = (l.max - l.min).as_secs_f64();
-    l.min + Duration::from_secs_f64(span * rand::random::<f64>())
-}
 
 /// Decodes one request frame and answers it.
 pub(super) async fn handle_frame(

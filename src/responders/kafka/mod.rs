@@ -31,7 +31,7 @@ pub mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::*;
@@ -282,6 +282,14 @@ enum Reply {
     Close,
     /// Close the connection (a fault, already recorded).
     Disconnect,
+}
+
+fn pick_latency(l: &crate::rules::http::LatencySpec) -> Duration {
+    if l.max <= l.min {
+        return l.min;
+    }
+    let span = (l.max - l.min).as_secs_f64();
+    l.min + Duration::from_secs_f64(span * rand::random::<f64>())
 }
 
 /// Serves one client connection until it closes.
