@@ -10,7 +10,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::Cluster;
-use super::{api_name, api_versions, encode, wire, KafkaService, Reply, ServeCtx};
+use super::dispatch::encode;
+use super::metadata::api_versions;
+use super::{api_name, wire, KafkaService, Reply, ServeCtx};
 
 /// Answers `req` with `code`, recording it.
 pub(super) fn error_reply(
