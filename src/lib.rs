@@ -9,11 +9,11 @@
 
 pub mod appliance;
 pub mod cli;
-pub mod io;
 pub mod control;
 pub mod dns;
 pub mod egress;
 pub mod events;
+pub mod io;
 pub mod jail;
 pub mod model;
 pub mod protocols;

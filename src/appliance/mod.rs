@@ -16,8 +16,8 @@
 
 mod decide;
 mod dns_tcp;
-mod live;
 mod intercept;
+mod live;
 mod mock;
 mod pass;
 mod record;
@@ -191,7 +191,6 @@ impl Appliance {
     fn stack(&self) -> Option<&StackHandle> {
         self.inner.stack.get()
     }
-
 }
 
 impl FlowHandler for Appliance {
@@ -238,7 +237,9 @@ impl FlowHandler for Appliance {
     fn on_flow(&self, meta: FlowMeta, flow: Flow, ticket: Option<Ticket>) {
         let this = self.clone();
         self.inner.active.fetch_add(1, Ordering::Relaxed);
-        let pending = ticket.and_then(|t| t.downcast::<Pending>().ok()).map(|p| *p);
+        let pending = ticket
+            .and_then(|t| t.downcast::<Pending>().ok())
+            .map(|p| *p);
         tokio::spawn(async move {
             let is_dns = meta.dst.port() == 53;
             match pending {

@@ -32,7 +32,12 @@ fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 
 /// A change notification for the rule files: from inotify when it can
 /// watch their folders, else from polling.
-fn watcher(files: &[PathBuf]) -> (Option<notify::RecommendedWatcher>, mpsc::UnboundedReceiver<()>) {
+fn watcher(
+    files: &[PathBuf],
+) -> (
+    Option<notify::RecommendedWatcher>,
+    mpsc::UnboundedReceiver<()>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let names: Vec<PathBuf> = files.iter().map(|f| absolute(f)).collect();
     let handler = move |res: notify::Result<notify::Event>| {
@@ -51,7 +56,10 @@ fn watcher(files: &[PathBuf]) -> (Option<notify::RecommendedWatcher>, mpsc::Unbo
     };
     for dir in files.iter().map(|f| parent(&absolute(f))) {
         if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-            tracing::debug!("cannot watch {} ({e}); polling the rule files", dir.display());
+            tracing::debug!(
+                "cannot watch {} ({e}); polling the rule files",
+                dir.display()
+            );
             return (None, rx);
         }
     }

@@ -15,9 +15,7 @@ use serde::Serialize;
 
 use crate::model::FlowId;
 
-pub use exchange::{
-    ExchangeDetail, ExchangeEvent, MockHint, Outcome, ProtocolInfo, SummaryStyle,
-};
+pub use exchange::{ExchangeDetail, ExchangeEvent, MockHint, Outcome, ProtocolInfo, SummaryStyle};
 pub use summary::Summary;
 
 /// One flow, reported when it ends (or when it is refused).
@@ -353,7 +351,13 @@ impl EventSink {
         operation: &str,
         failed: bool,
     ) {
-        summary::count(&mut self.lock().counts, protocol, service, operation, failed);
+        summary::count(
+            &mut self.lock().counts,
+            protocol,
+            service,
+            operation,
+            failed,
+        );
     }
 
     /// The exchanges recorded so far with full events, oldest first.

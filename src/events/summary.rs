@@ -31,7 +31,13 @@ pub struct Summary {
 
 /// (protocol title, service) → (protocol, operation → (calls, errors)).
 /// Keyed by the title so the sections come in a stable order.
-pub type Counts = BTreeMap<(&'static str, String), (&'static ProtocolInfo, PerOperation)>;
+pub type Counts = BTreeMap<CountKey, CountEntry>;
+
+/// (protocol title, service).
+pub type CountKey = (&'static str, String);
+
+/// The protocol and its operations' counts.
+pub type CountEntry = (&'static ProtocolInfo, PerOperation);
 
 /// operation → (calls, errors).
 pub type PerOperation = BTreeMap<String, (u64, u64)>;
@@ -202,7 +208,7 @@ impl Summary {
     /// The sections of protocols answered by routes: every declared route
     /// with its calls, then the calls no route answered.
     fn fmt_per_route(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let per_route: Vec<(&(&str, String), &(&ProtocolInfo, PerOperation))> = self
+        let per_route: Vec<(&CountKey, &CountEntry)> = self
             .counts
             .iter()
             .filter(|(_, (p, _))| p.summary == SummaryStyle::PerRoute)

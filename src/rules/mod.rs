@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-pub use glob::{glob_match, HostGlob};
 pub use expect::{CountSpec, ExpectSpec};
+pub use glob::{glob_match, HostGlob};
 pub use mock::{LoadCtx, MockSpec, ProtocolRules};
 pub use schema::{Cidr, MatchSpec, OneOrMany, PortRange, RulesFile, ServiceSpec, Unmatched};
 
@@ -262,9 +262,8 @@ impl RuleSet {
         // Expectations may name services of any file, so check them last.
         let mut expects = std::mem::take(&mut set.expects);
         for (i, e) in expects.iter_mut().enumerate() {
-            set.bind_expect(e).map_err(|(needle, message)| {
-                expect_error(sources, i, &needle, message)
-            })?;
+            set.bind_expect(e)
+                .map_err(|(needle, message)| expect_error(sources, i, &needle, message))?;
         }
         set.expects = expects;
         Ok(set)
@@ -291,7 +290,10 @@ impl RuleSet {
         };
         let own = spec.expect_fields();
         if let Some(field) = e.fields.keys().find(|f| !own.contains(&f.as_str())) {
-            return Err((field.clone(), foreign_field(field, &svc.name, spec.as_ref())));
+            return Err((
+                field.clone(),
+                foreign_field(field, &svc.name, spec.as_ref()),
+            ));
         }
         let matcher = spec.expect(e).map_err(|err| (err.field, err.message))?;
         e.matcher = Some(matcher);
@@ -403,7 +405,10 @@ fn foreign_field(field: &str, service: &str, spec: &dyn MockSpec) -> String {
         .collect();
     let own = spec.expect_fields();
     let own = if own.is_empty() {
-        format!("{} expectations take no fields but the counts", spec.title())
+        format!(
+            "{} expectations take no fields but the counts",
+            spec.title()
+        )
     } else {
         let list: Vec<String> = own.iter().map(|f| format!("`{f}`")).collect();
         format!("{} expectations take {}", spec.title(), list.join(", "))

@@ -275,11 +275,15 @@ mod tests {
         .unwrap();
         assert_eq!(set.services[0].action.label(), "mongo");
         assert_eq!(
-            set.expects[0].matcher.as_ref().map(|m| m.target()).as_deref(),
+            set.expects[0]
+                .matcher
+                .as_ref()
+                .map(|m| m.target())
+                .as_deref(),
             Some(" / INSERT key app.u")
         );
         let spec = set.services[0].action.mock().unwrap().clone().into_any();
-        let spec = spec.downcast::<MongoSpec>().unwrap();
+        let spec = spec.downcast::<super::MongoSpec>().unwrap();
         assert!(matches!(
             spec.collections["app.u"][0].get("_id"),
             Some(bson::Bson::ObjectId(_))

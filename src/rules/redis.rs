@@ -568,7 +568,11 @@ mod tests {
         .unwrap();
         assert_eq!(set.services[0].action.label(), "redis");
         assert_eq!(
-            set.expects[0].matcher.as_ref().map(|m| m.target()).as_deref(),
+            set.expects[0]
+                .matcher
+                .as_ref()
+                .map(|m| m.target())
+                .as_deref(),
             Some(" / SET key s:*")
         );
         let err = crate::rules::RuleSet::from_text(

@@ -140,9 +140,15 @@ impl Interceptor {
                     )
                 });
             if alert {
-                AcceptError::Rejected { name: name.clone(), source }
+                AcceptError::Rejected {
+                    name: name.clone(),
+                    source,
+                }
             } else {
-                AcceptError::Handshake { name: name.clone(), source }
+                AcceptError::Handshake {
+                    name: name.clone(),
+                    source,
+                }
             }
         })?;
         let (_, conn) = stream.get_ref();

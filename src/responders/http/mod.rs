@@ -23,8 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::events::{now_rfc3339, Event, EventSink, ExchangeEvent, Outcome};
-use crate::rules::http::{HttpSpec, Responses, RouteSpec};
 use crate::rules::http::route_label;
+use crate::rules::http::{HttpSpec, Responses, RouteSpec};
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;

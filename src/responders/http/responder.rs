@@ -39,7 +39,10 @@ impl Responder for HttpService {
     /// HTTP/1, h2c, or nothing yet (hyper waits for the request itself:
     /// a pool connects ahead of use).
     fn speaks(&self, seen: &Protocol) -> bool {
-        matches!(seen, Protocol::Http1 { .. } | Protocol::Http2 | Protocol::None)
+        matches!(
+            seen,
+            Protocol::Http1 { .. } | Protocol::Http2 | Protocol::None
+        )
     }
 
     fn terminates_tls(&self) -> bool {

@@ -26,26 +26,28 @@ mod groups;
 mod log;
 mod metadata;
 mod produce;
+mod responder;
 mod waiters;
 pub mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::events::{now_rfc3339, Event, EventSink, KafkaEvent};
+use crate::events::{now_rfc3339, Event, EventSink, ExchangeEvent, Outcome};
 use crate::rules::kafka::{KafkaFaultKind, KafkaSpec};
-use crate::stack::FlowHandle;
 
 use super::ServeCtx;
+use crate::responders::faults::pick_latency;
 use dispatch::handle_frame;
 use groups::Groups;
 use log::Topics;
+pub use responder::{KafkaDetail, INFO};
 use waiters::Waiters;
 
 /// The broker id of a single-broker service (without `brokers:`), which
@@ -244,21 +246,33 @@ impl KafkaService {
         started: Instant,
     ) {
         if !self.detailed() {
-            self.events.count_kafka(&self.name, api, error_code != NONE);
+            self.events
+                .count(&INFO, &self.name, api, error_code != NONE);
             return;
         }
-        self.events.record(Event::Kafka(KafkaEvent {
-            time: now_rfc3339(),
-            flow_id: ctx.meta.id,
-            service: self.name.clone(),
-            api: api.to_string(),
+        let detail = KafkaDetail {
+            api,
             topic: topic.map(str::to_string),
             partition,
             offset,
             key: key.map(clip),
             value: value.map(clip),
             error_code,
+        };
+        self.events.record(Event::Exchange(ExchangeEvent {
+            time: now_rfc3339(),
+            flow_id: ctx.meta.id,
+            service: self.name.clone(),
+            protocol: &INFO,
+            operation: api.to_string(),
+            outcome: if error_code != NONE {
+                Outcome::Error
+            } else {
+                Outcome::Ok
+            },
+            error: None,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            detail: Arc::new(detail),
         }));
     }
 }
@@ -284,16 +298,8 @@ enum Reply {
     Disconnect,
 }
 
-fn pick_latency(l: &crate::rules::http::LatencySpec) -> Duration {
-    if l.max <= l.min {
-        return l.min;
-    }
-    let span = (l.max - l.min).as_secs_f64();
-    l.min + Duration::from_secs_f64(span * rand::random::<f64>())
-}
-
 /// Serves one client connection until it closes.
-pub async fn serve<IO>(svc: Arc<KafkaService>, mut io: IO, ctx: ServeCtx, _handle: FlowHandle)
+pub async fn serve<IO>(svc: Arc<KafkaService>, mut io: IO, ctx: ServeCtx)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

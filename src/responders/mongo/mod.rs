@@ -7,8 +7,8 @@
 //! in the service too (drivers may `getMore` on another connection).
 
 mod commands;
-mod responder;
 pub mod query;
+mod responder;
 pub mod scram;
 mod store;
 pub mod wire;
@@ -27,9 +27,9 @@ use crate::rules::mongo::{MongoFaultKind, MongoSpec};
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;
-pub use responder::{MongoDetail, INFO};
 use commands::error_doc;
 pub use commands::COMMANDS;
+pub use responder::{MongoDetail, INFO};
 use store::seed;
 use wire::Request;
 
@@ -248,7 +248,6 @@ impl MongoService {
 }
 
 use super::faults::{drain, pick_latency};
-
 
 /// Serves one connection until it closes.
 pub async fn serve<IO>(svc: Arc<MongoService>, mut io: IO, ctx: ServeCtx, handle: FlowHandle)

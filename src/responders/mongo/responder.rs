@@ -89,7 +89,11 @@ impl ExchangeDetail for MongoDetail {
                 .as_deref()
                 .map(|k| format!(" {k}"))
                 .unwrap_or_default(),
-            if self.error_code.is_some() { "error" } else { "ok" },
+            if self.error_code.is_some() {
+                "error"
+            } else {
+                "ok"
+            },
             ex.error
                 .as_deref()
                 .map(|e| format!(" ({e})"))

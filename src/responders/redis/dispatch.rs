@@ -6,7 +6,7 @@
 //! the connection loop, which only hands commands in and writes outcomes.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -223,4 +223,3 @@ impl RedisService {
         }
     }
 }
-

@@ -18,14 +18,14 @@ pub mod commands;
 mod connection;
 mod dispatch;
 mod pubsub;
-mod responder;
 pub mod resp;
+mod responder;
 pub mod state;
 mod transactions;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexSet;
@@ -37,10 +37,10 @@ use crate::rules::redis::RedisSpec;
 use crate::stack::FlowHandle;
 
 use super::ServeCtx;
-pub use responder::{RedisDetail, INFO};
 use commands::{lists::BlockOp, table};
 use pubsub::PubSub;
 use resp::Reply;
+pub use responder::{RedisDetail, INFO};
 use state::Store;
 
 /// The version the responder claims in HELLO and INFO.
@@ -319,7 +319,6 @@ fn emit(conn: &mut ConnState, out: &mut Vec<u8>, r: &Reply) {
 }
 
 use super::faults::drain;
-
 
 impl RedisService {
     pub fn stats(&self) -> Stats {

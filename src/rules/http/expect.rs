@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{BodySpec, Fallback, HttpSpec, ResponseSpec, Responses, RouteSpec};
-use crate::rules::expect::{Call, ExpectError, ExpectMatcher, ExpectSpec, EveryCall};
+use crate::rules::expect::{Call, EveryCall, ExpectError, ExpectMatcher, ExpectSpec};
 use crate::rules::mock::{LoadCtx, ProtocolRules};
 
 impl ProtocolRules for HttpSpec {
@@ -27,7 +27,7 @@ impl ProtocolRules for HttpSpec {
             .enumerate()
             .map(|(i, r)| route_label(r, i))
             .collect();
-        if !names.iter().any(|n| *n == route) {
+        if !names.contains(&route) {
             return Err(ExpectError {
                 field: route.clone(),
                 message: format!(
