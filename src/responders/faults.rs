@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::rules::http::LatencySpec;
+use crate::rules::common::LatencySpec;
 
 /// A delay drawn uniformly from the spec's range.
 pub fn pick_latency(l: &LatencySpec) -> Duration {

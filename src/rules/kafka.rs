@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::http::LatencySpec;
-use super::schema::OneOrMany;
+use super::common::LatencySpec;
+use super::common::OneOrMany;
 
 /// A service's Kafka responder.
 #[derive(Debug, Clone, Deserialize)]
@@ -245,7 +245,7 @@ struct RawFault {
 impl TryFrom<RawFault> for KafkaFault {
     type Error = String;
     fn try_from(r: RawFault) -> Result<Self, String> {
-        let probability = super::fault_probability(r.probability)?;
+        let probability = super::common::fault_probability(r.probability)?;
         let mut apis = Vec::new();
         for a in r.apis.0 {
             let a = a.trim().to_ascii_lowercase().replace('-', "_");

@@ -1,6 +1,7 @@
 //! Rules: the YAML files that say which flows are mocked, passed or
 //! refused, loaded with errors that point at file, line, column and field.
 
+pub mod common;
 pub mod expect;
 pub mod glob;
 pub mod http;
@@ -14,10 +15,11 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+pub use common::OneOrMany;
 pub use expect::{CountSpec, ExpectSpec};
 pub use glob::{glob_match, HostGlob};
 pub use mock::{LoadCtx, MockSpec, ProtocolRules};
-pub use schema::{Cidr, MatchSpec, OneOrMany, PortRange, RulesFile, ServiceSpec, Unmatched};
+pub use schema::{Cidr, MatchSpec, PortRange, RulesFile, ServiceSpec, Unmatched};
 
 use std::sync::Arc;
 
@@ -327,16 +329,6 @@ impl RuleSet {
             .get(&host.trim_end_matches('.').to_ascii_lowercase())
             .copied()
     }
-}
-
-/// A fault's `probability` (default 1), checked to lie in 0..=1; shared
-/// by every protocol's fault parser.
-pub(crate) fn fault_probability(p: Option<f64>) -> Result<f64, String> {
-    let probability = p.unwrap_or(1.0);
-    if !(0.0..=1.0).contains(&probability) {
-        return Err(format!("probability {probability} is not between 0 and 1"));
-    }
-    Ok(probability)
 }
 
 /// The one action of a service, its spec prepared; `Err((field, message))`.

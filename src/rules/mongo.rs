@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::http::LatencySpec;
-use super::schema::OneOrMany;
+use super::common::LatencySpec;
+use super::common::OneOrMany;
 
 /// A service's MongoDB responder.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -88,7 +88,7 @@ impl<'de> Deserialize<'de> for MongoFault {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = RawFault::deserialize(d)?;
         let probability =
-            super::fault_probability(r.probability).map_err(serde::de::Error::custom)?;
+            super::common::fault_probability(r.probability).map_err(serde::de::Error::custom)?;
         let mut kinds = Vec::new();
         if let Some(l) = r.latency {
             kinds.push(MongoFaultKind::Latency(l));

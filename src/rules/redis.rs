@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::http::LatencySpec;
-use super::schema::OneOrMany;
+use super::common::LatencySpec;
+use super::common::OneOrMany;
 
 /// A service's Redis responder.
 #[derive(Debug, Clone, Deserialize)]
@@ -452,7 +452,7 @@ struct RawFault {
 impl TryFrom<RawFault> for RedisFault {
     type Error = String;
     fn try_from(r: RawFault) -> Result<Self, String> {
-        let probability = super::fault_probability(r.probability)?;
+        let probability = super::common::fault_probability(r.probability)?;
         let mut kinds = Vec::new();
         if let Some(l) = r.latency {
             kinds.push(RedisFaultKind::Latency(l));

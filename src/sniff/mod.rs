@@ -5,11 +5,11 @@
 //! tests below, which feed it random and TLS-shaped bytes).
 
 mod peek;
+mod protocol;
 mod tls;
 
 pub use peek::{sniff_stream, Rewind};
-
-use crate::model::Protocol;
+pub use protocol::Protocol;
 
 /// TLS parameters of a flow, for events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

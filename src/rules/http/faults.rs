@@ -1,98 +1,11 @@
-//! Faults and timing: durations (`250ms`, `2s`), latency ranges, resets and
-//! the one-thing-per-fault `FaultSpec`. The duration and latency types are
-//! shared with the other protocols' rules (redis, mongo, kafka) and with
-//! response delays, which is why they live here rather than in a responder.
-
-use std::time::Duration;
+//! HTTP faults: resets and the one-thing-per-fault `FaultSpec`. Durations
+//! and latency ranges are every protocol's (`rules::common`), re-exported
+//! here because HTTP's fields use them.
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-/// `250ms`, `2s`, `1.5s`, `1m`, or a bare number of milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationSpec(pub Duration);
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like `250ms`, `2s` or `1m`"))?;
-    let secs = match unit.trim() {
-        "" | "ms" => n / 1000.0,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        "us" | "µs" => n / 1_000_000.0,
-        other => return Err(format!("unknown unit `{other}` in `{s}` (use ms, s or m)")),
-    };
-    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
-        return Err(format!("duration `{s}` is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-impl<'de> Deserialize<'de> for DurationSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(f64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => parse_duration(&n.to_string()),
-            Raw::Str(s) => parse_duration(&s),
-        }
-        .map(DurationSpec)
-        .map_err(de::Error::custom)
-    }
-}
-
-/// A fixed latency, or a range written `100ms-300ms` or `{min, max}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LatencySpec {
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl<'de> Deserialize<'de> for LatencySpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(f64),
-            Str(String),
-            Range {
-                min: DurationSpec,
-                max: DurationSpec,
-            },
-        }
-        let (min, max) = match Raw::deserialize(d)? {
-            Raw::Num(n) => {
-                let d = parse_duration(&n.to_string()).map_err(de::Error::custom)?;
-                (d, d)
-            }
-            Raw::Str(s) => match s.split_once('-') {
-                Some((a, b)) => (
-                    parse_duration(a).map_err(de::Error::custom)?,
-                    parse_duration(b).map_err(de::Error::custom)?,
-                ),
-                None => {
-                    let d = parse_duration(&s).map_err(de::Error::custom)?;
-                    (d, d)
-                }
-            },
-            Raw::Range { min, max } => (min.0, max.0),
-        };
-        if min > max {
-            return Err(de::Error::custom("latency range: `min` is above `max`"));
-        }
-        Ok(LatencySpec { min, max })
-    }
-}
+pub use crate::rules::common::{parse_duration, DurationSpec, LatencySpec};
 
 /// Where a reset happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +95,7 @@ struct RawFault {
 impl TryFrom<RawFault> for FaultSpec {
     type Error = String;
     fn try_from(r: RawFault) -> Result<Self, String> {
-        let probability = super::super::fault_probability(r.probability)?;
+        let probability = crate::rules::common::fault_probability(r.probability)?;
         let mut kinds = Vec::new();
         if let Some(l) = r.latency {
             kinds.push(FaultKind::Latency(l));
@@ -219,6 +132,7 @@ impl TryFrom<RawFault> for FaultSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations() {

@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use super::super::glob::glob_match;
-use super::super::schema::OneOrMany;
+use crate::rules::common::OneOrMany;
 
 /// Conditions on a request; all given must hold.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -25,7 +25,7 @@ pub use respond::{
 
 use serde::Deserialize;
 
-use super::schema::OneOrMany;
+use crate::rules::common::OneOrMany;
 
 /// A service's HTTP responder.
 #[derive(Debug, Clone, Default, Deserialize)]
