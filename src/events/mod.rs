@@ -140,7 +140,7 @@ struct Inner {
     journal: std::collections::VecDeque<ExchangeEvent>,
     /// Every route of every service answered by routes, to list those
     /// never called.
-    routes: Vec<(String, String)>,
+    routes: Vec<summary::DeclaredRoute>,
     dns_count: u64,
     /// Exchanges per protocol, service and operation, for the summary;
     /// counted even when no event is built.
@@ -264,10 +264,15 @@ impl EventSink {
 
     /// Declares a service's routes so the summary can list those never
     /// called.
-    pub fn declare_routes(&self, service: &str, routes: impl IntoIterator<Item = String>) {
+    pub fn declare_routes(
+        &self,
+        protocol: &'static ProtocolInfo,
+        service: &str,
+        routes: impl IntoIterator<Item = String>,
+    ) {
         let mut inner = self.lock();
         for r in routes {
-            let entry = (service.to_string(), r);
+            let entry = (protocol.title, service.to_string(), r);
             // A reload declares the same routes again.
             if !inner.routes.contains(&entry) {
                 inner.routes.push(entry);

@@ -23,11 +23,14 @@ pub struct Summary {
     dns_queries: u64,
     /// Routes declared per service (in declaration order), for the
     /// per-route sections.
-    routes: Vec<(String, String)>,
+    routes: Vec<DeclaredRoute>,
     counts: Counts,
     /// The protocols whose rule snippets a refused destination may get.
     hints: Vec<&'static ProtocolInfo>,
 }
+
+/// (protocol title, service, route label) of a route the rules declare.
+pub type DeclaredRoute = (&'static str, String, String);
 
 /// (protocol title, service) → (protocol, operation → (calls, errors)).
 /// Keyed by the title so the sections come in a stable order.
@@ -106,7 +109,7 @@ impl Summary {
     }
 
     /// Adds the exchange counts and the declared routes.
-    pub fn add_exchanges(&mut self, declared: &[(String, String)], counts: &Counts) {
+    pub fn add_exchanges(&mut self, declared: &[DeclaredRoute], counts: &Counts) {
         self.routes = declared.to_vec();
         self.counts = counts.clone();
     }
@@ -208,34 +211,42 @@ impl Summary {
     /// The sections of protocols answered by routes: every declared route
     /// with its calls, then the calls no route answered.
     fn fmt_per_route(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let per_route: Vec<(&CountKey, &CountEntry)> = self
-            .counts
-            .iter()
-            .filter(|(_, (p, _))| p.summary == SummaryStyle::PerRoute)
-            .collect();
-        let title = per_route.first().map(|(_, (p, _))| p.title);
-        if self.routes.is_empty() && per_route.is_empty() {
-            return Ok(());
-        }
-        writeln!(f)?;
-        writeln!(f, "  {} calls per route:", title.unwrap_or("HTTP"))?;
-        let calls = |svc: &str, op: &str| -> u64 {
-            per_route
+        let mut titles: Vec<&str> = self.routes.iter().map(|(t, _, _)| *t).collect();
+        titles.extend(
+            self.counts
                 .iter()
-                .find(|((_, s), _)| s == svc)
-                .and_then(|(_, (_, per))| per.get(op))
-                .map_or(0, |c| c.0)
-        };
-        for (svc, route) in &self.routes {
-            let n = calls(svc, route);
-            let note = if n == 0 { "   <- never called" } else { "" };
-            writeln!(f, "    {svc} / {route}: {n}{note}")?;
-        }
-        for ((_, svc), (_, per)) in &per_route {
-            for (op, (n, _)) in per.iter() {
-                let declared = self.routes.iter().any(|(s, r)| s == svc && r == op);
-                if !declared {
-                    writeln!(f, "    {svc} / {op}: {n}")?;
+                .filter(|(_, (p, _))| p.summary == SummaryStyle::PerRoute)
+                .map(|((t, _), _)| *t),
+        );
+        titles.sort_unstable();
+        titles.dedup();
+        for title in titles {
+            writeln!(f)?;
+            writeln!(f, "  {title} calls per route:")?;
+            let calls = |svc: &str, op: &str| -> u64 {
+                self.counts
+                    .get(&(title, svc.to_string()))
+                    .and_then(|(_, per)| per.get(op))
+                    .map_or(0, |c| c.0)
+            };
+            let declared = self.routes.iter().filter(|(t, _, _)| *t == title);
+            for (_, svc, route) in declared {
+                let n = calls(svc, route);
+                let note = if n == 0 { "   <- never called" } else { "" };
+                writeln!(f, "    {svc} / {route}: {n}{note}")?;
+            }
+            for ((t, svc), (_, per)) in &self.counts {
+                if *t != title {
+                    continue;
+                }
+                for (op, (n, _)) in per.iter() {
+                    let declared = self
+                        .routes
+                        .iter()
+                        .any(|(t, s, r)| *t == title && s == svc && r == op);
+                    if !declared {
+                        writeln!(f, "    {svc} / {op}: {n}")?;
+                    }
                 }
             }
         }

@@ -107,7 +107,7 @@ impl Registry {
                 journal: rules.expects.iter().any(|e| e.service == svc.name),
             };
             if let Some(r) = crate::protocols::build(spec, svc, &ctx) {
-                events.declare_routes(&svc.name, r.routes());
+                events.declare_routes(r.info(), &svc.name, r.routes());
                 services.insert(svc.name.clone(), r);
             }
         }
