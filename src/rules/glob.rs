@@ -40,11 +40,6 @@ impl HostGlob {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         glob_match(self.0.as_bytes(), host.as_bytes())
     }
-
-    /// A pattern without wildcards names exactly one host.
-    pub fn is_literal(&self) -> bool {
-        !self.0.contains('*')
-    }
 }
 
 impl fmt::Display for HostGlob {

@@ -126,7 +126,7 @@ impl HttpService {
 }
 
 /// Serves one connection until the client is done.
-pub async fn serve<IO>(svc: Arc<HttpService>, io: IO, ctx: ServeCtx, aborter: FlowHandle)
+pub async fn serve<IO>(svc: Arc<HttpService>, io: IO, ctx: ServeCtx, flow: FlowHandle)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -134,8 +134,8 @@ where
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let svc = svc.clone();
         let ctx = ctx.clone();
-        let aborter = aborter.clone();
-        async move { Ok::<_, Infallible>(handle(svc, ctx, aborter, req).await) }
+        let flow = flow.clone();
+        async move { Ok::<_, Infallible>(handle(svc, ctx, flow, req).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // No `pipeline_flush`: with it hyper holds writes while unread bytes
@@ -149,7 +149,7 @@ where
 async fn handle(
     svc: Arc<HttpService>,
     ctx: Arc<ServeCtx>,
-    aborter: FlowHandle,
+    flow: FlowHandle,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -184,7 +184,7 @@ async fn handle(
     };
     let view = RequestView::new(&parts, body);
     let n = svc.requests.fetch_add(1, Ordering::AcqRel) + 1;
-    respond::answer(&svc, &ctx, &aborter, &view, n, started).await
+    respond::answer(&svc, &ctx, &flow, &view, n, started).await
 }
 
 impl HttpService {

@@ -147,7 +147,7 @@ fn json_built(status: u16, body: Option<serde_json::Value>) -> Built {
 pub(crate) async fn answer(
     svc: &HttpService,
     ctx: &ServeCtx,
-    aborter: &FlowHandle,
+    flow: &FlowHandle,
     req: &RequestView,
     request_no: u64,
     started: Instant,
@@ -177,7 +177,7 @@ pub(crate) async fn answer(
         return deliver(
             svc,
             ctx,
-            aborter,
+            flow,
             req,
             Some(&route.label),
             "route",
@@ -193,7 +193,7 @@ pub(crate) async fn answer(
             return deliver(
                 svc,
                 ctx,
-                aborter,
+                flow,
                 req,
                 None,
                 "resource",
@@ -217,7 +217,7 @@ pub(crate) async fn answer(
             deliver(
                 svc,
                 ctx,
-                aborter,
+                flow,
                 req,
                 None,
                 "fallback",
@@ -233,7 +233,7 @@ pub(crate) async fn answer(
             deliver(
                 svc,
                 ctx,
-                aborter,
+                flow,
                 req,
                 None,
                 "fallback",
@@ -248,7 +248,7 @@ pub(crate) async fn answer(
                 deliver(
                     svc,
                     ctx,
-                    aborter,
+                    flow,
                     req,
                     None,
                     "pass",
@@ -289,7 +289,7 @@ fn pick_latency(l: &LatencySpec) -> Duration {
 async fn deliver(
     svc: &HttpService,
     ctx: &ServeCtx,
-    aborter: &FlowHandle,
+    flow: &FlowHandle,
     req: &RequestView,
     route: Option<&str>,
     answered_by: &'static str,
@@ -344,7 +344,7 @@ async fn deliver(
                 started,
             );
             if matches!(kind, FaultKind::Reset(_)) {
-                aborter.abort();
+                flow.abort();
             }
             return std::future::pending().await;
         }
@@ -403,10 +403,10 @@ async fn deliver(
     let body: Body = if cut.is_some() || truncate {
         resp = resp.header("content-length", total.to_string());
         let first = built.body.slice(..sent);
-        let aborter = aborter.clone();
+        let flow = flow.clone();
         let s = stream::unfold(0u8, move |step| {
             let first = first.clone();
-            let aborter = aborter.clone();
+            let flow = flow.clone();
             async move {
                 if step == 0 {
                     return Some((Ok::<_, std::io::Error>(Frame::data(first)), 1));
@@ -418,9 +418,9 @@ async fn deliver(
                 // bytes unsent.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 if truncate {
-                    aborter.shutdown_write();
+                    flow.shutdown_write();
                 } else {
-                    aborter.abort_after_flush();
+                    flow.abort_after_flush();
                 }
                 std::future::pending::<()>().await;
                 None

@@ -66,11 +66,11 @@ pub(super) fn index_name(key: &Document) -> String {
         .join("_")
 }
 
-pub(super) struct Snapshot {
+pub(super) struct CollectionView {
     pub(super) store: BTreeMap<String, Coll>,
 }
 
-impl query::Source for Snapshot {
+impl query::Source for CollectionView {
     fn docs(&self, coll: &str) -> Vec<Document> {
         self.store
             .get(coll)

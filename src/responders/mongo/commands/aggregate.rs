@@ -4,7 +4,7 @@
 use bson::{doc, Bson};
 
 use super::super::query;
-use super::super::store::Snapshot;
+use super::super::store::CollectionView;
 use super::{Call, CmdResult};
 
 pub(super) fn aggregate(cx: &mut Call) -> CmdResult {
@@ -14,7 +14,7 @@ pub(super) fn aggregate(cx: &mut Call) -> CmdResult {
         Some(Bson::String(c)) => (format!("{db}.{c}"), svc.select(db, c, &doc! {})?),
         _ => (format!("{db}.$cmd.aggregate"), Vec::new()),
     };
-    let src = Snapshot {
+    let src = CollectionView {
         store: svc.lock().get(db).cloned().unwrap_or_default(),
     };
     let out = query::aggregate(docs, &pipeline, &src)?;

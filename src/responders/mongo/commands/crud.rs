@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bson::{doc, Bson, Document};
 
 use super::super::query::{self, QResult};
-use super::super::store::{check_unique, with_id, write_error, Snapshot};
+use super::super::store::{check_unique, with_id, write_error, CollectionView};
 use super::super::MongoService;
 use super::{Call, CmdError, CmdResult};
 
@@ -337,7 +337,7 @@ fn apply(
     match u {
         Some(Bson::Document(u)) => query::apply_update(d, u, q, insert, afs),
         Some(Bson::Array(pipeline)) => {
-            let src = Snapshot {
+            let src = CollectionView {
                 store: BTreeMap::new(),
             };
             let out = query::aggregate(vec![d.clone()], pipeline, &src)?;
