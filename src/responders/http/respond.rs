@@ -214,18 +214,7 @@ pub(crate) async fn answer(
                 "resources": svc.resources.iter().map(|r| r.path()).collect::<Vec<_>>(),
             });
             let built = Ok(json_built(404, Some(body)));
-            deliver(
-                svc,
-                ctx,
-                flow,
-                req,
-                None,
-                "fallback",
-                built,
-                &[],
-                started,
-            )
-            .await
+            deliver(svc, ctx, flow, req, None, "fallback", built, &[], started).await
         }
         Fallback::Respond(spec) => {
             let tctx = template_context(req, &BTreeMap::new(), request_no);
@@ -244,20 +233,7 @@ pub(crate) async fn answer(
             .await
         }
         Fallback::Pass => match forward(ctx, req).await {
-            Ok(built) => {
-                deliver(
-                    svc,
-                    ctx,
-                    flow,
-                    req,
-                    None,
-                    "pass",
-                    Ok(built),
-                    &[],
-                    started,
-                )
-                .await
-            }
+            Ok(built) => deliver(svc, ctx, flow, req, None, "pass", Ok(built), &[], started).await,
             Err(msg) => {
                 svc.record(
                     ctx,
