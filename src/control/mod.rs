@@ -439,7 +439,7 @@ impl Control {
         for e in &mut expects {
             // The service's protocol checks the fields and gives the
             // matcher, as for the rules' own expectations.
-            if let Err((_, message)) = snap.rules.bind_expect(e) {
+            if let Err((_, message)) = snap.rules.bind_expect(e, false) {
                 return error(StatusCode::BAD_REQUEST, message);
             }
         }

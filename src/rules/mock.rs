@@ -47,6 +47,14 @@ pub trait ProtocolRules: fmt::Debug + Default + DeserializeOwned + Send + Sync +
     /// The matcher of an `expect:` entry of this service; its fields are
     /// among `EXPECT_FIELDS` (the loader checked).
     fn expect(&self, e: &ExpectSpec) -> Result<Arc<dyn ExpectMatcher>, ExpectError>;
+
+    /// What the rules file's own expectations must also get right (an
+    /// HTTP route that exists); `POST /verify` asks without it, so a test
+    /// may count calls to a route the rules in force do not have.
+    fn check_expect(&self, e: &ExpectSpec) -> Result<(), ExpectError> {
+        let _ = e;
+        Ok(())
+    }
 }
 
 /// A service's spec, whatever its protocol.
@@ -57,6 +65,7 @@ pub trait MockSpec: fmt::Debug + Send + Sync {
     fn prepare(&mut self, ctx: &LoadCtx<'_>) -> Result<(), String>;
     fn claimed_base<'a>(&self, host: &'a str) -> Option<&'a str>;
     fn expect(&self, e: &ExpectSpec) -> Result<Arc<dyn ExpectMatcher>, ExpectError>;
+    fn check_expect(&self, e: &ExpectSpec) -> Result<(), ExpectError>;
     /// For the responder registry, which turns it back into its type.
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
@@ -79,6 +88,9 @@ impl<T: ProtocolRules> MockSpec for T {
     }
     fn expect(&self, e: &ExpectSpec) -> Result<Arc<dyn ExpectMatcher>, ExpectError> {
         ProtocolRules::expect(self, e)
+    }
+    fn check_expect(&self, e: &ExpectSpec) -> Result<(), ExpectError> {
+        ProtocolRules::check_expect(self, e)
     }
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self

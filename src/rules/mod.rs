@@ -264,7 +264,7 @@ impl RuleSet {
         // Expectations may name services of any file, so check them last.
         let mut expects = std::mem::take(&mut set.expects);
         for (i, e) in expects.iter_mut().enumerate() {
-            set.bind_expect(e)
+            set.bind_expect(e, true)
                 .map_err(|(needle, message)| expect_error(sources, i, &needle, message))?;
         }
         set.expects = expects;
@@ -272,8 +272,10 @@ impl RuleSet {
     }
 
     /// Checks an expectation against its service and gives it the
-    /// service's matcher; `Err((what to point at, message))`.
-    pub fn bind_expect(&self, e: &mut ExpectSpec) -> Result<(), (String, String)> {
+    /// service's matcher; `Err((what to point at, message))`. `strict`
+    /// (the rules' own expectations) also checks what the protocol can only
+    /// check against its spec, such as an HTTP route's name.
+    pub fn bind_expect(&self, e: &mut ExpectSpec, strict: bool) -> Result<(), (String, String)> {
         let Some(svc) = self.services.iter().find(|s| s.name == e.service) else {
             return Err((
                 e.service.clone(),
@@ -296,6 +298,10 @@ impl RuleSet {
                 field.clone(),
                 foreign_field(field, &svc.name, spec.as_ref()),
             ));
+        }
+        if strict {
+            spec.check_expect(e)
+                .map_err(|err| (err.field, err.message))?;
         }
         let matcher = spec.expect(e).map_err(|err| (err.field, err.message))?;
         e.matcher = Some(matcher);

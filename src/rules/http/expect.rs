@@ -18,8 +18,15 @@ impl ProtocolRules for HttpSpec {
     }
 
     fn expect(&self, e: &ExpectSpec) -> Result<Arc<dyn ExpectMatcher>, ExpectError> {
+        Ok(match e.str_field("route")? {
+            Some(route) => Arc::new(RouteMatcher(route)),
+            None => Arc::new(EveryCall),
+        })
+    }
+
+    fn check_expect(&self, e: &ExpectSpec) -> Result<(), ExpectError> {
         let Some(route) = e.str_field("route")? else {
-            return Ok(Arc::new(EveryCall));
+            return Ok(());
         };
         let names: Vec<String> = self
             .routes
@@ -37,7 +44,7 @@ impl ProtocolRules for HttpSpec {
                 ),
             });
         }
-        Ok(Arc::new(RouteMatcher(route)))
+        Ok(())
     }
 }
 
