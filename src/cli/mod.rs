@@ -287,7 +287,7 @@ fn verify_remote(
         .build()?;
     let (status, body) = rt
         .block_on(async {
-            let io: Box<dyn crate::control::Io> = match admin {
+            let io: crate::io::BoxIo = match admin {
                 crate::control::AdminAddr::Tcp(a) => {
                     Box::new(tokio::net::TcpStream::connect(a).await?)
                 }

@@ -32,10 +32,6 @@ pub use watch::watch_files;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
-/// A byte stream to the admin API (TCP or unix socket), for clients.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// Where the admin API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminAddr {

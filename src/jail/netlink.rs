@@ -8,17 +8,40 @@ use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
 use crate::model::JailNet;
 
+/// Why the jail's or the pod's network could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot start the netlink runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("no link named {0}")]
+    NoLink(String),
+    #[error("{what}: {source}")]
+    Request {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+/// Labels a failed netlink request with what it was for.
+fn request(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let what = what.into();
+    move |source| NetlinkError::Request { what, source }
+}
+
 /// Brings `lo` and the TUN up, gives the TUN the SUT's addresses and routes
 /// everything (both families) through it.
-pub(super) fn configure(tun: &str, net: &JailNet) -> Result<(), String> {
+pub(super) fn configure(tun: &str, net: &JailNet) -> Result<(), NetlinkError> {
     // A private current-thread runtime: the child is single-threaded and
     // about to exec, so nothing else runs here.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(NetlinkError::Runtime)?;
     rt.block_on(async {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
         tokio::spawn(conn);
         let index = |name: &str| {
             let handle = handle.clone();
@@ -27,8 +50,8 @@ pub(super) fn configure(tun: &str, net: &JailNet) -> Result<(), String> {
                 let mut links = handle.link().get().match_name(name.clone()).execute();
                 match links.try_next().await {
                     Ok(Some(link)) => Ok(link.header.index),
-                    Ok(None) => Err(format!("no link named {name}")),
-                    Err(e) => Err(format!("looking up {name}: {e}")),
+                    Ok(None) => Err(NetlinkError::NoLink(name)),
+                    Err(e) => Err(request(format!("looking up {name}"))(e)),
                 }
             }
         };
@@ -40,29 +63,29 @@ pub(super) fn configure(tun: &str, net: &JailNet) -> Result<(), String> {
                 .set(LinkUnspec::new_with_index(idx).up().build())
                 .execute()
                 .await
-                .map_err(|e| format!("setting link {idx} up: {e}"))?;
+                .map_err(request(format!("setting link {idx} up")))?;
         }
         handle
             .address()
             .add(tun_idx, IpAddr::V4(net.sut_v4), net.prefix_v4)
             .execute()
             .await
-            .map_err(|e| format!("adding {}: {e}", net.sut_v4))?;
+            .map_err(request(format!("adding {}", net.sut_v4)))?;
         handle
             .address()
             .add(tun_idx, IpAddr::V6(net.sut_v6), net.prefix_v6)
             .execute()
             .await
-            .map_err(|e| format!("adding {}: {e}", net.sut_v6))?;
+            .map_err(request(format!("adding {}", net.sut_v6)))?;
         for (family, route) in default_routes(tun_idx, None, true) {
             handle
                 .route()
                 .add(route)
                 .execute()
                 .await
-                .map_err(|e| format!("adding the {family} default route: {e}"))?;
+                .map_err(request(format!("adding the {family} default route")))?;
         }
-        Ok::<(), String>(())
+        Ok::<(), NetlinkError>(())
     })
 }
 
@@ -133,7 +156,7 @@ pub struct SidecarReport {
 /// Brings the persistent TUN up with the sidecar's addresses, routes the
 /// TUN's table into it and installs the rules of [`pref`]. Safe to run
 /// again: earlier rules in meshwrap's preference range are replaced.
-pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport, String> {
+pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport, NetlinkError> {
     use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
     use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RulePortRange, RuleUidRange};
     use rtnetlink::packet_route::{AddressFamily, IpProtocol};
@@ -142,15 +165,15 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(NetlinkError::Runtime)?;
     rt.block_on(async {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
         tokio::spawn(conn);
         let mut links = handle.link().get().match_name(r.tun.to_string()).execute();
         let tun_idx = match links.try_next().await {
             Ok(Some(link)) => link.header.index,
-            Ok(None) => return Err(format!("no link named {}", r.tun)),
-            Err(e) => return Err(format!("looking up {}: {e}", r.tun)),
+            Ok(None) => return Err(NetlinkError::NoLink(r.tun.to_string())),
+            Err(e) => return Err(request(format!("looking up {}", r.tun))(e)),
         };
         handle
             .link()
@@ -162,11 +185,15 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
             )
             .execute()
             .await
-            .map_err(|e| format!("setting {} up: {e}", r.tun))?;
+            .map_err(request(format!("setting {} up", r.tun)))?;
         let mut report = SidecarReport::default();
         // The pod's own addresses, before the TUN's are added.
         let mut addrs = handle.address().get().execute();
-        while let Some(msg) = addrs.try_next().await.map_err(|e| e.to_string())? {
+        while let Some(msg) = addrs
+            .try_next()
+            .await
+            .map_err(request("listing addresses"))?
+        {
             if msg.header.index == tun_idx {
                 continue;
             }
@@ -184,7 +211,7 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
             .replace()
             .execute()
             .await
-            .map_err(|e| format!("adding {}: {e}", r.net.sut_v4))?;
+            .map_err(request(format!("adding {}", r.net.sut_v4)))?;
         // A pod may have IPv6 switched off; then the sidecar is IPv4 only.
         // No duplicate address detection: the TUN has only meshwrap on
         // it, and a tentative address could not be a source for a second
@@ -204,7 +231,7 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
             {
                 false
             }
-            Err(e) => return Err(format!("adding {}: {e}", r.net.sut_v6)),
+            Err(e) => return Err(request(format!("adding {}", r.net.sut_v6))(e)),
         };
         for (family, route) in default_routes(tun_idx, Some(r.table), report.ipv6) {
             handle
@@ -213,12 +240,10 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
                 .replace()
                 .execute()
                 .await
-                .map_err(|e| {
-                    format!(
-                        "adding the {family} default route of table {}: {e}",
-                        r.table
-                    )
-                })?;
+                .map_err(request(format!(
+                    "adding the {family} default route of table {}",
+                    r.table
+                )))?;
         }
         for family in [IpVersion::V4, IpVersion::V6] {
             let v6 = matches!(family, IpVersion::V6);
@@ -230,7 +255,7 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
             while let Some(msg) = match rules.try_next().await {
                 Ok(m) => m,
                 Err(_) if v6 => None,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(request("listing rules")(e)),
             } {
                 // Only rules meshwrap made (its protocol mark) in its range:
                 // other components of the pod may have rules there too.
@@ -253,7 +278,7 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
                     .del(msg)
                     .execute()
                     .await
-                    .map_err(|e| format!("removing an earlier rule: {e}"))?;
+                    .map_err(request("removing an earlier rule"))?;
             }
             if v6 && !report.ipv6 {
                 continue;
@@ -318,11 +343,11 @@ pub(super) fn configure_sidecar(r: &SidecarRouting<'_>) -> Result<SidecarReport,
                 msg.attributes.push(RuleAttribute::Protocol(RULE_PROTOCOL));
                 req.execute()
                     .await
-                    .map_err(|e| format!("adding the rule at preference {priority}: {e}"))?;
+                    .map_err(request(format!("adding the rule at preference {priority}")))?;
                 report.rules += 1;
             }
         }
-        Ok::<_, String>(report)
+        Ok::<_, NetlinkError>(report)
     })
 }
 

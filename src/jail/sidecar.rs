@@ -25,8 +25,13 @@ pub const DEFAULT_TABLE: u32 = 100;
 pub enum SidecarError {
     #[error(transparent)]
     Tun(#[from] TunError),
-    #[error("cannot set up routing for {tun}: {msg} (sidecar-init needs CAP_NET_ADMIN)")]
-    Routing { tun: String, msg: String },
+    // The netlink error is in the message and not a source, so the CLI's
+    // error chain prints it once.
+    #[error("cannot set up routing for {tun}: {cause} (sidecar-init needs CAP_NET_ADMIN)")]
+    Routing {
+        tun: String,
+        cause: netlink::NetlinkError,
+    },
     #[error("cannot drop privileges to uid {uid}, gid {gid}: {source} (the single-container form needs CAP_SETUID and CAP_SETGID)")]
     Drop {
         uid: u32,
@@ -126,9 +131,9 @@ pub fn init(plan: &SidecarInit, net: &JailNet) -> Result<SidecarReport, SidecarE
         exclude_cidrs: &cidrs,
         exclude_ports: &ports,
     })
-    .map_err(|msg| SidecarError::Routing {
+    .map_err(|cause| SidecarError::Routing {
         tun: plan.tun.clone(),
-        msg,
+        cause,
     })
 }
 

@@ -156,3 +156,78 @@ pub(crate) fn fault_probability(p: Option<f64>) -> Result<f64, String> {
     }
     Ok(probability)
 }
+
+/// When a fault fires, the same for every protocol: with `probability`,
+/// from the request after the first `after` that match, at most `times`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultWhen {
+    pub probability: f64,
+    pub times: Option<u64>,
+    pub after: u64,
+}
+
+impl FaultWhen {
+    pub fn new(
+        probability: Option<f64>,
+        times: Option<u64>,
+        after: Option<u64>,
+    ) -> Result<FaultWhen, String> {
+        Ok(FaultWhen {
+            probability: fault_probability(probability)?,
+            times,
+            after: after.unwrap_or(0),
+        })
+    }
+}
+
+/// What a fault does: the actions every protocol has, and `E`, the
+/// protocol's own error answer (a Redis error line, a MongoDB code, a
+/// Kafka error code).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultAction<E> {
+    /// Wait, then answer normally.
+    Latency(LatencySpec),
+    /// Answer with the protocol's error instead.
+    Error(E),
+    /// Reset (close) the connection instead of answering.
+    Reset,
+    /// Never answer; the client's own timeout ends it.
+    Hang,
+}
+
+impl<E> FaultAction<E> {
+    pub fn label(&self) -> &'static str {
+        match self {
+            FaultAction::Latency(_) => "latency",
+            FaultAction::Error(_) => "error",
+            FaultAction::Reset => "reset",
+            FaultAction::Hang => "hang",
+        }
+    }
+
+    /// The one action a fault's fields ask for; `error` is already parsed
+    /// by the protocol, `reset` may be written under the protocol's own
+    /// name (`names` lists them for the message).
+    pub fn one(
+        latency: Option<LatencySpec>,
+        error: Option<E>,
+        reset: bool,
+        hang: bool,
+        names: &str,
+    ) -> Result<Self, String> {
+        let mut kinds = Vec::new();
+        kinds.extend(latency.map(FaultAction::Latency));
+        kinds.extend(error.map(FaultAction::Error));
+        if reset {
+            kinds.push(FaultAction::Reset);
+        }
+        if hang {
+            kinds.push(FaultAction::Hang);
+        }
+        match kinds.len() {
+            1 => Ok(kinds.remove(0)),
+            0 => Err(format!("a fault needs one of {names}")),
+            _ => Err("a fault does one thing: split it into several faults".into()),
+        }
+    }
+}

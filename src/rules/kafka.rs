@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::LatencySpec;
 use super::common::OneOrMany;
+use super::common::{FaultAction, FaultWhen, LatencySpec};
 
 /// A service's Kafka responder.
 #[derive(Debug, Clone, Deserialize)]
@@ -192,38 +192,21 @@ pub fn error_code(s: &str) -> Option<i16> {
     ERROR_NAMES.iter().find(|(n, _)| *n == up).map(|(_, c)| *c)
 }
 
-/// A fault: with `probability` (default 1), at most `times` times (default:
-/// always), for the `apis` listed (all when absent), do one thing.
+/// A fault: for the `apis` listed (all when absent), when its `FaultWhen`
+/// admits the request (probability, after, times), do one thing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawFault")]
 pub struct KafkaFault {
-    pub probability: f64,
+    pub when: FaultWhen,
     /// Snake-case API names; empty means every API.
     pub apis: Vec<String>,
-    pub times: Option<u64>,
     pub kind: KafkaFaultKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum KafkaFaultKind {
-    /// Wait, then answer normally.
-    Latency(LatencySpec),
-    /// Answer the named APIs with this error code, in each API's own
-    /// response shape, doing nothing else.
-    Error(i16),
-    /// Close the connection instead of answering.
-    Disconnect,
-}
-
-impl KafkaFaultKind {
-    pub fn label(&self) -> &'static str {
-        match self {
-            KafkaFaultKind::Latency(_) => "latency",
-            KafkaFaultKind::Error(_) => "error",
-            KafkaFaultKind::Disconnect => "disconnect",
-        }
-    }
-}
+/// Kafka's own fault answer: this error code in each named API's own
+/// response shape, doing nothing else. `Reset` closes the connection
+/// (written `disconnect:`, as Kafka clients call it).
+pub type KafkaFaultKind = FaultAction<i16>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,17 +218,21 @@ struct RawFault {
     #[serde(default)]
     times: Option<u64>,
     #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
     latency: Option<LatencySpec>,
     #[serde(default)]
     error: Option<serde_json::Value>,
     #[serde(default, alias = "reset")]
     disconnect: Option<bool>,
+    #[serde(default)]
+    hang: Option<bool>,
 }
 
 impl TryFrom<RawFault> for KafkaFault {
     type Error = String;
     fn try_from(r: RawFault) -> Result<Self, String> {
-        let probability = super::common::fault_probability(r.probability)?;
+        let when = FaultWhen::new(r.probability, r.times, r.after)?;
         let mut apis = Vec::new();
         for a in r.apis.0 {
             let a = a.trim().to_ascii_lowercase().replace('-', "_");
@@ -257,43 +244,36 @@ impl TryFrom<RawFault> for KafkaFault {
             }
             apis.push(a);
         }
-        let mut kinds = Vec::new();
-        if let Some(l) = r.latency {
-            kinds.push(KafkaFaultKind::Latency(l));
-        }
-        if let Some(e) = r.error {
-            let text = match &e {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let code = error_code(&text).ok_or_else(|| {
-                format!("unknown Kafka error `{text}`: use a name such as NOT_LEADER_OR_FOLLOWER or a code")
-            })?;
-            // The error goes in the named APIs' responses; one for every
-            // API (ApiVersions and Metadata included) would stop every
-            // client at its first request, so the APIs are named.
-            if apis.is_empty() {
-                return Err(
-                    "an `error` fault needs `api:` (one API or a list): the error goes in that API's response"
-                        .into(),
-                );
+        let error = match r.error {
+            Some(e) => {
+                let text = match &e {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let code = error_code(&text).ok_or_else(|| {
+                    format!("unknown Kafka error `{text}`: use a name such as NOT_LEADER_OR_FOLLOWER or a code")
+                })?;
+                // The error goes in the named APIs' responses; one for every
+                // API (ApiVersions and Metadata included) would stop every
+                // client at its first request, so the APIs are named.
+                if apis.is_empty() {
+                    return Err(
+                        "an `error` fault needs `api:` (one API or a list): the error goes in that API's response"
+                            .into(),
+                    );
+                }
+                Some(code)
             }
-            kinds.push(KafkaFaultKind::Error(code));
-        }
-        if r.disconnect == Some(true) {
-            kinds.push(KafkaFaultKind::Disconnect);
-        }
-        let kind = match kinds.len() {
-            1 => kinds.remove(0),
-            0 => return Err("a fault needs one of `latency`, `error`, `disconnect`".into()),
-            _ => return Err("a fault does one thing: split it into several faults".into()),
+            None => None,
         };
-        Ok(KafkaFault {
-            probability,
-            apis,
-            times: r.times,
-            kind,
-        })
+        let kind = FaultAction::one(
+            r.latency,
+            error,
+            r.disconnect == Some(true),
+            r.hang == Some(true),
+            "`latency`, `error`, `disconnect`, `hang`",
+        )?;
+        Ok(KafkaFault { when, apis, kind })
     }
 }
 
@@ -440,9 +420,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.faults[0].kind, KafkaFaultKind::Error(6));
-        assert_eq!(s.faults[0].times, Some(2));
+        assert_eq!(s.faults[0].when.times, Some(2));
         assert!(s.faults[1].apis.is_empty());
-        assert_eq!(s.faults[2].kind, KafkaFaultKind::Disconnect);
+        assert_eq!(s.faults[2].kind, KafkaFaultKind::Reset);
         assert!(parse("faults: [ { api: produce, error: NOPE } ]").is_err());
         assert!(parse("faults: [ { error: 6 } ]").is_err());
         let s = parse("faults: [ { api: [metadata, offset_commit], error: 29 } ]").unwrap();

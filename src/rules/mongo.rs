@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::LatencySpec;
 use super::common::OneOrMany;
+use super::common::{FaultAction, FaultWhen, LatencySpec};
 
 /// A service's MongoDB responder.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -28,34 +28,20 @@ pub struct MongoSpec {
 /// `collection` (a glob on `db.collection`), do one thing.
 #[derive(Debug, Clone)]
 pub struct MongoFault {
-    pub probability: f64,
+    pub when: FaultWhen,
     pub commands: Vec<String>,
     pub collection: Option<String>,
     pub kind: MongoFaultKind,
 }
 
+/// MongoDB's own fault answer: `ok: 0` with this code and message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MongoFaultKind {
-    /// Wait, then answer normally.
-    Latency(LatencySpec),
-    /// Answer `ok: 0` with this code and message instead.
-    Error { code: i32, message: String },
-    /// Reset the connection instead of answering.
-    Reset,
-    /// Never answer.
-    Hang,
+pub struct MongoFaultError {
+    pub code: i32,
+    pub message: String,
 }
 
-impl MongoFaultKind {
-    pub fn label(&self) -> &'static str {
-        match self {
-            MongoFaultKind::Latency(_) => "latency",
-            MongoFaultKind::Error { .. } => "error",
-            MongoFaultKind::Reset => "reset",
-            MongoFaultKind::Hang => "hang",
-        }
-    }
-}
+pub type MongoFaultKind = FaultAction<MongoFaultError>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +56,10 @@ struct RawFaultError {
 struct RawFault {
     #[serde(default)]
     probability: Option<f64>,
+    #[serde(default)]
+    times: Option<u64>,
+    #[serde(default)]
+    after: Option<u64>,
     #[serde(default, alias = "command")]
     commands: OneOrMany<String>,
     #[serde(default)]
@@ -87,41 +77,24 @@ struct RawFault {
 impl<'de> Deserialize<'de> for MongoFault {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = RawFault::deserialize(d)?;
-        let probability =
-            super::common::fault_probability(r.probability).map_err(serde::de::Error::custom)?;
-        let mut kinds = Vec::new();
-        if let Some(l) = r.latency {
-            kinds.push(MongoFaultKind::Latency(l));
-        }
-        if let Some(e) = r.error {
-            kinds.push(MongoFaultKind::Error {
-                code: e.code,
-                message: e
-                    .message
-                    .unwrap_or_else(|| format!("injected fault (code {})", e.code)),
-            });
-        }
-        if r.reset == Some(true) {
-            kinds.push(MongoFaultKind::Reset);
-        }
-        if r.hang == Some(true) {
-            kinds.push(MongoFaultKind::Hang);
-        }
-        let kind = match kinds.len() {
-            1 => kinds.remove(0),
-            0 => {
-                return Err(serde::de::Error::custom(
-                    "a fault needs one of `latency`, `error`, `reset`, `hang`",
-                ))
-            }
-            _ => {
-                return Err(serde::de::Error::custom(
-                    "a fault does one thing: split it into several faults",
-                ))
-            }
-        };
+        let when =
+            FaultWhen::new(r.probability, r.times, r.after).map_err(serde::de::Error::custom)?;
+        let error = r.error.map(|e| MongoFaultError {
+            code: e.code,
+            message: e
+                .message
+                .unwrap_or_else(|| format!("injected fault (code {})", e.code)),
+        });
+        let kind = FaultAction::one(
+            r.latency,
+            error,
+            r.reset == Some(true),
+            r.hang == Some(true),
+            "`latency`, `error`, `reset`, `hang`",
+        )
+        .map_err(serde::de::Error::custom)?;
         Ok(MongoFault {
-            probability,
+            when,
             commands: r.commands.0,
             collection: r.collection,
             kind,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::common::LatencySpec;
 use super::common::OneOrMany;
+use super::common::{FaultAction, FaultWhen, LatencySpec};
 
 /// A service's Redis responder.
 #[derive(Debug, Clone, Deserialize)]
@@ -394,12 +394,12 @@ impl<'de> Deserialize<'de> for TtlSpec {
     }
 }
 
-/// A fault: with `probability` (default 1), for the `commands` listed (all
-/// when absent) and keys matching `key`, do one thing.
+/// For the listed commands (all when empty) and keys matching `key`, do
+/// one thing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawFault")]
 pub struct RedisFault {
-    pub probability: f64,
+    pub when: FaultWhen,
     /// Upper-case command names; empty means every command.
     pub commands: Vec<String>,
     /// A glob on the command's first key.
@@ -407,34 +407,18 @@ pub struct RedisFault {
     pub kind: RedisFaultKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum RedisFaultKind {
-    /// Wait, then answer normally.
-    Latency(LatencySpec),
-    /// Answer with this error line instead (`LOADING ...`, `READONLY ...`).
-    Error(String),
-    /// Reset the connection instead of answering.
-    Reset,
-    /// Never answer; the client's timeout ends it.
-    Hang,
-}
-
-impl RedisFaultKind {
-    pub fn label(&self) -> &'static str {
-        match self {
-            RedisFaultKind::Latency(_) => "latency",
-            RedisFaultKind::Error(_) => "error",
-            RedisFaultKind::Reset => "reset",
-            RedisFaultKind::Hang => "hang",
-        }
-    }
-}
+/// Redis's own fault answer is an error line (`LOADING ...`, `READONLY ...`).
+pub type RedisFaultKind = FaultAction<String>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFault {
     #[serde(default)]
     probability: Option<f64>,
+    #[serde(default)]
+    times: Option<u64>,
+    #[serde(default)]
+    after: Option<u64>,
     #[serde(default, alias = "command")]
     commands: OneOrMany<String>,
     #[serde(default)]
@@ -452,34 +436,29 @@ struct RawFault {
 impl TryFrom<RawFault> for RedisFault {
     type Error = String;
     fn try_from(r: RawFault) -> Result<Self, String> {
-        let probability = super::common::fault_probability(r.probability)?;
-        let mut kinds = Vec::new();
-        if let Some(l) = r.latency {
-            kinds.push(RedisFaultKind::Latency(l));
-        }
-        if let Some(e) = r.error {
-            let e = e.trim().trim_start_matches('-').to_string();
-            if e.is_empty() || e.contains(['\r', '\n']) {
-                return Err(
-                    "`error` is one line such as `LOADING Redis is loading the dataset in memory`"
-                        .into(),
-                );
+        let when = FaultWhen::new(r.probability, r.times, r.after)?;
+        let error = match r.error {
+            Some(e) => {
+                let e = e.trim().trim_start_matches('-').to_string();
+                if e.is_empty() || e.contains(['\r', '\n']) {
+                    return Err(
+                        "`error` is one line such as `LOADING Redis is loading the dataset in memory`"
+                            .into(),
+                    );
+                }
+                Some(e)
             }
-            kinds.push(RedisFaultKind::Error(e));
-        }
-        if r.reset == Some(true) {
-            kinds.push(RedisFaultKind::Reset);
-        }
-        if r.hang == Some(true) {
-            kinds.push(RedisFaultKind::Hang);
-        }
-        let kind = match kinds.len() {
-            1 => kinds.remove(0),
-            0 => return Err("a fault needs one of `latency`, `error`, `reset`, `hang`".into()),
-            _ => return Err("a fault does one thing: split it into several faults".into()),
+            None => None,
         };
+        let kind = FaultAction::one(
+            r.latency,
+            error,
+            r.reset == Some(true),
+            r.hang == Some(true),
+            "`latency`, `error`, `reset`, `hang`",
+        )?;
         Ok(RedisFault {
-            probability,
+            when,
             commands: r
                 .commands
                 .0

@@ -170,6 +170,12 @@ impl FlowHandle {
         self.shared.lock().outbound.len()
     }
 
+    /// Bytes the flow's task has written so far, sent or still queued.
+    pub fn written(&self) -> u64 {
+        let p = self.shared.lock();
+        p.bytes_out + p.outbound.len() as u64
+    }
+
     /// Resolves once the stack has handed every byte written so far to
     /// smoltcp, or the connection is gone: a responder may return before
     /// its last bytes left.

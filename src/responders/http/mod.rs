@@ -1,6 +1,7 @@
 //! The HTTP responder: HTTP/1.1 and HTTP/2 (prior knowledge) served by
 //! hyper, answering from the service's routes, resources and fallback.
 
+mod forward;
 mod render;
 mod request;
 mod resources;
@@ -27,6 +28,7 @@ use crate::rules::http::route_label;
 use crate::rules::http::{HttpSpec, Responses, RouteSpec};
 use crate::stack::FlowHandle;
 
+use super::faults::FaultGate;
 use super::ServeCtx;
 use render::Renderer;
 use request::RequestView;
@@ -50,6 +52,8 @@ struct RouteState {
     calls: AtomicU64,
     /// Position in a sequence.
     next: AtomicUsize,
+    /// The route's faults' counters (`after`, `times`).
+    faults: FaultGate,
 }
 
 impl RouteState {
@@ -77,6 +81,8 @@ pub struct HttpService {
     /// All requests the service saw (the `counter` of templates without a
     /// route).
     requests: AtomicU64,
+    /// The service-wide faults' counters (`after`, `times`).
+    service_faults: FaultGate,
 }
 
 impl HttpService {
@@ -90,10 +96,12 @@ impl HttpService {
                 spec: r.clone(),
                 calls: AtomicU64::new(0),
                 next: AtomicUsize::new(0),
+                faults: FaultGate::new(r.faults.len()),
             })
             .collect();
         let resources = spec.resources.iter().map(Resource::new).collect();
         HttpService {
+            service_faults: FaultGate::new(spec.faults.0.len()),
             name: name.to_string(),
             renderer: Renderer::new(&spec),
             spec,
@@ -117,7 +125,9 @@ impl HttpService {
         for r in &self.routes {
             r.calls.store(0, Ordering::Release);
             r.next.store(0, Ordering::Release);
+            r.faults.reset();
         }
+        self.service_faults.reset();
         for r in &self.resources {
             r.reset();
         }

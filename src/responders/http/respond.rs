@@ -15,18 +15,21 @@ use serde_json::json;
 
 use super::request::RequestView;
 use super::{full, Body, HttpService};
-use crate::responders::{ServeCtx, Upstream};
-use crate::rules::http::{
-    BodySpec, Fallback, FaultKind, FaultSpec, LatencySpec, ResetAt, ResponseSpec,
-};
+use crate::responders::faults::{pick_latency, FaultGate};
+use crate::responders::ServeCtx;
+use crate::rules::http::{BodySpec, Fallback, FaultKind, FaultSpec, ResetAt, ResponseSpec};
 use crate::stack::FlowHandle;
+
+/// A fault with the counters of its route (or service) and its index
+/// there, for `after` and `times`.
+type Armed<'a> = (&'a FaultSpec, &'a FaultGate, usize);
 
 /// A response ready to send, before faults.
 pub(crate) struct Built {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Bytes,
-    delay: Option<Duration>,
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Bytes,
+    pub(super) delay: Option<Duration>,
 }
 
 /// A JSON error answer; `close` ends the connection after it.
@@ -152,7 +155,14 @@ pub(crate) async fn answer(
     request_no: u64,
     started: Instant,
 ) -> Response<Body> {
-    let service_faults: Vec<&FaultSpec> = svc.spec.faults.0.iter().collect();
+    let service_faults: Vec<Armed<'_>> = svc
+        .spec
+        .faults
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f, &svc.service_faults, i))
+        .collect();
     for route in &svc.routes {
         let Some(params) = req.matches(&route.spec.when) else {
             continue;
@@ -168,10 +178,12 @@ pub(crate) async fn answer(
                 route.label
             )),
         };
-        let faults: Vec<&FaultSpec> = route
+        let faults: Vec<Armed<'_>> = route
             .spec
             .faults
             .iter()
+            .enumerate()
+            .map(|(i, f)| (f, &route.faults, i))
             .chain(service_faults.iter().copied())
             .collect();
         return deliver(
@@ -232,9 +244,10 @@ pub(crate) async fn answer(
             )
             .await
         }
-        Fallback::Pass => match forward(ctx, req).await {
+        Fallback::Pass => match super::forward::forward(ctx, req).await {
             Ok(built) => deliver(svc, ctx, flow, req, None, "pass", Ok(built), &[], started).await,
-            Err(msg) => {
+            Err(e) => {
+                let msg = e.to_string();
                 svc.record(
                     ctx,
                     req,
@@ -253,12 +266,23 @@ pub(crate) async fn answer(
     }
 }
 
-fn pick_latency(l: &LatencySpec) -> Duration {
-    if l.max <= l.min {
-        return l.min;
+/// Returns once hyper has nothing more to write into the flow: hyper
+/// polls a body again before it flushes what it encoded, so each round
+/// yields to it and waits for the stack to take the bytes, until a round
+/// adds none (bounded: a response is a few writes).
+async fn settle(flow: &FlowHandle) {
+    let mut last = flow.written();
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+        // A client that reads nothing keeps the queue full; the cut is then
+        // made on what was written.
+        let _ = tokio::time::timeout(Duration::from_secs(5), flow.flushed()).await;
+        let now = flow.written();
+        if now == last {
+            return;
+        }
+        last = now;
     }
-    let span = (l.max - l.min).as_secs_f64();
-    l.min + Duration::from_secs_f64(span * rand::random::<f64>())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -270,7 +294,7 @@ async fn deliver(
     route: Option<&str>,
     answered_by: &'static str,
     built: Result<Built, String>,
-    faults: &[&FaultSpec],
+    faults: &[Armed<'_>],
     started: Instant,
 ) -> Response<Body> {
     let mut built = match built {
@@ -296,8 +320,8 @@ async fn deliver(
     }
     let fault = faults
         .iter()
-        .find(|f| f.probability >= 1.0 || rand::random::<f64>() < f.probability)
-        .map(|f| &f.kind);
+        .find(|(f, gate, i)| gate.admit(*i, &f.when))
+        .map(|(f, _, _)| &f.kind);
     let label = fault.map(FaultKind::label);
     let mut cut: Option<ResetAt> = None;
     let mut truncate = false;
@@ -387,12 +411,11 @@ async fn deliver(
                 if step == 0 {
                     return Some((Ok::<_, std::io::Error>(Frame::data(first)), 1));
                 }
-                // Stay pending a moment so hyper flushes the headers and the
-                // first half into the flow; then cut the connection after
-                // those bytes (FIN for truncate, RST for a mid-body reset).
-                // An error from this stream would make hyper drop its queued
-                // bytes unsent.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Let hyper write the headers and the first half into the
+                // flow, then cut the connection after those bytes (FIN for
+                // truncate, RST for a mid-body reset). An error from this
+                // stream would make hyper drop its queued bytes unsent.
+                settle(&flow).await;
                 if truncate {
                     flow.shutdown_write();
                 } else {
@@ -408,90 +431,4 @@ async fn deliver(
     };
     resp.body(body)
         .unwrap_or_else(|e| error_response(500, &format!("cannot build the response: {e}"), false))
-}
-
-/// Sends the request to the real destination (fallback: pass).
-async fn forward(ctx: &ServeCtx, req: &RequestView) -> Result<Built, String> {
-    use hyper_util::rt::TokioIo;
-    let target = match &ctx.upstream {
-        Upstream::Addr(a) => *a,
-        Upstream::Name(name, port) => tokio::net::lookup_host((name.as_str(), *port))
-            .await
-            .map_err(|e| format!("cannot resolve {name}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{name} has no address"))?,
-        Upstream::None => {
-            return Err("fallback pass: no real destination is known for this flow".into())
-        }
-    };
-    let stream = crate::egress::connect(target)
-        .await
-        .map_err(|e| e.to_string())?;
-    // The client spoke TLS to us, so the real server expects TLS too.
-    let io: Box<dyn crate::control::Io> = match &ctx.tls_server_name {
-        Some(name) => Box::new(super::upstream_tls::connect(name, stream).await?),
-        None => Box::new(stream),
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("upstream {target}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let uri = match &req.raw_query {
-        Some(q) => format!("{}?{q}", req.path),
-        None => req.path.clone(),
-    };
-    let mut builder = hyper::Request::builder()
-        .method(req.method.as_str())
-        .uri(uri);
-    for (k, v) in &req.headers {
-        if matches!(
-            k.as_str(),
-            "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te" | "http2-settings"
-        ) {
-            continue;
-        }
-        builder = builder.header(k.as_str(), v.as_str());
-    }
-    if !req.headers.contains_key("host") {
-        if let Some(h) = &req.host {
-            builder = builder.header("host", h.as_str());
-        }
-    }
-    let request = builder
-        .body(http_body_util::Full::new(req.body.clone()))
-        .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("upstream {target}: {e}"))?;
-    let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| format!("upstream {target}: {e}"))?
-        .to_bytes();
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "connection" | "keep-alive" | "transfer-encoding" | "content-length"
-            )
-        })
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    Ok(Built {
-        status: parts.status.as_u16(),
-        headers,
-        body,
-        delay: None,
-    })
 }

@@ -46,10 +46,37 @@ fn config() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
-pub(super) async fn connect(name: &str, stream: TcpStream) -> Result<TlsStream<TcpStream>, String> {
-    let server = ServerName::try_from(name.to_string()).map_err(|e| format!("{name}: {e}"))?;
+/// Why TLS to the real server could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamTlsError {
+    #[error("{name}: {source}")]
+    Name {
+        name: String,
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    #[error("TLS to the real {name} failed: {source}")]
+    Handshake {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub(super) async fn connect(
+    name: &str,
+    stream: TcpStream,
+) -> Result<TlsStream<TcpStream>, UpstreamTlsError> {
+    let server =
+        ServerName::try_from(name.to_string()).map_err(|source| UpstreamTlsError::Name {
+            name: name.to_string(),
+            source,
+        })?;
     tokio_rustls::TlsConnector::from(config())
         .connect(server, stream)
         .await
-        .map_err(|e| format!("TLS to the real {name} failed: {e}"))
+        .map_err(|source| UpstreamTlsError::Handshake {
+            name: name.to_string(),
+            source,
+        })
 }

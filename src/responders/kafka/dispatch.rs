@@ -14,7 +14,7 @@ use super::cluster::Cluster;
 use super::metadata::{self, api_versions};
 use super::{
     api_name, faults, groups, pick_latency, wire, KafkaFaultKind, KafkaService, Reply, ServeCtx,
-    NETWORK_EXCEPTION, NONE, UNSUPPORTED_VERSION,
+    NETWORK_EXCEPTION, NONE, REQUEST_TIMED_OUT, UNSUPPORTED_VERSION,
 };
 
 /// Decodes one request frame and answers it.
@@ -43,9 +43,13 @@ pub(super) async fn handle_frame(
     match svc.pick_fault(api) {
         None => {}
         Some(KafkaFaultKind::Latency(l)) => tokio::time::sleep(pick_latency(l)).await,
-        Some(KafkaFaultKind::Disconnect) => {
+        Some(KafkaFaultKind::Reset) => {
             svc.record_api(ctx, api, NETWORK_EXCEPTION, started);
             return Reply::Disconnect;
+        }
+        Some(KafkaFaultKind::Hang) => {
+            svc.record_api(ctx, api, REQUEST_TIMED_OUT, started);
+            return Reply::Hang;
         }
         Some(KafkaFaultKind::Error(code)) => {
             return faults::error_reply(svc, ctx, &cluster, &req, *code, started);

@@ -30,7 +30,7 @@ mod responder;
 mod waiters;
 pub mod wire;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -43,7 +43,7 @@ use crate::events::{now_rfc3339, Event, EventSink, ExchangeEvent, Outcome};
 use crate::rules::kafka::{KafkaFaultKind, KafkaSpec};
 
 use super::ServeCtx;
-use crate::responders::faults::pick_latency;
+use crate::responders::faults::{pick_latency, FaultGate};
 use dispatch::handle_frame;
 use groups::Groups;
 use log::Topics;
@@ -72,6 +72,8 @@ pub const INVALID_REQUEST: i16 = 42;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const NETWORK_EXCEPTION: i16 = 13;
+/// What a hung request is recorded with: the client times it out.
+pub const REQUEST_TIMED_OUT: i16 = 7;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_PARTITIONS: i16 = 37;
@@ -161,13 +163,13 @@ pub struct KafkaService {
     events: EventSink,
     detail: bool,
     next_producer: AtomicI64,
-    /// How often each fault fired (for `times:`).
-    fired: Vec<AtomicU64>,
+    /// The faults' counters (`after`, `times`).
+    faults: FaultGate,
 }
 
 impl KafkaService {
     pub fn new(name: &str, spec: Arc<KafkaSpec>, events: EventSink, journal: bool) -> Self {
-        let fired = spec.faults.iter().map(|_| AtomicU64::new(0)).collect();
+        let faults = FaultGate::new(spec.faults.len());
         KafkaService {
             name: name.to_string(),
             state: Mutex::new(State {
@@ -180,7 +182,7 @@ impl KafkaService {
             events,
             detail: journal,
             next_producer: AtomicI64::new(1000),
-            fired,
+            faults,
         }
     }
 
@@ -193,9 +195,7 @@ impl KafkaService {
         let mut s = self.lock();
         s.topics = Topics::seeded(&self.spec);
         s.groups = Groups::default();
-        for f in &self.fired {
-            f.store(0, Ordering::Relaxed);
-        }
+        self.faults.reset();
         drop(s);
         self.waiters.wake_all();
     }
@@ -206,16 +206,7 @@ impl KafkaService {
             if !(f.apis.is_empty() || f.apis.iter().any(|a| a == api)) {
                 return None;
             }
-            if !(f.probability >= 1.0 || rand::random::<f64>() < f.probability) {
-                return None;
-            }
-            if let Some(max) = f.times {
-                let n = self.fired[i].fetch_add(1, Ordering::Relaxed);
-                if n >= max {
-                    return None;
-                }
-            }
-            Some(&f.kind)
+            self.faults.admit(i, &f.when).then_some(&f.kind)
         })
     }
 
@@ -296,6 +287,9 @@ enum Reply {
     Close,
     /// Close the connection (a fault, already recorded).
     Disconnect,
+    /// Answer nothing more on this connection (a fault, already recorded);
+    /// the client's request timeout ends it.
+    Hang,
 }
 
 /// Serves one client connection until it closes.
@@ -345,6 +339,10 @@ where
             Reply::None => {}
             Reply::Disconnect => {
                 let _ = io.shutdown().await;
+                return;
+            }
+            Reply::Hang => {
+                crate::responders::faults::drain(&mut io).await;
                 return;
             }
             Reply::Close => {

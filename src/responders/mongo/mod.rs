@@ -84,6 +84,8 @@ pub struct MongoService {
     next_conn: AtomicI64,
     events: EventSink,
     detail: bool,
+    /// The faults' counters (`after`, `times`).
+    faults: FaultGate,
 }
 
 /// Per-connection state.
@@ -100,6 +102,7 @@ impl MongoService {
         MongoService {
             name: name.to_string(),
             store: Mutex::new(seed(&spec)),
+            faults: FaultGate::new(spec.faults.len()),
             spec,
             cursors: Mutex::new(HashMap::new()),
             txns: Mutex::new(HashMap::new()),
@@ -122,6 +125,7 @@ impl MongoService {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.txns.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.faults.reset();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -136,7 +140,7 @@ impl MongoService {
         let cmd = body.keys().next()?;
         let db = body.get_str("$db").unwrap_or("admin");
         let ns = body.get_str(cmd).ok().map(|c| format!("{db}.{c}"));
-        self.spec.faults.iter().find_map(|f| {
+        self.spec.faults.iter().enumerate().find_map(|(i, f)| {
             let cmd_ok =
                 f.commands.is_empty() || f.commands.iter().any(|c| c.eq_ignore_ascii_case(cmd));
             let coll_ok = match (&f.collection, &ns) {
@@ -146,7 +150,7 @@ impl MongoService {
                 }
                 (Some(_), None) => false,
             };
-            (cmd_ok && coll_ok && rand::random::<f64>() < f.probability).then(|| f.kind.clone())
+            (cmd_ok && coll_ok && self.faults.admit(i, &f.when)).then(|| f.kind.clone())
         })
     }
 
@@ -247,7 +251,7 @@ impl MongoService {
     }
 }
 
-use super::faults::{drain, pick_latency};
+use super::faults::{drain, pick_latency, FaultGate};
 
 /// Serves one connection until it closes.
 pub async fn serve<IO>(svc: Arc<MongoService>, mut io: IO, ctx: ServeCtx, handle: FlowHandle)
@@ -296,7 +300,7 @@ where
                             tokio::time::sleep(pick_latency(&l)).await;
                             svc.run(&mut conn, &body)
                         }
-                        Some(MongoFaultKind::Error { code, message }) => error_doc(code, &message),
+                        Some(MongoFaultKind::Error(e)) => error_doc(e.code, &e.message),
                         Some(kind) => {
                             svc.record(&ctx, Some(&body), &error_doc(-1, kind.label()), started);
                             let _ = io.write_all(&out).await;

@@ -131,7 +131,7 @@ impl RedisService {
     /// The first fault that applies to this command and fires.
     fn pick_fault(&self, def: &CmdDef, args: &[Bytes]) -> Option<&RedisFaultKind> {
         let upper = def.name.to_ascii_uppercase();
-        self.spec.faults.iter().find_map(|f| {
+        self.spec.faults.iter().enumerate().find_map(|(i, f)| {
             let cmd_ok = f.commands.is_empty() || f.commands.contains(&upper);
             let key_ok = match &f.key {
                 None => true,
@@ -140,8 +140,7 @@ impl RedisService {
                     .first()
                     .is_some_and(|k| commands::glob(g.as_bytes(), k)),
             };
-            let fires = f.probability >= 1.0 || rand::random::<f64>() < f.probability;
-            (cmd_ok && key_ok && fires).then_some(&f.kind)
+            (cmd_ok && key_ok && self.faults.admit(i, &f.when)).then_some(&f.kind)
         })
     }
 

@@ -81,6 +81,8 @@ pub struct RedisService {
     pub started_ms: i64,
     pub run_id: String,
     pub port: u16,
+    /// The faults' counters (`after`, `times`).
+    faults: FaultGate,
 }
 
 impl RedisService {
@@ -93,6 +95,7 @@ impl RedisService {
     ) -> Self {
         let config =
             commands::server::default_config(spec.databases, spec.password.as_deref(), port);
+        let faults = FaultGate::new(spec.faults.len());
         RedisService {
             name: name.to_string(),
             store: Mutex::new(Store::new(&spec)),
@@ -110,6 +113,7 @@ impl RedisService {
             started_ms: state::now_ms(),
             run_id: uuid::Uuid::new_v4().simple().to_string() + "00000000",
             port,
+            faults,
         }
     }
 
@@ -121,6 +125,7 @@ impl RedisService {
     pub fn reset(&self) {
         let mut s = self.lock();
         *s = Store::new(&self.spec);
+        self.faults.reset();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -318,7 +323,7 @@ fn emit(conn: &mut ConnState, out: &mut Vec<u8>, r: &Reply) {
     }
 }
 
-use super::faults::drain;
+use super::faults::{drain, FaultGate};
 
 impl RedisService {
     pub fn stats(&self) -> Stats {

@@ -5,6 +5,7 @@
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::rules::common::FaultWhen;
 pub use crate::rules::common::{parse_duration, DurationSpec, LatencySpec};
 
 /// Where a reset happens.
@@ -35,11 +36,14 @@ impl<'de> Deserialize<'de> for ResetAt {
     }
 }
 
-/// A fault: with `probability` (default 1), do one thing to the exchange.
+/// A fault: when its `FaultWhen` admits the request (probability, after,
+/// times), do one thing to the exchange. HTTP's kinds are more than the
+/// common latency/reset/hang: a reset may cut the body, and a response may
+/// be truncated, made invalid JSON or given another status.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(try_from = "RawFault")]
 pub struct FaultSpec {
-    pub probability: f64,
+    pub when: FaultWhen,
     pub kind: FaultKind,
 }
 
@@ -79,6 +83,10 @@ struct RawFault {
     #[serde(default)]
     probability: Option<f64>,
     #[serde(default)]
+    times: Option<u64>,
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
     latency: Option<LatencySpec>,
     #[serde(default)]
     hang: Option<bool>,
@@ -95,7 +103,7 @@ struct RawFault {
 impl TryFrom<RawFault> for FaultSpec {
     type Error = String;
     fn try_from(r: RawFault) -> Result<Self, String> {
-        let probability = crate::rules::common::fault_probability(r.probability)?;
+        let when = FaultWhen::new(r.probability, r.times, r.after)?;
         let mut kinds = Vec::new();
         if let Some(l) = r.latency {
             kinds.push(FaultKind::Latency(l));
@@ -120,7 +128,7 @@ impl TryFrom<RawFault> for FaultSpec {
         }
         match kinds.len() {
             1 => Ok(FaultSpec {
-                probability,
+                when,
                 kind: kinds.remove(0),
             }),
             0 => Err("a fault needs one of `latency`, `hang`, `reset`, `truncate`, `invalid_json`, `status`".into()),
