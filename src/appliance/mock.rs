@@ -20,10 +20,10 @@ const FLUSH_WAIT: Duration = Duration::from_secs(1);
 
 impl Appliance {
     /// Sniffs a claimed flow and hands it to its service's responder.
-    pub(super) async fn run_mock(self, meta: FlowMeta, flow: Flow, pending: Pending) {
+    pub(super) async fn run_mock(self, meta: FlowMeta, conn: Flow, pending: Pending) {
         let service = pending.decision.service.clone().unwrap_or_default();
-        let handle = flow.handle();
-        let (seen, io) = sniff::sniff_stream(flow).await;
+        let flow = conn.handle();
+        let (seen, io) = sniff::sniff_stream(conn).await;
         let io: BoxIo = Box::new(io);
         let mut ctx = ServeCtx {
             meta: FlowMeta {
@@ -44,7 +44,7 @@ impl Appliance {
         match (responder, seen) {
             (None, _) => {
                 error = Some(format!("service `{service}` has no responder"));
-                handle.abort();
+                flow.abort();
             }
             (Some(r), Protocol::Tls { sni }) if r.terminates_tls() => {
                 match self.intercept(io, sni, meta.host.as_deref()).await {
@@ -57,20 +57,20 @@ impl Appliance {
                             if t.inner != Protocol::None {
                                 protocol = t.inner;
                             }
-                            r.serve(t.io, ctx, handle.clone()).await;
+                            r.serve(t.io, ctx, flow.clone()).await;
                         } else {
                             error = Some(format!(
                                 "service `{service}` answers {} but the client spoke {} inside TLS",
                                 r.info().title,
                                 t.inner.label()
                             ));
-                            handle.abort();
+                            flow.abort();
                         }
                     }
                     Err(e) => {
                         tls = e.tls;
                         error = Some(e.error);
-                        handle.abort();
+                        flow.abort();
                     }
                 }
             }
@@ -79,24 +79,24 @@ impl Appliance {
                 error = Some(format!(
                     "service `{service}` answers {what}; TLS to {what} is not mocked yet"
                 ));
-                handle.abort();
+                flow.abort();
             }
-            (Some(r), seen) if r.speaks(&seen) => r.serve(io, ctx, handle.clone()).await,
+            (Some(r), seen) if r.speaks(&seen) => r.serve(io, ctx, flow.clone()).await,
             (Some(r), seen) => {
                 error = Some(format!(
                     "service `{service}` answers {} but the client spoke {}",
                     r.info().title,
                     seen.label()
                 ));
-                handle.abort();
+                flow.abort();
             }
         }
         if let Some(e) = &error {
             self.inner.events.notice(Some(meta.id), e.clone());
         }
         // The responder may return before the stack sent its last bytes.
-        let _ = tokio::time::timeout(FLUSH_WAIT, handle.flushed()).await;
-        let bytes = handle.byte_counts();
+        let _ = tokio::time::timeout(FLUSH_WAIT, flow.flushed()).await;
+        let bytes = flow.byte_counts();
         let ev = flow_event(
             &meta,
             &pending.decision,

@@ -55,8 +55,12 @@ pub type ServeFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub trait Responder: Send + Sync {
     fn info(&self) -> &'static ProtocolInfo;
     /// Whether the responder takes a flow whose first bytes were sniffed
-    /// as `seen` (`Protocol::None`: nothing arrived in time).
-    fn speaks(&self, seen: &Protocol) -> bool;
+    /// as `seen` (`Protocol::None`: nothing arrived in time). By default,
+    /// a protocol whose clients speak first in its own framing takes any
+    /// bytes but a ClientHello: garbage gets the protocol's own error.
+    fn speaks(&self, seen: &Protocol) -> bool {
+        !matches!(seen, Protocol::Tls { .. })
+    }
     /// Whether a flow that starts with a TLS ClientHello is terminated
     /// with the run's CA and sniffed again, rather than ended.
     fn terminates_tls(&self) -> bool {

@@ -9,7 +9,6 @@ use serde::Serialize;
 use super::KafkaService;
 use crate::events::{ExchangeDetail, ExchangeEvent, ProtocolInfo, SummaryStyle};
 use crate::io::BoxIo;
-use crate::model::Protocol;
 use crate::responders::{BuildCtx, BuildResponder, Responder, ServeCtx, ServeFuture};
 use crate::rules::kafka::KafkaSpec;
 use crate::rules::Service;
@@ -27,11 +26,6 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
 impl Responder for KafkaService {
     fn info(&self) -> &'static ProtocolInfo {
         &INFO
-    }
-
-    /// Whatever the client sends: garbage gets Kafka's own error.
-    fn speaks(&self, seen: &Protocol) -> bool {
-        !matches!(seen, Protocol::Tls { .. })
     }
 
     fn serve(self: Arc<Self>, io: BoxIo, ctx: ServeCtx, _flow: FlowHandle) -> ServeFuture {

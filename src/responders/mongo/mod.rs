@@ -254,7 +254,7 @@ impl MongoService {
 use super::faults::{drain, pick_latency, FaultGate};
 
 /// Serves one connection until it closes.
-pub async fn serve<IO>(svc: Arc<MongoService>, mut io: IO, ctx: ServeCtx, handle: FlowHandle)
+pub async fn serve<IO>(svc: Arc<MongoService>, mut io: IO, ctx: ServeCtx, flow: FlowHandle)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -306,7 +306,7 @@ where
                             let _ = io.write_all(&out).await;
                             let _ = io.flush().await;
                             if kind == MongoFaultKind::Reset {
-                                handle.abort_after_flush();
+                                flow.abort_after_flush();
                             }
                             drain(&mut io).await;
                             break 'conn;

@@ -9,7 +9,6 @@ use serde::Serialize;
 use super::{MongoService, COMMANDS};
 use crate::events::{ExchangeDetail, ExchangeEvent, MockHint, ProtocolInfo, SummaryStyle};
 use crate::io::BoxIo;
-use crate::model::Protocol;
 use crate::responders::{BuildCtx, BuildResponder, Responder, ServeCtx, ServeFuture};
 use crate::rules::mongo::MongoSpec;
 use crate::rules::Service;
@@ -31,11 +30,6 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
 impl Responder for MongoService {
     fn info(&self) -> &'static ProtocolInfo {
         &INFO
-    }
-
-    /// Whatever the client sends: garbage gets MongoDB's own error.
-    fn speaks(&self, seen: &Protocol) -> bool {
-        !matches!(seen, Protocol::Tls { .. })
     }
 
     fn serve(self: Arc<Self>, io: BoxIo, ctx: ServeCtx, flow: FlowHandle) -> ServeFuture {

@@ -187,7 +187,7 @@ enum Outcome {
 }
 
 /// Serves one connection until the client is done.
-pub async fn serve<IO>(svc: Arc<RedisService>, mut io: IO, ctx: ServeCtx, handle: FlowHandle)
+pub async fn serve<IO>(svc: Arc<RedisService>, mut io: IO, ctx: ServeCtx, flow: FlowHandle)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -272,7 +272,7 @@ where
                 Outcome::Reset => {
                     let _ = io.write_all(&out).await;
                     let _ = io.flush().await;
-                    handle.abort_after_flush();
+                    flow.abort_after_flush();
                     drain(&mut io).await;
                     break 'conn;
                 }
