@@ -145,9 +145,7 @@ impl MongoService {
                 f.commands.is_empty() || f.commands.iter().any(|c| c.eq_ignore_ascii_case(cmd));
             let coll_ok = match (&f.collection, &ns) {
                 (None, _) => true,
-                (Some(g), Some(ns)) => {
-                    crate::responders::redis::commands::glob(g.as_bytes(), ns.as_bytes())
-                }
+                (Some(g), Some(ns)) => crate::rules::glob::redis_glob(g.as_bytes(), ns.as_bytes()),
                 (Some(_), None) => false,
             };
             (cmd_ok && coll_ok && self.faults.admit(i, &f.when)).then(|| f.kind.clone())
