@@ -82,97 +82,94 @@ impl<'de> Deserialize<'de> for HostGlob {
 /// and expectation `key:` globs), following Redis's `stringmatchlen`
 /// semantics: `*`, `?`, `[abc]`, `[^a-z]`, `\x`; case-sensitive, over
 /// bytes.
+///
+/// It walks the pattern once with one backtracking point, the last `*`
+/// (every other token matches exactly one byte), so it takes at most
+/// pattern × text steps: `*a*a*a*a*…b` cannot make it exponential, which is
+/// what Redis fixed as CVE-2022-36021.
 pub fn redis_glob(pat: &[u8], s: &[u8]) -> bool {
-    redis_glob_at(pat, s, 0)
-}
-
-fn redis_glob_at(pat: &[u8], s: &[u8], depth: u32) -> bool {
-    // Deep nesting of `*` is a pathological pattern; refuse it rather than
-    // recursing without end.
-    if depth > 1000 {
-        return false;
-    }
-    let (mut p, mut i) = (0, 0);
-    while p < pat.len() {
-        match pat[p] {
-            b'*' => {
-                while p + 1 < pat.len() && pat[p + 1] == b'*' {
-                    p += 1;
-                }
-                if p + 1 == pat.len() {
-                    return true;
-                }
-                for start in i..=s.len() {
-                    if redis_glob_at(&pat[p + 1..], &s[start..], depth + 1) {
-                        return true;
-                    }
-                }
-                return false;
-            }
-            b'?' => {
-                if i >= s.len() {
-                    return false;
-                }
-                i += 1;
-            }
-            b'[' => {
-                if i >= s.len() {
-                    return false;
-                }
+    let (mut p, mut i) = (0usize, 0usize);
+    // After the last `*` seen: where its pattern continues, and where in
+    // the text the part it swallows ends.
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if p < pat.len() && pat[p] == b'*' {
+            while p < pat.len() && pat[p] == b'*' {
                 p += 1;
-                let not = p < pat.len() && pat[p] == b'^';
-                if not {
-                    p += 1;
-                }
-                let mut matched = false;
-                loop {
-                    if p >= pat.len() {
-                        p -= 1;
-                        break;
-                    }
-                    if pat[p] == b'\\' && p + 1 < pat.len() {
-                        p += 1;
-                        if pat[p] == s[i] {
-                            matched = true;
-                        }
-                    } else if pat[p] == b']' {
-                        break;
-                    } else if p + 2 < pat.len() && pat[p + 1] == b'-' {
-                        let (mut a, mut b) = (pat[p], pat[p + 2]);
-                        if a > b {
-                            std::mem::swap(&mut a, &mut b);
-                        }
-                        if (a..=b).contains(&s[i]) {
-                            matched = true;
-                        }
-                        p += 2;
-                    } else if pat[p] == s[i] {
-                        matched = true;
-                    }
-                    p += 1;
-                }
-                if matched == not {
-                    return false;
-                }
-                i += 1;
             }
-            b'\\' if p + 1 < pat.len() => {
-                p += 1;
-                if i >= s.len() || pat[p] != s[i] {
-                    return false;
-                }
-                i += 1;
+            if p == pat.len() {
+                return true;
             }
-            c => {
-                if i >= s.len() || c != s[i] {
-                    return false;
-                }
+            star = Some((p, i));
+            continue;
+        }
+        if i == s.len() {
+            // Only stars may be left, and they were skipped above.
+            return p == pat.len();
+        }
+        if p < pat.len() {
+            if let Some(next) = glob_token(pat, p, s[i]) {
+                p = next;
                 i += 1;
+                continue;
             }
         }
-        p += 1;
+        // A mismatch: let the last `*` swallow one byte more.
+        match star {
+            Some((sp, si)) if si < s.len() => {
+                star = Some((sp, si + 1));
+                p = sp;
+                i = si + 1;
+            }
+            _ => return false,
+        }
     }
-    i == s.len()
+}
+
+/// Matches the one-byte token at `pat[p]` (`?`, a class, an escape or a
+/// literal) against `c`: the position after the token when it matches.
+fn glob_token(pat: &[u8], mut p: usize, c: u8) -> Option<usize> {
+    match pat[p] {
+        b'?' => Some(p + 1),
+        b'\\' if p + 1 < pat.len() => (pat[p + 1] == c).then_some(p + 2),
+        b'[' => {
+            p += 1;
+            let not = p < pat.len() && pat[p] == b'^';
+            if not {
+                p += 1;
+            }
+            let mut matched = false;
+            loop {
+                if p >= pat.len() {
+                    // An unclosed class ends with the pattern.
+                    p -= 1;
+                    break;
+                }
+                if pat[p] == b'\\' && p + 1 < pat.len() {
+                    p += 1;
+                    if pat[p] == c {
+                        matched = true;
+                    }
+                } else if pat[p] == b']' {
+                    break;
+                } else if p + 2 < pat.len() && pat[p + 1] == b'-' {
+                    let (mut a, mut b) = (pat[p], pat[p + 2]);
+                    if a > b {
+                        std::mem::swap(&mut a, &mut b);
+                    }
+                    if (a..=b).contains(&c) {
+                        matched = true;
+                    }
+                    p += 2;
+                } else if pat[p] == c {
+                    matched = true;
+                }
+                p += 1;
+            }
+            (matched != not).then_some(p + 1)
+        }
+        lit => (lit == c).then_some(p + 1),
+    }
 }
 
 #[cfg(test)]
@@ -205,5 +202,47 @@ mod tests {
         assert!(glob(b"*", b""));
         assert!(!glob(b"a*b", b"acbd"));
         assert!(glob(b"a\\*", b"a*"));
+    }
+
+    /// The recursive matcher Redis had before CVE-2022-36021, as the
+    /// reference the linear one must agree with (on small inputs only: it
+    /// is exponential).
+    fn reference(pat: &[u8], s: &[u8]) -> bool {
+        let Some((&first, rest)) = pat.split_first() else {
+            return s.is_empty();
+        };
+        if first == b'*' {
+            return (0..=s.len()).any(|k| reference(rest, &s[k..]));
+        }
+        let Some((&c, tail)) = s.split_first() else {
+            return false;
+        };
+        match super::glob_token(pat, 0, c) {
+            Some(next) => reference(&pat[next..], tail),
+            None => false,
+        }
+    }
+
+    #[test]
+    fn pathological_pattern_is_linear() {
+        let key = [b'a'; 60];
+        let pat = b"*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b";
+        assert!(!redis_glob(pat, &key));
+        let mut key_b = key.to_vec();
+        key_b.push(b'b');
+        assert!(redis_glob(pat, &key_b));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn linear_glob_agrees_with_the_recursive_one(
+            pat in "[ab*?\\\\\\[\\]^-]{0,8}",
+            s in "[ab\\-]{0,8}",
+        ) {
+            prop_assert_eq!(redis_glob(pat.as_bytes(), s.as_bytes()), reference(pat.as_bytes(), s.as_bytes()));
+        }
     }
 }

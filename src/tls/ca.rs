@@ -77,7 +77,9 @@ impl Ca {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let cert_path = dir.join(CA_CERT);
         let key_path = dir.join(CA_KEY);
+        check_private(dir, 0o022, "folder", "chmod go-w")?;
         if cert_path.exists() && key_path.exists() {
+            check_private(&key_path, 0o077, "key", "chmod 600")?;
             let pem = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
             let key_pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
             let key = KeyPair::from_pem(&key_pem)?;
@@ -147,4 +149,25 @@ impl Ca {
         let cert = params.signed_by(&key, &self.issuer, &self.key)?;
         Ok((cert.der().to_vec(), key.serialize_der()))
     }
+}
+
+/// Refuses, as ssh does with keys, a CA folder others may write to or a
+/// key others may read: whoever can read the key can forge a certificate
+/// for any name the SUT trusts while the CA is in its bundle. `bits` are
+/// the mode bits that must be clear; a missing path is fine (it is made
+/// private).
+fn check_private(path: &Path, bits: u32, what: &str, fix: &str) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & bits != 0 {
+        return Err(TlsError::Invalid(format!(
+            "{}: the CA {what} has mode {mode:04o}, open to other users; run `{fix} {}` (meshwrap refuses it, as ssh refuses such keys)",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
 }

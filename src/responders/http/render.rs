@@ -11,6 +11,21 @@ use minijinja::{Environment, Value};
 
 use crate::rules::http::{BodySpec, Fallback, HttpSpec, ResponseSpec, Responses};
 
+/// How many template instructions one render may run: the data plane is
+/// one thread, so a loop a rule (or a request's value) makes long must
+/// end in an error instead of freezing every service. A thousand-line
+/// body costs a few thousand.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
+/// A template error as the SUT and the events see it.
+fn template_error(e: minijinja::Error) -> String {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        format!("template error: the template ran out of fuel (more than {TEMPLATE_FUEL} steps for one response)")
+    } else {
+        format!("template error: {e:#}")
+    }
+}
+
 pub(crate) struct Renderer {
     env: Environment<'static>,
     /// Template source → name in `env`.
@@ -52,6 +67,7 @@ impl Renderer {
     pub fn new(spec: &HttpSpec) -> Self {
         let mut env = Environment::new();
         env.set_keep_trailing_newline(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         let mut sources = Vec::new();
         for r in &spec.routes {
             match &r.responses {
@@ -88,11 +104,8 @@ impl Renderer {
                 .env
                 .get_template(name)
                 .and_then(|t| t.render(ctx))
-                .map_err(|e| format!("template error: {e:#}")),
-            None => self
-                .env
-                .render_str(source, ctx)
-                .map_err(|e| format!("template error: {e:#}")),
+                .map_err(template_error),
+            None => self.env.render_str(source, ctx).map_err(template_error),
         }
     }
 
@@ -106,11 +119,8 @@ impl Renderer {
         Ok(match v {
             J::String(s) if is_dynamic(s) => {
                 if let Some(expr) = single_expression(s) {
-                    let e = self
-                        .env
-                        .compile_expression(expr)
-                        .map_err(|e| format!("template error: {e:#}"))?;
-                    let out = e.eval(ctx).map_err(|e| format!("template error: {e:#}"))?;
+                    let e = self.env.compile_expression(expr).map_err(template_error)?;
+                    let out = e.eval(ctx).map_err(template_error)?;
                     if out.is_undefined() {
                         J::Null
                     } else {

@@ -7,6 +7,7 @@
 //! in the service too (drivers may `getMore` on another connection).
 
 mod commands;
+mod depth;
 pub mod query;
 mod responder;
 pub mod scram;

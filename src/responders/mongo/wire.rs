@@ -10,6 +10,8 @@ pub const OP_MSG: i32 = 2013;
 pub const MAX_MESSAGE: usize = 48_000_000;
 
 const CHECKSUM_PRESENT: u32 = 1;
+/// OP_MSG's optional checksum: CRC-32C of the message before it.
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 pub const MORE_TO_COME: u32 = 2;
 
 /// One decoded request.
@@ -31,6 +33,10 @@ pub enum Request {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum WireError {
+    #[error("OP_MSG has unknown required flag bits {0:#x}")]
+    Flags(u32),
+    #[error("OP_MSG checksum does not match its contents")]
+    Checksum,
     #[error("message length {0} is out of range")]
     Length(i64),
     #[error("unsupported opcode {0}")]
@@ -55,6 +61,7 @@ fn read_doc(b: &[u8], at: &mut usize) -> Result<Document, WireError> {
         )));
     }
     let slice = &b[*at..*at + len as usize];
+    super::depth::check(slice)?;
     let d = Document::from_reader(&mut &slice[..]).map_err(|e| WireError::Bson(e.to_string()))?;
     *at += len as usize;
     Ok(d)
@@ -93,11 +100,22 @@ pub fn decode(msg: &[u8]) -> Result<Request, WireError> {
     match opcode {
         OP_MSG => {
             let flags = i32_at(msg, 16)? as u32;
+            // The low 16 bits are flags a server must understand: mongod
+            // refuses a message with one it does not know.
+            let unknown = flags & 0xFFFF & !(CHECKSUM_PRESENT | MORE_TO_COME);
+            if unknown != 0 {
+                return Err(WireError::Flags(unknown));
+            }
             let mut end = msg.len();
             if flags & CHECKSUM_PRESENT != 0 {
                 end = end
                     .checked_sub(4)
+                    .filter(|e| *e >= 20)
                     .ok_or(WireError::Malformed("no checksum"))?;
+                let sent = u32::from_le_bytes([msg[end], msg[end + 1], msg[end + 2], msg[end + 3]]);
+                if CRC32C.checksum(&msg[..end]) != sent {
+                    return Err(WireError::Checksum);
+                }
             }
             let b = &msg[..end];
             let mut at = 20;

@@ -49,8 +49,11 @@ impl RedisService {
                 r(Ok(reply))
             }
             Ok(None) => {
+                // A deadline past what the clock can hold is no deadline.
                 let deadline = (timeout > 0.0)
-                    .then(|| tokio::time::Instant::now() + Duration::from_secs_f64(timeout));
+                    .then(|| Duration::try_from_secs_f64(timeout).ok())
+                    .flatten()
+                    .and_then(|d| tokio::time::Instant::now().checked_add(d));
                 Outcome::Block(op, deadline)
             }
             Err(e) => r(Err(e)),

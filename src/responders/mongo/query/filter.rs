@@ -211,7 +211,8 @@ pub(super) fn op_matches(
                 return Err(bad("divisor cannot be 0"));
             }
             any_elem(vals, |v| {
-                num(v).is_some_and(|n| (n as i64) % (d as i64) == r as i64)
+                // i64::MIN % -1 overflows; MongoDB's remainder there is 0.
+                num(v).is_some_and(|n| (n as i64).wrapping_rem(d as i64) == r as i64)
             })
         }
         "$size" => {

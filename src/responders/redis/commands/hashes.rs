@@ -196,9 +196,8 @@ pub fn hrandfield(c: &mut Ctx, a: &[Bytes]) -> R {
         all.truncate(n as usize);
         all
     } else {
-        (0..n.unsigned_abs())
-            .map(|_| rand::random_range(0..h.len()))
-            .collect()
+        let n = super::repeat_count(n)?;
+        (0..n).map(|_| rand::random_range(0..h.len())).collect()
     };
     let mut out = Vec::new();
     for i in idx {

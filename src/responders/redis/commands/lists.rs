@@ -346,6 +346,10 @@ pub fn parse_block(name: &str, a: &[Bytes]) -> Result<(BlockOp, f64), Reply> {
     if t < 0.0 {
         return Err(Reply::err("ERR timeout is negative"));
     }
+    // As Redis: a timeout must fit a 64-bit count of milliseconds.
+    if t * 1000.0 >= i64::MAX as f64 {
+        return Err(Reply::err("ERR timeout is out of range"));
+    }
     let op = match name {
         "blpop" | "brpop" => BlockOp::Pop {
             keys: a[1..a.len() - 1].to_vec(),

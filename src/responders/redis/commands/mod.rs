@@ -340,3 +340,23 @@ pub fn table() -> &'static HashMap<&'static str, CmdDef> {
         defs.into_iter().map(|d| (d.name, d)).collect()
     })
 }
+
+/// The most elements a reply that repeats picks (SRANDMEMBER and
+/// HRANDFIELD with a negative count) may have: the data plane is one
+/// thread, and a count a client chooses must not make it build gigabytes.
+pub const MAX_REPEAT_REPLY: u64 = 1 << 20;
+
+/// A negative count's number of picks, refused as Redis refuses it when it
+/// is below `-LONG_MAX/2`, and above `MAX_REPEAT_REPLY`.
+pub fn repeat_count(n: i64) -> Result<u64, Reply> {
+    if n < -(i64::MAX / 2) {
+        return Err(Reply::err("ERR value is out of range"));
+    }
+    let n = n.unsigned_abs();
+    if n > MAX_REPEAT_REPLY {
+        return Err(Reply::Error(format!(
+            "ERR count {n} is over meshwrap's limit of {MAX_REPEAT_REPLY} elements for one reply"
+        )));
+    }
+    Ok(n)
+}

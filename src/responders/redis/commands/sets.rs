@@ -119,7 +119,8 @@ pub fn srandmember(c: &mut Ctx, a: &[Bytes]) -> R {
         m.truncate(n as usize);
         m
     } else {
-        (0..n.unsigned_abs())
+        let n = super::repeat_count(n)?;
+        (0..n)
             .map(|_| members[rand::random_range(0..members.len())].clone())
             .collect()
     };

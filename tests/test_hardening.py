@@ -1,0 +1,191 @@
+"""Hostile input from inside the jail: each case used to crash meshwrap,
+freeze its one data-plane thread, or get an answer no real server gives.
+Each now gets the protocol's own error, and the appliance keeps serving
+(every test ends with a normal request that must still be answered).
+"""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import CURL, HELPERS, PYTHON
+
+HAVE_REDIS_CLI = shutil.which("redis-cli") is not None
+HAVE_PYMONGO = subprocess.run([PYTHON, "-c", "import pymongo"], capture_output=True).returncode == 0
+need_cli = pytest.mark.skipif(not HAVE_REDIS_CLI, reason="redis-cli not installed (Debian redis-tools)")
+need_pymongo = pytest.mark.skipif(not HAVE_PYMONGO, reason="pymongo not installed")
+
+REDIS_RULES = """
+services:
+  - name: cache
+    match: { host: redis.hard.test, port: 6379 }
+    redis:
+      seed:
+        s: { type: set, value: [a, b, c] }
+        h: { type: hash, value: { f: v, g: w } }
+        aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: x
+"""
+
+MONGO_RULES = """
+services:
+  - name: db
+    match: { host: mongo.hard.test, port: 27017 }
+    mongo: {}
+"""
+
+
+def redis_cli(jail, lines):
+    script = "\n".join(f"redis-cli -h redis.hard.test {l}; echo '<<END>>'" for l in lines)
+    res = jail.run(["sh", jail.write("cli.sh", script + "\n")], rules=REDIS_RULES)
+    outs = [o.strip() for o in res.stdout.split("<<END>>")][: len(lines)]
+    return res, outs
+
+
+@need_cli
+def test_redis_arguments_that_used_to_panic_get_redis_errors(jail):
+    res, outs = redis_cli(jail, [
+        "SRANDMEMBER s -9223372036854775807",
+        "HRANDFIELD h -9223372036854775808",
+        "BLPOP k 1e300",
+        "BRPOPLPUSH a b 18446744073709551616",
+        "BLMOVE a b LEFT LEFT 1e300",
+        "PING",
+    ])
+    assert res.returncode == 0, res.describe()
+    assert outs[0] == "ERR value is out of range", outs
+    assert outs[1] == "ERR value is out of range", outs
+    assert outs[2:5] == ["ERR timeout is out of range"] * 3, outs
+    assert outs[5] == "PONG", outs
+
+
+@need_cli
+def test_redis_huge_repeat_count_is_refused_not_built(jail):
+    res, outs = redis_cli(jail, ["SRANDMEMBER s -100000000", "SRANDMEMBER s -5", "PING"])
+    assert res.returncode == 0, res.describe()
+    assert outs[0].startswith("ERR count 100000000 is over meshwrap's limit"), outs
+    assert len(outs[1].split()) == 5 and set(outs[1].split()) <= {"a", "b", "c"}, outs
+    assert outs[2] == "PONG", outs
+
+
+@need_cli
+def test_redis_exponential_glob_pattern_is_answered(jail):
+    # The class of CVE-2022-36021: with a backtracking matcher this KEYS
+    # never returns (and freezes every other service with it).
+    pattern = "*a" * 14 + "*b"
+    res, outs = redis_cli(jail, [f"KEYS '{pattern}'", f"SCAN 0 MATCH '{pattern}' COUNT 100", "PING"])
+    assert res.returncode == 0, res.describe()
+    assert outs[0] == "", outs
+    assert outs[1].split() == ["0"], outs
+    assert outs[2] == "PONG", outs
+
+
+@need_pymongo
+def test_mongo_hostile_messages_get_errors_and_the_service_goes_on(jail):
+    """A raw client sends what no driver would: a document nested 5,000
+    levels deep (it overflowed the stack and aborted meshwrap), unknown
+    required OP_MSG flag bits and a wrong checksum (mongod refuses both),
+    then a correct checksum; pymongo then uses the service normally."""
+    code = r'''
+import json, socket, struct, sys
+sys.path.insert(0, %r)
+import bson
+from mongo_raw import op_msg, crc32c, nested_doc
+
+def ask(raw):
+    s = socket.create_connection(("mongo.hard.test", 27017), timeout=20)
+    s.sendall(raw)
+    head = b""
+    while len(head) < 16:
+        chunk = s.recv(16 - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    n = struct.unpack("<i", head[:4])[0]
+    rest = b""
+    while len(rest) < n - 16:
+        chunk = s.recv(n - 16 - len(rest))
+        if not chunk:
+            break
+        rest += chunk
+    s.close()
+    return bson.decode(rest[5:])
+
+hello = bson.encode({"ping": 1, "$db": "admin"})
+deep = nested_doc(5000)
+deep_cmd = bson.encode({"insert": "c", "$db": "app"})[:-1]
+deep_cmd = deep_cmd + b"\x03d\x00" + deep + b"\x00"
+deep_cmd = struct.pack("<i", len(deep_cmd)) + deep_cmd[4:]
+out = {
+    "deep": ask(op_msg(deep_cmd)),
+    "flags": ask(op_msg(hello, flags=1 << 5)),
+    "bad_checksum": ask(op_msg(hello, flags=1, checksum=lambda b: crc32c(b) ^ 1)),
+    "good_checksum": ask(op_msg(hello, flags=1, checksum=crc32c)),
+}
+from pymongo import MongoClient
+from bson.int64 import Int64
+c = MongoClient("mongodb://mongo.hard.test:27017/", serverSelectionTimeoutMS=10000)
+c.app.n.insert_one({"_id": 1, "n": Int64(-2**63)})
+out["mod"] = [d["_id"] for d in c.app.n.find({"n": {"$mod": [-1, 0]}})]
+out["after"] = c.app.n.count_documents({})
+print(json.dumps(out, default=str))
+''' % str(HELPERS)
+    res = jail.run([PYTHON, jail.write("mongo_hard.py", code)], rules=MONGO_RULES)
+    assert res.returncode == 0, res.describe()
+    out = res.json_out()
+    assert out["deep"]["ok"] == 0 and "nested object depth" in out["deep"]["errmsg"], out
+    assert out["flags"]["ok"] == 0 and "required flag" in out["flags"]["errmsg"], out
+    assert out["bad_checksum"]["ok"] == 0 and "checksum" in out["bad_checksum"]["errmsg"], out
+    assert out["good_checksum"]["ok"] == 1, out
+    assert out["mod"] == [1], "i64::MIN % -1 is 0 for MongoDB, not a crash"
+    assert out["after"] == 1, out
+
+
+def test_template_out_of_fuel_is_an_error_answer(jail):
+    rules = """
+services:
+  - name: api
+    match: { host: api.hard.test }
+    http:
+      routes:
+        - when: { path: /loop }
+          respond: { body: "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}" }
+        - when: { path: /loop-by-request }
+          respond: { body: "{% for i in range(query.n|int) %}{% for j in range(query.n|int) %}x{% endfor %}{% endfor %}" }
+        - when: { path: /ok }
+          respond: { body: fine }
+"""
+    curl = " ".join(f"'{c}'" for c in CURL)
+    script = (f"{curl} -w ' %{{http_code}}\\n' http://api.hard.test/loop; "
+              f"{curl} -w ' %{{http_code}}\\n' 'http://api.hard.test/loop-by-request?n=90000'; "
+              f"{curl} -w ' %{{http_code}}\\n' http://api.hard.test/ok")
+    res = jail.run(["sh", "-c", script], rules=rules)
+    assert res.returncode == 0, res.describe()
+    lines = [l for l in res.stdout.splitlines() if l.strip()]
+    assert len(lines) == 3, res.describe()
+    for l in lines[:2]:
+        assert l.endswith(" 500") and "ran out of fuel" in l, lines
+    assert lines[2] == "fine 200", lines
+
+
+def test_ca_dir_open_to_others_is_refused(jail, meshwrap_bin, tmp_path):
+    loose = tmp_path / "loose-ca"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    res = subprocess.run([meshwrap_bin, "--ca-dir", str(loose), "--", "true"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0, res.stderr
+    assert "mode 0777" in res.stderr and "chmod go-w" in res.stderr, res.stderr
+    assert not any(loose.iterdir()), "nothing is written there"
+
+    tight = tmp_path / "tight-ca"
+    res = subprocess.run([meshwrap_bin, "--ca-dir", str(tight), "--", "true"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    key = tight / "meshwrap-ca-key.pem"
+    assert key.exists(), list(tight.iterdir())
+    os.chmod(key, 0o644)
+    res = subprocess.run([meshwrap_bin, "--ca-dir", str(tight), "--", "true"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0, res.stderr
+    assert "mode 0644" in res.stderr and "chmod 600" in res.stderr, res.stderr
