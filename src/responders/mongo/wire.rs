@@ -247,6 +247,12 @@ mod tests {
             out.extend_from_slice(&[0, 0, 0, 0]);
         }
         finish(&mut out, start);
+        if checksum {
+            // The CRC-32C of everything before it, as drivers send it.
+            let end = out.len() - 4;
+            let crc = CRC32C.checksum(&out[start..end]);
+            out[end..].copy_from_slice(&crc.to_le_bytes());
+        }
         out
     }
 
@@ -262,6 +268,22 @@ mod tests {
             panic!()
         };
         assert_eq!(body.get_array("documents").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn checksum_and_required_flags_are_checked() {
+        let body = doc! {"ping": 1, "$db": "admin"};
+        let mut m = msg(&body, None, true);
+        let last = m.len() - 1;
+        m[last] ^= 1;
+        assert_eq!(decode(&m).err(), Some(WireError::Checksum));
+        let mut m = msg(&body, None, false);
+        m[16] |= 1 << 5;
+        assert_eq!(decode(&m).err(), Some(WireError::Flags(1 << 5)));
+        // exhaustAllowed (bit 16) is optional: accepted.
+        let mut m = msg(&body, None, false);
+        m[18] |= 1;
+        assert!(decode(&m).is_ok());
     }
 
     proptest! {
