@@ -189,3 +189,31 @@ def test_ca_dir_open_to_others_is_refused(jail, meshwrap_bin, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0, res.stderr
     assert "mode 0644" in res.stderr and "chmod 600" in res.stderr, res.stderr
+
+
+def test_admin_api_is_not_reachable_by_other_spellings_of_this_host(jail):
+    """`hosts:` entries that point at this host in other words than
+    127.0.0.1 (IPv4-mapped IPv6, the unspecified addresses, which a connect
+    turns into the host itself) must not lead to the admin API either."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rules = """
+hosts:
+  adm-mapped.test: "::ffff:127.0.0.1"
+  adm-any4.test: 0.0.0.0
+  adm-any6.test: "::"
+  adm-plain.test: 127.0.0.1
+"""
+    curl = " ".join(f"'{c}'" for c in CURL)
+    names = ["adm-mapped.test", "adm-any4.test", "adm-any6.test", "adm-plain.test"]
+    script = "; ".join(f"{curl} -o /dev/null http://{n}:{port}/healthz; echo {n}=$?" for n in names)
+    res = jail.run(["sh", "-c", script], rules=rules, unmatched="pass",
+                   opts=["--admin", f"127.0.0.1:{port}"])
+    assert res.returncode == 0, res.describe()
+    for n in names:
+        assert f"{n}=7" in res.stdout, f"{n} reached the admin API:\n{res.describe()}"
+        flows = res.flows(host=n)
+        assert flows and all(f["decision"] == "refuse" and "admin API" in f["reason"] for f in flows), \
+            res.describe()

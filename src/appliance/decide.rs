@@ -28,19 +28,25 @@ impl Appliance {
         // become a way in, unless a rule deliberately claims the port.
         let to_protected = d.kind == DecisionKind::Pass
             && d.service.is_none()
-            && d.upstream.is_some_and(|u| {
-                u.ip().is_loopback() && self.inner.protected_ports.contains(&u.port())
-            });
+            && d.upstream.is_some_and(|u| self.is_protected(u));
         if to_protected {
             return Decision {
                 kind: DecisionKind::Refuse,
-                reason: "meshwrap's admin API is not reachable from the jail (claim the port with a service to allow it)".into(),
+                reason: PROTECTED_REASON.into(),
                 upstream: None,
                 upstream_name: None,
                 service: None,
             };
         }
         d
+    }
+
+    /// Whether a pass-out to `target` would reach one of meshwrap's own
+    /// listeners: a protected port on any address of this host, however
+    /// it is written (`::ffff:127.0.0.1`, `0.0.0.0`, `::`, a non-loopback
+    /// address of an interface when the admin API listens on all of them).
+    pub(super) fn is_protected(&self, target: SocketAddr) -> bool {
+        self.inner.protected_ports.contains(&target.port()) && is_host_address(target.ip())
     }
 
     fn decide_inner(&self, snap: &Snapshot, host: Option<&str>, dst: SocketAddr) -> Decision {
@@ -174,3 +180,17 @@ fn local_refusal(reason: &str) -> Decision {
         service: None,
     }
 }
+
+/// Why a flow to meshwrap's own listeners was refused.
+pub(super) const PROTECTED_REASON: &str = "meshwrap's admin API is not reachable from the jail (claim the port with a service to allow it)";
+
+/// An address that names this host: loopback (also IPv4-mapped), the
+/// unspecified address (a connect to it reaches local listeners), or an
+/// address of one of its interfaces (it can be bound).
+fn is_host_address(ip: std::net::IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+

@@ -37,6 +37,21 @@ impl Appliance {
                 .map_err(|e| format!("cannot resolve {name} on the host: {e}")),
             (None, None) => Err("no upstream address is known for this destination".to_string()),
         };
+        // A name resolved only now may lead to meshwrap's own listeners.
+        if let (Ok(t), None) = (&target, decision.service.as_ref()) {
+            if self.is_protected(*t) {
+                stack.resolve(meta.id, HeldOutcome::Refuse);
+                let refused = Decision {
+                    kind: crate::model::DecisionKind::Refuse,
+                    reason: super::decide::PROTECTED_REASON.into(),
+                    upstream: None,
+                    upstream_name: None,
+                    service: None,
+                };
+                self.record_flow(&meta, &refused, &Protocol::None, started, (0, 0), None);
+                return;
+            }
+        }
         let result = match target {
             Ok(t) => egress::connect(t)
                 .await
