@@ -217,3 +217,22 @@ hosts:
         flows = res.flows(host=n)
         assert flows and all(f["decision"] == "refuse" and "admin API" in f["reason"] for f in flows), \
             res.describe()
+
+
+def test_many_services_load_in_one_pass(tmp_path, meshwrap_bin):
+    """Placing each service's errors used to scan the whole file once per
+    service: 20,000 services took a minute, a large PUT /rules froze the
+    jail. The limit below only guards against that hang (loading takes a
+    fraction of a second)."""
+    lines = ["services:"]
+    for i in range(20000):
+        lines.append(f"  - name: s{i}\n    match: {{ host: h{i}.test, port: 80 }}\n"
+                     f"    http: {{ routes: [ {{ name: r{i}, respond: {{ body: ok }} }} ] }}")
+    path = tmp_path / "big.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    res = subprocess.run([meshwrap_bin, "check", str(path)], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "20000 services" in res.stdout + res.stderr, res.stderr
+    # A duplicate near the end is still placed at its own line.
+    path.write_text("\n".join(lines) + "\n  - name: s19999\n    match: { port: 1 }\n    pass: {}\n")
+    res = subprocess.run([meshwrap_bin, "check", str(path)], capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0 and f"big.yaml:{len(lines) * 3 - 2 + 1}:" in res.stderr, res.stderr

@@ -193,4 +193,3 @@ fn is_host_address(ip: std::net::IpAddr) -> bool {
         || ip.is_unspecified()
         || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
-

@@ -247,7 +247,14 @@ impl Control {
             (Method::GET, "/requests/unmatched") => self.requests(&query_pairs(&req), true),
             (Method::GET, "/rules") => self.get_rules(),
             (Method::PUT, "/rules") => match body_text(req).await {
-                Ok(text) => self.put_rules(&text),
+                // Parsing and building thousands of services takes long:
+                // off the data plane's thread, so flows and DNS go on.
+                Ok(text) => {
+                    let this = self.clone();
+                    tokio::task::spawn_blocking(move || this.put_rules(&text))
+                        .await
+                        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "rule reload failed"))
+                }
                 Err(e) => e,
             },
             (Method::POST, "/verify") => match body_text(req).await {

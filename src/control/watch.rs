@@ -97,18 +97,25 @@ pub async fn watch_files(files: Vec<PathBuf>, appliance: Appliance, events: Even
             continue;
         }
         last = now;
-        let ev = match RuleSet::load(&files) {
-            Ok(set) => {
-                let snap = appliance.reload(set);
-                ReloadEvent {
-                    time: now_rfc3339(),
-                    source: "watch",
-                    ok: true,
-                    error: None,
-                    services: snap.rules.services.iter().map(|s| s.name.clone()).collect(),
-                    generation: snap.generation,
-                }
-            }
+        // Loading and building the responders may take long: off the data
+        // plane's thread.
+        let (files_, appliance_) = (files.clone(), appliance.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            RuleSet::load(&files_).map(|set| appliance_.reload(set))
+        })
+        .await;
+        let Ok(loaded) = loaded else {
+            continue;
+        };
+        let ev = match loaded {
+            Ok(snap) => ReloadEvent {
+                time: now_rfc3339(),
+                source: "watch",
+                ok: true,
+                error: None,
+                services: snap.rules.services.iter().map(|s| s.name.clone()).collect(),
+                generation: snap.generation,
+            },
             Err(e) => {
                 tracing::warn!("rules not reloaded: {e}");
                 ReloadEvent {

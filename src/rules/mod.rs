@@ -178,6 +178,9 @@ impl RuleSet {
         for (file, text) in sources {
             let text = text.as_str();
             let parsed = parse_str(file, text)?;
+            // One pass over the text for every service's position: a scan
+            // per service made loading quadratic in the number of services.
+            let service_lines = name_lines(text);
             if parsed.unmatched.is_some() {
                 set.unmatched = parsed.unmatched;
             }
@@ -219,7 +222,10 @@ impl RuleSet {
                 set.hosts.insert(key, addr);
             }
             for (i, spec) in parsed.services.into_iter().enumerate() {
-                let (line, column) = locate_service(text, &spec.name);
+                let (line, column) = service_lines
+                    .get(spec.name.as_str())
+                    .copied()
+                    .unwrap_or((1, 1));
                 let invalid = |field: &str, message: String| RulesError::Invalid {
                     file: file.clone(),
                     line,
@@ -526,18 +532,16 @@ fn locate(text: &str, needle: &str) -> (usize, usize) {
     first.unwrap_or((1, 1))
 }
 
-/// Position of the `name:` line of the service called `name` (the last
-/// one, so a duplicate points at the second definition).
-fn locate_service(text: &str, name: &str) -> (usize, usize) {
-    let mut found = (1, 1);
+/// The position of every `name:` line of a text, by the name it gives (the
+/// last one, so a duplicate service points at the second definition).
+fn name_lines(text: &str) -> std::collections::HashMap<&str, (usize, usize)> {
+    let mut found = std::collections::HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim_start().trim_start_matches("- ").trim_start();
         if let Some(rest) = t.strip_prefix("name:") {
             let v = rest.split(" #").next().unwrap_or(rest).trim();
             let v = v.trim_matches(|c| c == '"' || c == '\'');
-            if v == name {
-                found = (i + 1, line.find("name:").map(|c| c + 1).unwrap_or(1));
-            }
+            found.insert(v, (i + 1, line.find("name:").map(|c| c + 1).unwrap_or(1)));
         }
     }
     found
