@@ -72,14 +72,49 @@ pub struct Handshake {
 /// run's CA.
 pub struct Interceptor {
     ca: Ca,
-    configs: Mutex<HashMap<String, Arc<ServerConfig>>>,
+    configs: Mutex<LeafCache>,
+}
+
+/// How many leaf certificates are kept: a mocked service answers any SNI,
+/// so a client that sends a new name per connection must not grow the
+/// cache without end.
+pub const MAX_LEAF_CERTS: usize = 4096;
+
+/// Server configs by name, the oldest forgotten first once full.
+struct LeafCache {
+    by_name: HashMap<String, Arc<ServerConfig>>,
+    order: std::collections::VecDeque<String>,
+    capacity: usize,
+}
+
+impl LeafCache {
+    fn insert(&mut self, name: String, cfg: Arc<ServerConfig>) {
+        while self.by_name.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.by_name.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.order.push_back(name.clone());
+        self.by_name.insert(name, cfg);
+    }
 }
 
 impl Interceptor {
     pub fn new(ca: Ca) -> Self {
+        Interceptor::with_capacity(ca, MAX_LEAF_CERTS)
+    }
+
+    fn with_capacity(ca: Ca, capacity: usize) -> Self {
         Interceptor {
             ca,
-            configs: Mutex::new(HashMap::new()),
+            configs: Mutex::new(LeafCache {
+                by_name: HashMap::new(),
+                order: Default::default(),
+                capacity: capacity.max(1),
+            }),
         }
     }
 
@@ -90,7 +125,7 @@ impl Interceptor {
     /// A server config presenting a certificate for `name`, made once.
     fn config_for(&self, name: &str) -> Result<Arc<ServerConfig>, TlsError> {
         let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = cache.get(name) {
+        if let Some(c) = cache.by_name.get(name) {
             return Ok(c.clone());
         }
         let (cert_der, key_der) = self.ca.leaf(name)?;
@@ -165,3 +200,21 @@ impl Interceptor {
         Ok((stream, hs))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaf_cache_is_bounded() {
+        let icpt = Interceptor::with_capacity(Ca::ephemeral().unwrap(), 3);
+        for i in 0..10 {
+            icpt.config_for(&format!("n{i}.test")).unwrap();
+        }
+        let cache = icpt.configs.lock().unwrap();
+        assert_eq!(cache.by_name.len(), 3);
+        assert_eq!(cache.order.len(), 3);
+        assert!(cache.by_name.contains_key("n9.test") && !cache.by_name.contains_key("n0.test"));
+    }
+}
+
