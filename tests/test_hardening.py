@@ -236,3 +236,20 @@ def test_many_services_load_in_one_pass(tmp_path, meshwrap_bin):
     path.write_text("\n".join(lines) + "\n  - name: s19999\n    match: { port: 1 }\n    pass: {}\n")
     res = subprocess.run([meshwrap_bin, "check", str(path)], capture_output=True, text=True, timeout=30)
     assert res.returncode != 0 and f"big.yaml:{len(lines) * 3 - 2 + 1}:" in res.stderr, res.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the capability drop is for a jail made as root")
+def test_root_sut_cannot_join_meshwraps_namespaces(jail):
+    """As root there is no user namespace: a root SUT could `nsenter` into
+    the host's network namespace through /proc. The capabilities for that
+    are dropped from its bounding set unless `--keep-caps` is given."""
+    script = ("grep CapBnd /proc/self/status; "
+              "nsenter --net=/proc/1/ns/net true 2>&1; echo nsenter=$?")
+    res = jail.run(["sh", "-c", script])
+    assert res.returncode == 0, res.describe()
+    bnd = int(res.stdout.split("CapBnd:")[1].split()[0], 16)
+    for cap in (21, 19, 16, 2):  # SYS_ADMIN, SYS_PTRACE, SYS_MODULE, DAC_READ_SEARCH
+        assert not bnd & (1 << cap), f"capability {cap} is still in the bounding set: {bnd:#x}"
+    assert "nsenter=0" not in res.stdout, res.describe()
+    kept = jail.run(["sh", "-c", script], opts=["--keep-caps"])
+    assert "nsenter=0" in kept.stdout, kept.describe()

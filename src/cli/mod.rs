@@ -118,6 +118,12 @@ pub struct RunArgs {
     /// mounts, no SSL_CERT_FILE & co.): HTTPS mocks then fail verification.
     #[arg(long)]
     pub no_ca_injection: bool,
+    /// When meshwrap runs as root: let the SUT keep CAP_SYS_ADMIN,
+    /// CAP_SYS_PTRACE, CAP_SYS_MODULE and CAP_DAC_READ_SEARCH, with which a
+    /// root SUT can leave the jail (nsenter into meshwrap's namespaces).
+    /// Dropped by default; rootless runs never have them outside the jail.
+    #[arg(long)]
+    pub keep_caps: bool,
     /// The program to run in the jail, and its arguments (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -372,6 +378,7 @@ fn run(args: RunArgs) -> Result<i32> {
         net,
         binds: trust.binds,
         env: trust.env,
+        keep_caps: args.keep_caps,
     };
     // Fork the jail while still single-threaded: the runtime comes after.
     let mut jail = Jail::spawn(&spec, workdir, &resolv_conf(&net))?;

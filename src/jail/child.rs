@@ -25,7 +25,22 @@ pub(super) struct Plan {
     pub binds: Vec<(PathBuf, PathBuf)>,
     pub env: Vec<(OsString, OsString)>,
     pub command: Vec<OsString>,
+    pub keep_caps: bool,
 }
+
+/// Capabilities a root SUT could leave the jail with: joining meshwrap's
+/// (the host's) namespaces through /proc (SYS_ADMIN), reading another
+/// process's memory (SYS_PTRACE), loading kernel code (SYS_MODULE), and
+/// opening host files by handle past mount namespaces (DAC_READ_SEARCH).
+/// Dropped from the bounding set before exec, so not even a setuid-root
+/// program in the jail gets them back.
+/// The numbers are the kernel's (linux/capability.h, a stable ABI).
+const ESCAPE_CAPS: &[(libc::c_ulong, &str)] = &[
+    (21, "CAP_SYS_ADMIN"),
+    (19, "CAP_SYS_PTRACE"),
+    (16, "CAP_SYS_MODULE"),
+    (2, "CAP_DAC_READ_SEARCH"),
+];
 
 /// The name of the TUN device inside the jail.
 pub(super) const TUN_NAME: &str = "tun0";
@@ -120,6 +135,19 @@ fn setup(plan: &Plan) -> Result<OwnedFd, String> {
     super::netlink::configure(TUN_NAME, &plan.net).map_err(|e| format!("network setup: {e}"))?;
     for (src, dst) in &plan.binds {
         bind_file(src, dst)?;
+    }
+    // Only the bounding set: the setup above keeps its capabilities, the
+    // SUT never gets these at exec.
+    if !plan.rootless && !plan.keep_caps {
+        for (cap, name) in ESCAPE_CAPS {
+            // SAFETY: a plain prctl on this (single-threaded) process.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap, 0, 0, 0) } != 0 {
+                return Err(format!(
+                    "cannot drop {name} from the SUT's bounding set: {} (--keep-caps runs it with them)",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
     }
     Ok(tun)
 }

@@ -77,6 +77,9 @@ pub struct JailSpec {
     pub binds: Vec<(PathBuf, PathBuf)>,
     /// Environment variables to set for the SUT.
     pub env: Vec<(OsString, OsString)>,
+    /// As root: keep the capabilities that let a root SUT leave the jail
+    /// (`--keep-caps`); see `child::ESCAPE_CAPS`.
+    pub keep_caps: bool,
 }
 
 /// A private directory (mode 0700) for files the jail bind-mounts, removed
@@ -148,6 +151,7 @@ impl Jail {
                     binds,
                     env: spec.env.clone(),
                     command: spec.command.clone(),
+                    keep_caps: spec.keep_caps,
                 };
                 child::run(plan)
             }

@@ -217,4 +217,3 @@ mod tests {
         assert!(cache.by_name.contains_key("n9.test") && !cache.by_name.contains_key("n0.test"));
     }
 }
-
