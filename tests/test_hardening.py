@@ -244,7 +244,7 @@ def test_root_sut_cannot_join_meshwraps_namespaces(jail):
     the host's network namespace through /proc. The capabilities for that
     are dropped from its bounding set unless `--keep-caps` is given."""
     script = ("grep CapBnd /proc/self/status; "
-              "nsenter --net=/proc/1/ns/net true 2>&1; echo nsenter=$?")
+              "nsenter --net=/proc/$PPID/ns/net true 2>&1; echo nsenter=$?")
     res = jail.run(["sh", "-c", script])
     assert res.returncode == 0, res.describe()
     bnd = int(res.stdout.split("CapBnd:")[1].split()[0], 16)
@@ -253,3 +253,72 @@ def test_root_sut_cannot_join_meshwraps_namespaces(jail):
     assert "nsenter=0" not in res.stdout, res.describe()
     kept = jail.run(["sh", "-c", script], opts=["--keep-caps"])
     assert "nsenter=0" in kept.stdout, kept.describe()
+
+
+def test_unix_admin_socket_refuses_the_jail(jail, tmp_path):
+    """The jail shares the filesystem, so it can open `--admin unix:PATH`
+    (which needs no token); a process inside the jail must not be able to
+    rewrite the rules that confine it. A client on the host still can."""
+    import time
+    sock = tmp_path / "admin.sock"
+    rules = "services:\n  - name: web\n    match: { host: web.hard.test }\n    http: {}\n"
+    inside = ("curl -sS --noproxy '*' --unix-socket " + str(sock) +
+              " -X PUT --data-binary 'unmatched: pass' -w ' %{http_code}' http://x/rules; echo; sleep 4")
+    args, _ = jail.command(["sh", "-c", inside], rules=rules, opts=["--admin", f"unix:{sock}"])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        time.sleep(1)
+        host = subprocess.run(["curl", "-sS", "--noproxy", "*", "--unix-socket", str(sock),
+                               "-w", " %{http_code}", "http://x/rules"],
+                              capture_output=True, text=True, timeout=10)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.strip().endswith(" 403") and "inside the jail" in out, out + err
+    body, _, status = host.stdout.strip().rpartition(" ")
+    assert status == "200", host.stdout + host.stderr
+    import json
+    rules_now = json.loads(body)
+    assert rules_now["generation"] == 0 and rules_now["unmatched"] == "refuse", \
+        f"the jail replaced the rules: {rules_now}"
+
+
+def test_what_the_sut_leaves_running_is_killed_at_exit(jail):
+    """A daemon the SUT starts and abandons would live on in a jail whose
+    network is gone; meshwrap is its subreaper and kills it at exit."""
+    import time
+    res = jail.run(["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!; sleep 300 >/dev/null 2>&1 & echo $!"])
+    assert res.returncode == 0, res.describe()
+    pids = [int(p) for p in res.stdout.split()]
+    assert len(pids) == 2, res.describe()
+    for _ in range(100):
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and
+                 open(f"/proc/{p}/stat").read().split(")")[-1].split()[0] != "Z"]
+        if not alive:
+            break
+        time.sleep(0.05)
+    assert not alive, f"left running after meshwrap exited: {alive}"
+
+
+def test_stale_work_folders_of_killed_runs_are_removed(jail, tmp_path):
+    """A run killed with SIGKILL cannot remove its work folder (it holds the
+    CA certificate and bundle); the next run removes such folders whose
+    meshwrap is gone, and leaves the others."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = runtime / f"meshwrap-{gone.pid}-0"
+    stale.mkdir()
+    (stale / "ca.pem").write_text("x")
+    alive = runtime / f"meshwrap-{os.getpid()}-0"
+    alive.mkdir()
+    res = jail.run(["true"], env={"XDG_RUNTIME_DIR": str(runtime)})
+    assert res.returncode == 0, res.describe()
+    assert not stale.exists(), "the folder of a dead run is still there"
+    assert alive.exists(), "the folder of a live process was removed"

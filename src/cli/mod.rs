@@ -415,6 +415,12 @@ async fn supervise(
         .await
         .unwrap_or(1);
     forward.abort();
+    let killed = tokio::task::spawn_blocking(Jail::kill_leftovers)
+        .await
+        .unwrap_or(0);
+    if killed > 0 {
+        tracing::info!("killed {killed} processes the SUT left running in the jail");
+    }
     serve::drain(appliance, Duration::from_millis(300)).await;
     Ok(code)
 }

@@ -151,6 +151,45 @@ pub fn parse_expects(text: &str) -> Result<Vec<ExpectSpec>, String> {
         .map_err(|e| format!("expectations: {e}"))
 }
 
+/// Whether the process at the other end of a unix socket shares meshwrap's
+/// network namespace. The jail's processes have their own (and share the
+/// filesystem, so they can open the socket): they must not rewrite the
+/// rules that confine them. A peer whose namespace cannot be read counts
+/// as inside.
+fn peer_outside_jail(s: &tokio::net::UnixStream) -> bool {
+    let Some(pid) = s.peer_cred().ok().and_then(|c| c.pid()) else {
+        return false;
+    };
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"));
+    let ours = std::fs::read_link("/proc/self/ns/net");
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Answers a peer inside the jail with 403 and closes, after reading its
+/// request head (a client that is still sending when the socket closes
+/// sees a reset, not the answer); bounded in size and time.
+async fn refuse_jailed_peer(mut s: tokio::net::UnixStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let mut chunk = [0u8; 1024];
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let body = "meshwrap's admin API does not answer processes inside the jail\n";
+    let resp = format!(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(resp.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
 impl Control {
     /// Serves the API until the process ends.
     pub async fn serve(self: Arc<Self>, addr: AdminAddr) -> Result<(), ControlError> {
@@ -180,7 +219,11 @@ impl Control {
                     })?;
                 tokio::spawn(async move {
                     while let Ok((s, _)) = l.accept().await {
-                        tokio::spawn(self.clone().connection(s));
+                        if peer_outside_jail(&s) {
+                            tokio::spawn(self.clone().connection(s));
+                        } else {
+                            tokio::spawn(refuse_jailed_peer(s));
+                        }
                     }
                 });
             }

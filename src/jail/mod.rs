@@ -122,6 +122,9 @@ impl Jail {
     /// Forks the jail child and waits until it has built the namespaces and
     /// the TUN. Must be called before any thread is started.
     pub fn spawn(spec: &JailSpec, workdir: WorkDir, resolv_conf: &str) -> Result<Jail, JailError> {
+        // What the SUT leaves behind when it exits comes to meshwrap, which
+        // kills it (`kill_leftovers`) instead of leaving it in a dead jail.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
         let resolv_path = workdir.path().join("resolv.conf");
         std::fs::write(&resolv_path, resolv_conf).map_err(|source| JailError::WorkDir {
             path: resolv_path.clone(),
@@ -225,6 +228,36 @@ impl Jail {
 
     /// Waits for the SUT to exit: its exit code, or 128 + signal number.
     /// Blocking; run it off the async runtime.
+    /// Kills whatever the SUT left running (daemons, background jobs):
+    /// meshwrap is their subreaper (`spawn` made it one), so orphans of the
+    /// jail become its children. Killed in rounds, since a killed process's
+    /// own children come to meshwrap next. Bounded: 64 rounds.
+    pub fn kill_leftovers() -> usize {
+        let me = nix::unistd::getpid().as_raw();
+        let mut killed = 0;
+        for _ in 0..64 {
+            let children = children_of(me);
+            if children.is_empty() {
+                break;
+            }
+            for pid in children {
+                if nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+                    .is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            // Reap them (and any zombie reparented to us).
+            while let Ok(status) = waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                if status == WaitStatus::StillAlive {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        killed
+    }
+
     pub fn wait(pid: Pid) -> i32 {
         loop {
             match waitpid(pid, None) {
@@ -238,12 +271,62 @@ impl Jail {
     }
 }
 
+/// The pids whose parent is `parent`, from /proc.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid …`; comm may hold spaces and parens.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let rest = &st[st.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Removes work folders of earlier runs that were killed before they
+/// could clean up (SIGKILL): `meshwrap-<pid>-<n>` of a pid that is gone,
+/// owned by us.
+fn clean_stale_workdirs(base: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::read_dir(base) else {
+        return;
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("meshwrap-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(Pid::from_raw(pid), None),
+            Err(nix::Error::ESRCH)
+        );
+        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if gone && ours {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn make_workdir() -> Result<PathBuf, JailError> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .unwrap_or_else(std::env::temp_dir);
+    clean_stale_workdirs(&base);
     let mut last_err = None;
     for attempt in 0..100u32 {
         let path = base.join(format!("meshwrap-{}-{attempt}", std::process::id()));

@@ -292,6 +292,11 @@ enum Reply {
     Hang,
 }
 
+/// How much is read at a time while a frame's bytes arrive.
+const READ_CHUNK: usize = 64 * 1024;
+/// How much may be read ahead while a request is answered.
+const READ_AHEAD: usize = 1024 * 1024;
+
 /// Serves one client connection until it closes.
 pub async fn serve<IO>(svc: Arc<KafkaService>, mut io: IO, ctx: ServeCtx)
 where
@@ -324,7 +329,9 @@ where
         }
         let len = len as usize;
         while buf.len() < 4 + len {
-            buf.reserve(4 + len - buf.len());
+            // Room for what has come, not for what the header claims: a
+            // frame that says 100 MB and sends nothing reserves nothing.
+            buf.reserve((4 + len - buf.len()).min(READ_CHUNK));
             match io.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
@@ -334,7 +341,20 @@ where
         let frame = buf.split_to(len).freeze();
         let started = Instant::now();
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
-        let reply = handle_frame(&svc, &ctx, frame, started).await;
+        // A long-polling Fetch waits up to a minute: a client that closes
+        // in the meantime ends the flow at once, and what it pipelines is
+        // kept for the next turn.
+        let handler = handle_frame(&svc, &ctx, frame, started);
+        tokio::pin!(handler);
+        let reply = loop {
+            tokio::select! {
+                reply = &mut handler => break reply,
+                read = io.read_buf(&mut buf), if buf.len() < READ_AHEAD => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+            }
+        };
         match reply {
             Reply::None => {}
             Reply::Disconnect => {
