@@ -392,7 +392,14 @@ fn run(args: RunArgs) -> Result<i32> {
     })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
     drop(jail);
-    Ok(serve.finish(&appliance, &events, code))
+    let code = serve.finish(&appliance, &events, code);
+    // Last, once their flows are reported (as still open): whatever the SUT
+    // left running would live on in a jail whose network is gone.
+    let killed = Jail::kill_leftovers();
+    if killed > 0 {
+        tracing::info!("killed {killed} processes the SUT left running in the jail");
+    }
+    Ok(code)
 }
 
 /// Starts the SUT and waits for it; returns its exit code.
@@ -415,12 +422,6 @@ async fn supervise(
         .await
         .unwrap_or(1);
     forward.abort();
-    let killed = tokio::task::spawn_blocking(Jail::kill_leftovers)
-        .await
-        .unwrap_or(0);
-    if killed > 0 {
-        tracing::info!("killed {killed} processes the SUT left running in the jail");
-    }
     serve::drain(appliance, Duration::from_millis(300)).await;
     Ok(code)
 }
