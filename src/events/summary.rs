@@ -32,15 +32,16 @@ pub struct Summary {
 /// (protocol title, service, route label) of a route the rules declare.
 pub type DeclaredRoute = (&'static str, String, String);
 
-/// (protocol title, service) → (protocol, operation → (calls, errors)).
-/// Keyed by the title so the sections come in a stable order.
-pub type Counts = BTreeMap<CountKey, CountEntry>;
+/// protocol title → its counts. Keyed by the title so the sections come
+/// in a stable order.
+pub type Counts = BTreeMap<&'static str, ProtocolCounts>;
 
-/// (protocol title, service).
-pub type CountKey = (&'static str, String);
-
-/// The protocol and its operations' counts.
-pub type CountEntry = (&'static ProtocolInfo, PerOperation);
+/// One protocol's exchanges: service → operation → (calls, errors).
+#[derive(Debug, Clone)]
+pub struct ProtocolCounts {
+    pub protocol: &'static ProtocolInfo,
+    pub services: BTreeMap<String, PerOperation>,
+}
 
 /// operation → (calls, errors).
 pub type PerOperation = BTreeMap<String, (u64, u64)>;
@@ -54,19 +55,18 @@ pub fn count(
     operation: &str,
     failed: bool,
 ) {
-    // A lookup by borrowed parts first: the owned key is built once per
-    // service.
-    let found = counts
-        .iter_mut()
-        .find(|((t, s), _)| *t == protocol.title && s == service);
-    let per = match found {
-        Some((_, (_, per))) => per,
-        None => {
-            &mut counts
-                .entry((protocol.title, service.to_string()))
-                .or_insert((protocol, BTreeMap::new()))
-                .1
-        }
+    let services = &mut counts
+        .entry(protocol.title)
+        .or_insert_with(|| ProtocolCounts {
+            protocol,
+            services: BTreeMap::new(),
+        })
+        .services;
+    if !services.contains_key(service) {
+        services.insert(service.to_string(), BTreeMap::new());
+    }
+    let Some(per) = services.get_mut(service) else {
+        return;
     };
     if !per.contains_key(operation) {
         per.insert(operation.to_string(), (0, 0));
@@ -215,36 +215,34 @@ impl Summary {
         titles.extend(
             self.counts
                 .iter()
-                .filter(|(_, (p, _))| p.summary == SummaryStyle::PerRoute)
-                .map(|((t, _), _)| *t),
+                .filter(|(_, c)| c.protocol.summary == SummaryStyle::PerRoute)
+                .map(|(t, _)| *t),
         );
         titles.sort_unstable();
         titles.dedup();
+        let declared: std::collections::HashSet<(&str, &str, &str)> = self
+            .routes
+            .iter()
+            .map(|(t, s, r)| (*t, s.as_str(), r.as_str()))
+            .collect();
         for title in titles {
             writeln!(f)?;
             writeln!(f, "  {title} calls per route:")?;
+            let services = self.counts.get(title).map(|c| &c.services);
             let calls = |svc: &str, op: &str| -> u64 {
-                self.counts
-                    .get(&(title, svc.to_string()))
-                    .and_then(|(_, per)| per.get(op))
+                services
+                    .and_then(|s| s.get(svc))
+                    .and_then(|per| per.get(op))
                     .map_or(0, |c| c.0)
             };
-            let declared = self.routes.iter().filter(|(t, _, _)| *t == title);
-            for (_, svc, route) in declared {
+            for (_, svc, route) in self.routes.iter().filter(|(t, _, _)| *t == title) {
                 let n = calls(svc, route);
                 let note = if n == 0 { "   <- never called" } else { "" };
                 writeln!(f, "    {svc} / {route}: {n}{note}")?;
             }
-            for ((t, svc), (_, per)) in &self.counts {
-                if *t != title {
-                    continue;
-                }
-                for (op, (n, _)) in per.iter() {
-                    let declared = self
-                        .routes
-                        .iter()
-                        .any(|(t, s, r)| *t == title && s == svc && r == op);
-                    if !declared {
+            for (svc, per) in services.into_iter().flatten() {
+                for (op, (n, _)) in per {
+                    if !declared.contains(&(title, svc.as_str(), op.as_str())) {
                         writeln!(f, "    {svc} / {op}: {n}")?;
                     }
                 }
@@ -256,30 +254,94 @@ impl Summary {
     /// The sections of protocols with a command set: per service, the
     /// totals and the operations by use.
     fn fmt_per_service(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut last_title = None;
-        for ((title, svc), (p, per)) in &self.counts {
-            if p.summary != SummaryStyle::PerService {
+        for (title, c) in &self.counts {
+            if c.protocol.summary != SummaryStyle::PerService {
                 continue;
             }
-            let unit = p.unit;
-            if last_title != Some(*title) {
-                writeln!(f)?;
-                writeln!(f, "  {title} {unit}s per service:")?;
-                last_title = Some(*title);
+            let unit = c.protocol.unit;
+            writeln!(f)?;
+            writeln!(f, "  {title} {unit}s per service:")?;
+            for (svc, per) in &c.services {
+                let total: u64 = per.values().map(|c| c.0).sum();
+                let errors: u64 = per.values().map(|c| c.1).sum();
+                let mut top: Vec<(&String, &(u64, u64))> = per.iter().collect();
+                top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+                let list: Vec<String> = top.iter().map(|(c, n)| format!("{c} {}", n.0)).collect();
+                writeln!(
+                    f,
+                    "    {svc}: {total} {unit}{}, {errors} {} ({})",
+                    if total == 1 { "" } else { "s" },
+                    if errors == 1 { "error" } else { "errors" },
+                    list.join(", ")
+                )?;
             }
-            let total: u64 = per.values().map(|c| c.0).sum();
-            let errors: u64 = per.values().map(|c| c.1).sum();
-            let mut top: Vec<(&String, &(u64, u64))> = per.iter().collect();
-            top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
-            let list: Vec<String> = top.iter().map(|(c, n)| format!("{c} {}", n.0)).collect();
-            writeln!(
-                f,
-                "    {svc}: {total} {unit}{}, {errors} {} ({})",
-                if total == 1 { "" } else { "s" },
-                if errors == 1 { "error" } else { "errors" },
-                list.join(", ")
-            )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static ROUTED: ProtocolInfo = ProtocolInfo {
+        key: "http",
+        title: "HTTP",
+        unit: "request",
+        journal_key: "requests",
+        summary: SummaryStyle::PerRoute,
+        mock_hint: None,
+    };
+    static COMMANDS: ProtocolInfo = ProtocolInfo {
+        key: "redis",
+        title: "Redis",
+        unit: "command",
+        journal_key: "redis",
+        summary: SummaryStyle::PerService,
+        mock_hint: None,
+    };
+
+    #[test]
+    fn sections_per_route_and_per_service() {
+        let mut counts = Counts::new();
+        for _ in 0..2 {
+            count(&mut counts, &ROUTED, "pay", "charge", false);
+        }
+        count(
+            &mut counts,
+            &ROUTED,
+            "pay",
+            "(no route, answered by fallback)",
+            false,
+        );
+        count(&mut counts, &COMMANDS, "cache", "GET", false);
+        count(&mut counts, &COMMANDS, "cache", "SET", true);
+        count(&mut counts, &COMMANDS, "cache", "GET", false);
+        let declared = vec![
+            ("HTTP", "pay".to_string(), "charge".to_string()),
+            ("HTTP", "pay".to_string(), "refund".to_string()),
+        ];
+        let mut s = Summary::default();
+        s.add_exchanges(&declared, &counts);
+        /// Shows one section of the summary.
+        struct Section<'a>(
+            &'a Summary,
+            fn(&Summary, &mut fmt::Formatter<'_>) -> fmt::Result,
+        );
+        impl fmt::Display for Section<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                (self.1)(self.0, f)
+            }
+        }
+        let out = Section(&s, Summary::fmt_per_route).to_string();
+        assert_eq!(
+            out,
+            "\n  HTTP calls per route:\n    pay / charge: 2\n    pay / refund: 0   <- never called\n    pay / (no route, answered by fallback): 1\n"
+        );
+        let out = Section(&s, Summary::fmt_per_service).to_string();
+        assert_eq!(
+            out,
+            "\n  Redis commands per service:\n    cache: 3 commands, 1 error (GET 2, SET 1)\n"
+        );
     }
 }
