@@ -30,13 +30,7 @@ impl Appliance {
             && d.service.is_none()
             && d.upstream.is_some_and(|u| self.is_protected(u));
         if to_protected {
-            return Decision {
-                kind: DecisionKind::Refuse,
-                reason: PROTECTED_REASON.into(),
-                upstream: None,
-                upstream_name: None,
-                service: None,
-            };
+            return protected_refusal();
         }
         d
     }
@@ -181,8 +175,17 @@ fn local_refusal(reason: &str) -> Decision {
     }
 }
 
-/// Why a flow to meshwrap's own listeners was refused.
-pub(super) const PROTECTED_REASON: &str = "meshwrap's admin API is not reachable from the jail (claim the port with a service to allow it)";
+/// The refusal of a flow that would reach meshwrap's own listeners, taken
+/// at the SYN or once a name is resolved on the host.
+pub(super) fn protected_refusal() -> Decision {
+    Decision {
+        kind: DecisionKind::Refuse,
+        reason: "meshwrap's admin API is not reachable from the jail (claim the port with a service to allow it)".into(),
+        upstream: None,
+        upstream_name: None,
+        service: None,
+    }
+}
 
 /// An address that names this host: loopback (also IPv4-mapped), the
 /// unspecified address (a connect to it reaches local listeners), or an

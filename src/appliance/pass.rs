@@ -41,13 +41,7 @@ impl Appliance {
         if let (Ok(t), None) = (&target, decision.service.as_ref()) {
             if self.is_protected(*t) {
                 stack.resolve(meta.id, HeldOutcome::Refuse);
-                let refused = Decision {
-                    kind: crate::model::DecisionKind::Refuse,
-                    reason: super::decide::PROTECTED_REASON.into(),
-                    upstream: None,
-                    upstream_name: None,
-                    service: None,
-                };
+                let refused = super::decide::protected_refusal();
                 self.record_flow(&meta, &refused, &Protocol::None, started, (0, 0), None);
                 return;
             }

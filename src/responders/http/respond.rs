@@ -269,14 +269,20 @@ pub(crate) async fn answer(
 /// Returns once hyper has nothing more to write into the flow: hyper
 /// polls a body again before it flushes what it encoded, so each round
 /// yields to it and waits for the stack to take the bytes, until a round
-/// adds none (bounded: a response is a few writes).
+/// adds none. Bounded: a response is a few writes, and a client that reads
+/// nothing keeps the queue full, so after 5 s in all the cut is made on
+/// what was written.
 async fn settle(flow: &FlowHandle) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut last = flow.written();
     for _ in 0..64 {
         tokio::task::yield_now().await;
-        // A client that reads nothing keeps the queue full; the cut is then
-        // made on what was written.
-        let _ = tokio::time::timeout(Duration::from_secs(5), flow.flushed()).await;
+        if tokio::time::timeout_at(deadline, flow.flushed())
+            .await
+            .is_err()
+        {
+            return;
+        }
         let now = flow.written();
         if now == last {
             return;

@@ -113,8 +113,6 @@ impl ExchangeDetail for HttpDetail {
     fn field(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
             "route" => self.route.as_deref().map(Cow::Borrowed),
-            "method" => Some(Cow::Borrowed(&self.method)),
-            "path" => Some(Cow::Borrowed(&self.path)),
             _ => None,
         }
     }

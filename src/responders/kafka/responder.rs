@@ -65,9 +65,7 @@ pub struct KafkaDetail {
 impl ExchangeDetail for KafkaDetail {
     fn field(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
-            "api" => Some(Cow::Borrowed(self.api)),
             "topic" => self.topic.as_deref().map(Cow::Borrowed),
-            "key" => self.key.as_deref().map(Cow::Borrowed),
             "value" => self.value.as_deref().map(Cow::Borrowed),
             _ => None,
         }

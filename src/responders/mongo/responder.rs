@@ -69,7 +69,6 @@ pub struct MongoDetail {
 impl ExchangeDetail for MongoDetail {
     fn field(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
-            "command" => Some(Cow::Borrowed(&self.command)),
             "collection" => self.collection.as_deref().map(Cow::Borrowed),
             _ => None,
         }

@@ -68,7 +68,6 @@ pub struct RedisDetail {
 impl ExchangeDetail for RedisDetail {
     fn field(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
-            "command" => Some(Cow::Borrowed(&self.command)),
             "key" => self.key.as_deref().map(Cow::Borrowed),
             _ => None,
         }
