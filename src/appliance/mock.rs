@@ -10,7 +10,9 @@ use super::record::flow_event;
 use super::{Appliance, Pending};
 use crate::io::BoxIo;
 use crate::model::{FlowMeta, Protocol};
+use crate::responders::deadline::{RequestClock, Timed};
 use crate::responders::{ServeCtx, Upstream};
+use crate::rules::timeouts::Timeouts;
 use crate::sniff;
 use crate::stack::Flow;
 
@@ -24,7 +26,14 @@ impl Appliance {
         let service = pending.decision.service.clone().unwrap_or_default();
         let flow = conn.handle();
         let (seen, io) = sniff::sniff_stream(conn).await;
-        let io: BoxIo = Box::new(io);
+        let responder = pending.snapshot.responders.get(&service);
+        // Limits apply from here on, below TLS: a handshake that stalls is
+        // a request that never completes.
+        let clock = RequestClock::new(
+            responder.as_ref().map_or(Timeouts::NONE, |r| r.timeouts()),
+            seen != Protocol::None,
+        );
+        let io: BoxIo = Box::new(Timed::new(io, clock.clone()));
         let mut ctx = ServeCtx {
             meta: FlowMeta {
                 host: seen.hostname().map(str::to_string).or(meta.host.clone()),
@@ -36,11 +45,11 @@ impl Appliance {
                 (None, None) => Upstream::None,
             },
             tls_server_name: None,
+            clock: clock.clone(),
         };
         let mut error = None;
         let mut tls = None;
         let mut protocol = seen.clone();
-        let responder = pending.snapshot.responders.get(&service);
         match (responder, seen) {
             (None, _) => {
                 error = Some(format!("service `{service}` has no responder"));
@@ -53,9 +62,12 @@ impl Appliance {
                         ctx.tls_server_name = Some(t.server_name);
                         if r.speaks(&t.inner) {
                             // A client slow to speak (a pool connecting
-                            // ahead of use) keeps the flow labelled TLS.
+                            // ahead of use) keeps the flow labelled TLS,
+                            // and its connection is idle, not mid-request.
                             if t.inner != Protocol::None {
                                 protocol = t.inner;
+                            } else {
+                                clock.wait(false);
                             }
                             r.serve(t.io, ctx, flow.clone()).await;
                         } else {
@@ -90,6 +102,9 @@ impl Appliance {
                 ));
                 flow.abort();
             }
+        }
+        if let (None, Some(e)) = (&error, clock.expired()) {
+            error = Some(e.to_string());
         }
         if let Some(e) = &error {
             self.inner.events.notice(Some(meta.id), e.clone());

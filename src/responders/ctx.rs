@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use super::deadline::RequestClock;
 use crate::model::FlowMeta;
 
 /// Where a responder may forward what it does not answer itself.
@@ -21,4 +22,7 @@ pub struct ServeCtx {
     /// Set when meshwrap terminated TLS for this flow: forwarding to the
     /// real destination then speaks TLS too, to this server name.
     pub tls_server_name: Option<String>,
+    /// The flow's idle/request/response limits: the responder says when
+    /// it waits for a request and when it answers one.
+    pub clock: RequestClock,
 }

@@ -28,6 +28,7 @@
 //! 6. its section in `rules/README.md` with an example under `rules/examples/`.
 
 mod ctx;
+pub mod deadline;
 pub mod faults;
 pub mod http;
 pub mod kafka;
@@ -44,6 +45,7 @@ pub use ctx::{ServeCtx, Upstream};
 use crate::events::{EventSink, ProtocolInfo};
 use crate::io::BoxIo;
 use crate::model::Protocol;
+use crate::rules::timeouts::Timeouts;
 use crate::rules::{ProtocolRules, RuleSet, Service};
 use crate::stack::FlowHandle;
 
@@ -66,6 +68,9 @@ pub trait Responder: Send + Sync {
     fn terminates_tls(&self) -> bool {
         false
     }
+    /// The limits its connections are served under: the service's
+    /// `timeouts:` over the protocol's defaults (see `deadline`).
+    fn timeouts(&self) -> Timeouts;
     /// Serves one connection until the client is done.
     fn serve(self: Arc<Self>, io: BoxIo, ctx: ServeCtx, flow: FlowHandle) -> ServeFuture;
     /// Puts the state back to the seeds (sequences, data, counters).

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::common::OneOrMany;
 use super::common::{FaultAction, FaultWhen, LatencySpec};
+use super::timeouts::TimeoutsSpec;
 
 /// A service's Kafka responder.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +33,9 @@ pub struct KafkaSpec {
     /// exercise their per-broker routing and metadata refreshes.
     #[serde(default)]
     pub brokers: Option<i32>,
+    /// Idle, request and response limits (see `rules::timeouts`).
+    #[serde(default)]
+    pub timeouts: TimeoutsSpec,
 }
 
 impl Default for KafkaSpec {
@@ -42,6 +46,7 @@ impl Default for KafkaSpec {
             default_partitions: 1,
             faults: Vec::new(),
             brokers: None,
+            timeouts: TimeoutsSpec::default(),
         }
     }
 }

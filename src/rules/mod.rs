@@ -10,6 +10,7 @@ pub mod mock;
 pub mod mongo;
 pub mod redis;
 mod schema;
+pub mod timeouts;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::common::OneOrMany;
 use super::common::{FaultAction, FaultWhen, LatencySpec};
+use super::timeouts::TimeoutsSpec;
 
 /// A service's MongoDB responder.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -22,6 +23,8 @@ pub struct MongoSpec {
     pub indexes: BTreeMap<String, Vec<MongoIndex>>,
     /// Faults, tried in order for every command; the first that fires wins.
     pub faults: Vec<MongoFault>,
+    /// Idle, request and response limits (see `rules::timeouts`).
+    pub timeouts: TimeoutsSpec,
 }
 
 /// For the listed commands (all when empty) on collections matching
@@ -145,6 +148,8 @@ struct RawMongo {
     indexes: BTreeMap<String, Vec<RawIndex>>,
     #[serde(default, alias = "fault")]
     faults: OneOrMany<MongoFault>,
+    #[serde(default)]
+    timeouts: TimeoutsSpec,
 }
 
 fn check_ns(ns: &str) -> Result<(), String> {
@@ -234,6 +239,7 @@ impl TryFrom<RawMongo> for MongoSpec {
             collections,
             indexes,
             faults: r.faults.0,
+            timeouts: r.timeouts,
         })
     }
 }

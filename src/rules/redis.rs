@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::common::OneOrMany;
 use super::common::{FaultAction, FaultWhen, LatencySpec};
+use super::timeouts::TimeoutsSpec;
 
 /// A service's Redis responder.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +26,8 @@ pub struct RedisSpec {
     pub seed: BTreeMap<usize, BTreeMap<String, SeedValue>>,
     /// Faults, tried in order for every command; the first that fires wins.
     pub faults: Vec<RedisFault>,
+    /// Idle, request and response limits (see `rules::timeouts`).
+    pub timeouts: TimeoutsSpec,
 }
 
 impl Default for RedisSpec {
@@ -34,6 +37,7 @@ impl Default for RedisSpec {
             databases: 16,
             seed: BTreeMap::new(),
             faults: Vec::new(),
+            timeouts: TimeoutsSpec::default(),
         }
     }
 }
@@ -52,6 +56,8 @@ struct RawRedis {
     seed_db: BTreeMap<usize, BTreeMap<String, SeedValue>>,
     #[serde(default, alias = "fault")]
     faults: OneOrMany<RedisFault>,
+    #[serde(default)]
+    timeouts: TimeoutsSpec,
 }
 
 impl crate::rules::ProtocolRules for RedisSpec {
@@ -102,6 +108,7 @@ impl TryFrom<RawRedis> for RedisSpec {
             databases,
             seed,
             faults: r.faults.0,
+            timeouts: r.timeouts,
         })
     }
 }

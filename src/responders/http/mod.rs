@@ -192,9 +192,20 @@ async fn handle(
             return resp;
         }
     };
+    // The whole request is in: answering it, including writing the
+    // body (which may stream), is not timed as reading is.
+    let answering = ctx.clock.answering();
     let view = RequestView::new(&parts, body);
     let n = svc.requests.fetch_add(1, Ordering::AcqRel) + 1;
-    respond::answer(&svc, &ctx, &flow, &view, n, started).await
+    respond::answer(&svc, &ctx, &flow, &view, n, started)
+        .await
+        .map(|body| {
+            body.map_frame(move |frame| {
+                let _until_written = &answering;
+                frame
+            })
+            .boxed()
+        })
 }
 
 impl HttpService {

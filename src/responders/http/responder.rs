@@ -15,6 +15,7 @@ use crate::io::BoxIo;
 use crate::model::Protocol;
 use crate::responders::{BuildCtx, BuildResponder, Responder, ServeCtx, ServeFuture};
 use crate::rules::http::HttpSpec;
+use crate::rules::timeouts::Timeouts;
 use crate::rules::Service;
 use crate::stack::FlowHandle;
 
@@ -51,6 +52,10 @@ impl Responder for HttpService {
 
     fn serve(self: Arc<Self>, io: BoxIo, ctx: ServeCtx, flow: FlowHandle) -> ServeFuture {
         Box::pin(super::serve(self, io, ctx, flow))
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        self.spec.timeouts.resolve(Timeouts::HTTP)
     }
 
     fn reset(&self) {

@@ -161,6 +161,7 @@ mod tests {
             },
             upstream: super::super::super::Upstream::None,
             tls_server_name: None,
+            clock: crate::responders::deadline::RequestClock::unlimited(),
         }
     }
 

@@ -306,6 +306,7 @@ where
     loop {
         // One frame: a big-endian length, then the request.
         while buf.len() < 4 {
+            ctx.clock.wait(!buf.is_empty());
             match io.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
@@ -332,6 +333,7 @@ where
             // Room for what has come, not for what the header claims: a
             // frame that says 100 MB and sends nothing reserves nothing.
             buf.reserve((4 + len - buf.len()).min(READ_CHUNK));
+            ctx.clock.wait(true);
             match io.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
@@ -339,6 +341,7 @@ where
         }
         buf.advance(4);
         let frame = buf.split_to(len).freeze();
+        ctx.clock.busy();
         let started = Instant::now();
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         // A long-polling Fetch waits up to a minute: a client that closes
@@ -411,6 +414,7 @@ mod tests {
             },
             upstream: super::super::Upstream::None,
             tls_server_name: None,
+            clock: crate::responders::deadline::RequestClock::unlimited(),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::events::{ExchangeDetail, ExchangeEvent, ProtocolInfo, SummaryStyle};
 use crate::io::BoxIo;
 use crate::responders::{BuildCtx, BuildResponder, Responder, ServeCtx, ServeFuture};
 use crate::rules::kafka::KafkaSpec;
+use crate::rules::timeouts::Timeouts;
 use crate::rules::Service;
 use crate::stack::FlowHandle;
 
@@ -30,6 +31,10 @@ impl Responder for KafkaService {
 
     fn serve(self: Arc<Self>, io: BoxIo, ctx: ServeCtx, _flow: FlowHandle) -> ServeFuture {
         Box::pin(super::serve(self, io, ctx))
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        self.spec.timeouts.resolve(Timeouts::KAFKA)
     }
 
     fn reset(&self) {

@@ -288,6 +288,7 @@ where
                 }
             };
             let msg = buf.split_to(len);
+            ctx.clock.busy();
             let started = Instant::now();
             let response_to = i32::from_le_bytes([msg[4], msg[5], msg[6], msg[7]]);
             next_id = next_id.wrapping_add(1);
@@ -351,6 +352,7 @@ where
             out.clear();
         }
         buf.reserve(4096);
+        ctx.clock.wait(!buf.is_empty());
         match io.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}

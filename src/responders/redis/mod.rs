@@ -238,6 +238,7 @@ where
                     break 'conn;
                 }
             };
+            ctx.clock.busy();
             let started = Instant::now();
             let outcome = svc.run(&mut conn, &args, &ctx, started).await;
             match outcome {
@@ -296,6 +297,13 @@ where
                 break;
             }
             out.clear();
+        }
+        // A subscriber waits for messages, not requests: Redis's idle
+        // `timeout` spares it too.
+        if conn.subscribed() > 0 && buf.is_empty() {
+            ctx.clock.busy();
+        } else {
+            ctx.clock.wait(!buf.is_empty());
         }
         tokio::select! {
             n = io.read_buf(&mut buf) => match n {

@@ -11,6 +11,7 @@ use crate::events::{ExchangeDetail, ExchangeEvent, MockHint, ProtocolInfo, Summa
 use crate::io::BoxIo;
 use crate::responders::{BuildCtx, BuildResponder, Responder, ServeCtx, ServeFuture};
 use crate::rules::redis::RedisSpec;
+use crate::rules::timeouts::Timeouts;
 use crate::rules::Service;
 use crate::stack::FlowHandle;
 
@@ -34,6 +35,10 @@ impl Responder for RedisService {
 
     fn serve(self: Arc<Self>, io: BoxIo, ctx: ServeCtx, flow: FlowHandle) -> ServeFuture {
         Box::pin(super::serve(self, io, ctx, flow))
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        self.spec.timeouts.resolve(Timeouts::REDIS)
     }
 
     fn reset(&self) {

@@ -122,5 +122,6 @@ fn dummy_ctx() -> ServeCtx {
             host: None,
         },
         upstream: crate::responders::Upstream::None,
+        clock: crate::responders::deadline::RequestClock::unlimited(),
     }
 }

@@ -25,6 +25,8 @@ pub use respond::{
 
 use serde::Deserialize;
 
+use super::timeouts::TimeoutsSpec;
+
 use crate::rules::common::OneOrMany;
 
 /// A service's HTTP responder.
@@ -46,6 +48,9 @@ pub struct HttpSpec {
     /// Request and response bodies up to this many bytes go into events.
     #[serde(default = "default_record_bodies")]
     pub record_bodies: usize,
+    /// Idle, request and response limits (see `rules::timeouts`).
+    #[serde(default)]
+    pub timeouts: TimeoutsSpec,
 }
 
 fn default_record_bodies() -> usize {
