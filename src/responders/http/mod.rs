@@ -19,6 +19,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
+
+use super::deadline::Answering;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -156,6 +158,34 @@ where
     }
 }
 
+/// A response body that keeps its connection `busy` until hyper has
+/// taken all of it; everything else is the inner body's (its size hint
+/// above all, which decides `content-length` over chunked).
+struct Answered {
+    inner: Body,
+    _until_written: Answering,
+}
+
+impl hyper::body::Body for Answered {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 async fn handle(
     svc: Arc<HttpService>,
     ctx: Arc<ServeCtx>,
@@ -199,11 +229,11 @@ async fn handle(
     let n = svc.requests.fetch_add(1, Ordering::AcqRel) + 1;
     respond::answer(&svc, &ctx, &flow, &view, n, started)
         .await
-        .map(|body| {
-            body.map_frame(move |frame| {
-                let _until_written = &answering;
-                frame
-            })
+        .map(|inner| {
+            Answered {
+                inner,
+                _until_written: answering,
+            }
             .boxed()
         })
 }
