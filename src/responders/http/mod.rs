@@ -19,8 +19,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
-
-use super::deadline::Answering;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,6 +28,7 @@ use crate::rules::http::route_label;
 use crate::rules::http::{HttpSpec, Responses, RouteSpec};
 use crate::stack::FlowHandle;
 
+use super::deadline::Answering;
 use super::faults::FaultGate;
 use super::ServeCtx;
 use render::Renderer;
