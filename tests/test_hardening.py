@@ -288,21 +288,108 @@ def test_unix_admin_socket_refuses_the_jail(jail, tmp_path):
         f"the jail replaced the rules: {rules_now}"
 
 
+def _host_processes_with(marker):
+    """Host pids whose command line holds `marker` (the jail's pids are its
+    own, so a test finds its processes by what they run)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{d}/stat") as f:
+                state = f.read().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if marker in cmd and state != "Z":
+            found.append(int(d))
+    return found
+
+
+def _gone(marker, rounds=100):
+    import time
+    for _ in range(rounds):
+        alive = _host_processes_with(marker)
+        if not alive:
+            return []
+        time.sleep(0.05)
+    return alive
+
+
 def test_what_the_sut_leaves_running_is_killed_at_exit(jail):
     """A daemon the SUT starts and abandons would live on in a jail whose
-    network is gone; meshwrap is its subreaper and kills it at exit."""
-    import time
-    res = jail.run(["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!; sleep 300 >/dev/null 2>&1 & echo $!"])
+    network is gone; the jail is a pid namespace, ended with meshwrap."""
+    res = jail.run(["sh", "-c", "setsid sleep 301.25 >/dev/null 2>&1 & sleep 301.25 >/dev/null 2>&1 & echo started"],
+                   verbose=True)
     assert res.returncode == 0, res.describe()
-    pids = [int(p) for p in res.stdout.split()]
-    assert len(pids) == 2, res.describe()
-    for _ in range(100):
-        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and
-                 open(f"/proc/{p}/stat").read().split(")")[-1].split()[0] != "Z"]
-        if not alive:
-            break
-        time.sleep(0.05)
+    assert "started" in res.stdout, res.describe()
+    alive = _gone("sleep 301.25")
     assert not alive, f"left running after meshwrap exited: {alive}"
+    assert "killed 2 processes the SUT left running" in res.stderr, res.describe()
+
+
+def test_what_the_sut_started_dies_with_a_killed_meshwrap(jail):
+    """SIGKILL leaves meshwrap no chance to clean up: the jail's init dies
+    of its parent-death signal, and the kernel ends its pid namespace, so
+    background processes of the SUT go too (they used to live on)."""
+    import signal
+    import time
+    args, _ = jail.command(["sh", "-c", "setsid sleep 302.5 & sleep 302.5 & echo started; wait"])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == b"started"
+        for _ in range(100):
+            if len(_host_processes_with("sleep 302.5")) >= 2:
+                break
+            time.sleep(0.05)
+        assert len(_host_processes_with("sleep 302.5")) >= 2, "the background sleeps did not start"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        alive = _gone("sleep 302.5")
+        assert not alive, f"alive after meshwrap was killed: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _host_processes_with("sleep 302.5"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_jail_sees_its_own_processes_only(jail):
+    """The jail has its own pid namespace and /proc: the SUT is pid 2 under
+    meshwrap's init, and the host's processes (meshwrap's own among them,
+    with /proc/PID/ns links to join) are not there to see."""
+    script = ("echo pid=$$ ppid=$PPID; ls /proc | grep -c '^[0-9]*$'; "
+              f"test -e /proc/{os.getpid()}/ns/net && echo host-visible || echo host-hidden")
+    res = jail.run(["sh", "-c", script])
+    assert res.returncode == 0, res.describe()
+    lines = res.stdout.split()
+    assert "pid=2" in lines and "ppid=1" in lines, res.describe()
+    count = int(lines[2])
+    # init, the shell, ls and grep: a handful, never the host's hundreds.
+    assert count <= 6, res.describe()
+    if os.getpid() > 6:
+        assert "host-hidden" in lines, res.describe()
+
+
+def test_signals_reach_the_sut_through_the_init(jail):
+    """meshwrap passes SIGTERM to the jail's init, which passes it to the
+    SUT (an init ignores signals it has no handler for, so it must)."""
+    import signal
+    args, _ = jail.command(["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; "
+                                        "while :; do sleep 0.05; done"])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert b"got-term" in out, err.decode(errors="replace")
+    assert proc.returncode == 7, err.decode(errors="replace")
 
 
 def test_stale_work_folders_of_killed_runs_are_removed(jail, tmp_path):

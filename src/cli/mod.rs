@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod serve;
 mod sidecar;
+mod signals;
 
 pub use serve::ServeArgs;
 
@@ -383,75 +385,56 @@ fn run(args: RunArgs) -> Result<i32> {
     // Fork the jail while still single-threaded: the runtime comes after.
     let mut jail = Jail::spawn(&spec, workdir, &resolv_conf(&net))?;
     let tun = jail.take_tun().context("the jail sent no TUN device")?;
+    // Before the runtime: its threads inherit the blocked signals, so only
+    // the signal thread takes them, however busy the data plane is. A
+    // signal that comes before the SUT runs waits in the init for it.
+    signals::forward_to(jail.pid())?;
     let runtime = serve::runtime()?;
     let (appliance, events) = serve.appliance(net, loaded);
     let watch = serve.watch.then(|| serve.rules.clone());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let code = runtime.block_on(async {
         let (ready, _) = serve::start(tun, net, &appliance, &events, admin, watch).await?;
-        supervise(&jail, &appliance, &ready).await
+        supervise(&jail, &appliance, &ready, done.clone()).await
     })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
-    drop(jail);
-    let code = serve.finish(&appliance, &events, code);
-    // Last, once their flows are reported (as still open): whatever the SUT
-    // left running would live on in a jail whose network is gone.
-    let killed = Jail::kill_leftovers();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    // Once the data plane has stopped, so the flows of what the SUT left
+    // running are reported as still open: those processes would live on in
+    // a jail whose network is gone.
+    let killed = jail.end();
     if killed > 0 {
         tracing::info!("killed {killed} processes the SUT left running in the jail");
     }
-    Ok(code)
+    Ok(serve.finish(&appliance, &events, code))
 }
 
 /// Starts the SUT and waits for it; returns its exit code.
+/// `done` is set by the caller once the runtime has stopped; until then,
+/// a watchdog ends the process if the data plane cannot.
 async fn supervise(
     jail: &Jail,
     appliance: &Appliance,
     ready: &std::sync::atomic::AtomicBool,
+    done: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<i32> {
-    // Handlers go in before the SUT starts: a signal in the first moments
-    // must be forwarded, not kill meshwrap.
-    let signals = SignalStreams::install().context("cannot install signal handlers")?;
     if let Err(e) = jail.start() {
         eprintln!("meshwrap: {e}");
         return Ok(e.exit_code());
     }
     ready.store(true, std::sync::atomic::Ordering::Release);
-    let pid = jail.pid();
-    let forward = tokio::spawn(signals.forward(pid));
-    let code = tokio::task::spawn_blocking(move || Jail::wait(pid))
-        .await
-        .unwrap_or(1);
-    forward.abort();
+    let exit = jail.exit_watch()?;
+    let (init, workdir) = (jail.pid(), jail.workdir().to_path_buf());
+    let code = tokio::task::spawn_blocking(move || {
+        let code = exit.wait();
+        signals::exit_unless_done(done, code, move || {
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+            let _ = std::fs::remove_dir_all(workdir);
+        });
+        code
+    })
+    .await
+    .unwrap_or(1);
     serve::drain(appliance, Duration::from_millis(300)).await;
     Ok(code)
-}
-
-/// SIGINT, SIGTERM and SIGHUP, caught so they reach the SUT instead.
-struct SignalStreams {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl SignalStreams {
-    fn install() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(SignalStreams {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    async fn forward(mut self, pid: nix::unistd::Pid) {
-        use nix::sys::signal::{kill, Signal};
-        loop {
-            let sig = tokio::select! {
-                _ = self.int.recv() => Signal::SIGINT,
-                _ = self.term.recv() => Signal::SIGTERM,
-                _ = self.hup.recv() => Signal::SIGHUP,
-            };
-            let _ = kill(pid, sig);
-        }
-    }
 }

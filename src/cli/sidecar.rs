@@ -150,13 +150,13 @@ pub(super) fn serve(args: SidecarArgs) -> Result<i32> {
     }
     let admin = serve.admin_plan()?;
     let tun = front::attach(&args.tun)?;
+    // Before the runtime, whose threads inherit the blocked signals.
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    super::signals::stop_on_signal(stop.clone())?;
     let runtime = serve::runtime()?;
     let (appliance, events) = serve.appliance(net, loaded);
     let watch = serve.watch.then(|| serve.rules.clone());
     runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
         let (ready, _) = serve::start(tun, net, &appliance, &events, admin, watch).await?;
         ready.store(true, std::sync::atomic::Ordering::Release);
         eprintln!(
@@ -164,10 +164,7 @@ pub(super) fn serve(args: SidecarArgs) -> Result<i32> {
             args.tun,
             nix::unistd::geteuid()
         );
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        stop.notified().await;
         // Not ready any more: the pod is going away.
         ready.store(false, std::sync::atomic::Ordering::Release);
         serve::drain(&appliance, Duration::from_millis(500)).await;

@@ -1,6 +1,7 @@
-//! What runs in the forked jail child: namespaces, TUN, addresses, routes,
-//! bind mounts, then exec of the SUT. Every failure is reported to the
-//! parent as text and the child exits; nothing here returns.
+//! What runs in the jail's init, the child meshwrap cloned into new
+//! namespaces: TUN, addresses, routes, bind mounts and a private /proc,
+//! then the SUT as its child. Every failure is reported to the parent as
+//! text and the init exits; nothing here returns.
 
 use std::ffi::{CString, OsString};
 use std::io::IoSlice;
@@ -8,12 +9,18 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use nix::unistd::{Gid, Uid};
+use std::os::fd::AsFd;
 
-use super::{MSG_EXEC, MSG_FAIL, MSG_READY};
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+use super::{MSG_EXEC, MSG_EXIT, MSG_FAIL, MSG_READY, MSG_STARTED};
 use crate::model::JailNet;
 
 pub(super) struct Plan {
@@ -45,9 +52,32 @@ const ESCAPE_CAPS: &[(libc::c_ulong, &str)] = &[
 /// The name of the TUN device inside the jail.
 pub(super) const TUN_NAME: &str = "tun0";
 
+/// Signals the jail's init passes on to the SUT. Blocked in init (an init
+/// ignores signals it has no handler for, blocked ones it can read) and
+/// unblocked again in the SUT before exec.
+const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Runs as pid 1 of the jail's pid namespace: sets the jail up, hands the
+/// TUN to meshwrap, starts the SUT as its child and stays its init. When
+/// this process ends, the kernel kills everything left in the namespace,
+/// so nothing the SUT started outlives the jail, even after a SIGKILL of
+/// meshwrap (the parent-death signal ends this process then).
 pub(super) fn run(plan: Plan) -> ! {
-    // If meshwrap dies, the SUT must not live on without a network.
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let mut waited = SigSet::empty();
+    FORWARDED.iter().for_each(|s| waited.add(*s));
+    waited.add(Signal::SIGCHLD);
+    // Blocked from the start: a signal that comes before the SUT does is
+    // kept and passed on once it runs.
+    let _ = waited.thread_block();
     match setup(&plan) {
         Ok(tun) => {
             let fds = [tun.as_raw_fd()];
@@ -71,43 +101,128 @@ pub(super) fn run(plan: Plan) -> ! {
         Ok(1) => {}
         _ => unsafe { libc::_exit(1) },
     }
-    for (k, v) in &plan.env {
-        // SAFETY: single-threaded child, just before exec.
-        unsafe { std::env::set_var(k, v) };
-    }
+    let sut = match start_sut(&plan) {
+        Ok(pid) => pid,
+        Err(errno) => {
+            let msg = format!("{}{errno}", String::from_utf8_lossy(MSG_EXEC));
+            let _ = nix::unistd::write(&plan.sock, msg.as_bytes());
+            unsafe { libc::_exit(if errno == libc::ENOENT { 127 } else { 126 }) }
+        }
+    };
+    let _ = nix::unistd::write(&plan.sock, MSG_STARTED);
+    init_loop(&plan.sock, sut, &waited)
+}
+
+/// Forks the SUT and execs it; returns its pid once the exec happened,
+/// or the exec's errno.
+fn start_sut(plan: &Plan) -> Result<Pid, i32> {
+    let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| e as i32)?;
     let args: Vec<CString> = plan
         .command
         .iter()
         .filter_map(|a| CString::new(a.as_bytes()).ok())
         .collect();
-    let errno = match args.first() {
-        Some(prog) => match nix::unistd::execvp(prog, &args) {
-            Err(e) => e as i32,
-            Ok(never) => match never {},
-        },
-        None => libc::ENOENT,
+    // SAFETY: this process is single-threaded (a fresh clone of a
+    // single-threaded meshwrap).
+    match unsafe { nix::unistd::fork() }.map_err(|e| e as i32)? {
+        ForkResult::Child => {
+            drop(exec_r);
+            let _ = SigSet::empty().thread_set_mask();
+            for (k, v) in &plan.env {
+                // SAFETY: single-threaded child, just before exec.
+                unsafe { std::env::set_var(k, v) };
+            }
+            let errno = match args.first() {
+                Some(prog) => match nix::unistd::execvp(prog, &args) {
+                    Err(e) => e as i32,
+                    Ok(never) => match never {},
+                },
+                None => libc::ENOENT,
+            };
+            let _ = nix::unistd::write(&exec_w, &errno.to_ne_bytes());
+            unsafe { libc::_exit(1) }
+        }
+        ForkResult::Parent { child } => {
+            drop(exec_w);
+            let mut buf = [0u8; 4];
+            match read_full(&exec_r, &mut buf) {
+                // EOF: the exec closed the pipe (CLOEXEC).
+                0 => Ok(child),
+                _ => {
+                    let _ = waitpid(child, None);
+                    Err(i32::from_ne_bytes(buf))
+                }
+            }
+        }
+    }
+}
+
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// The init's life after the SUT started: pass signals on to the SUT, reap
+/// every process that ends in the jail, tell meshwrap the SUT's exit code,
+/// and end (taking the namespace with it) when meshwrap closes the socket.
+fn init_loop(sock: &OwnedFd, sut: Pid, waited: &SigSet) -> ! {
+    let Ok(sigfd) = SignalFd::with_flags(waited, SfdFlags::SFD_CLOEXEC) else {
+        unsafe { libc::_exit(1) }
     };
-    let msg = format!("{}{errno}", String::from_utf8_lossy(MSG_EXEC));
-    let _ = nix::unistd::write(&plan.sock, msg.as_bytes());
-    unsafe { libc::_exit(if errno == libc::ENOENT { 127 } else { 126 }) }
+    let mut sut_alive = true;
+    loop {
+        let mut fds = [
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => unsafe { libc::_exit(1) },
+        }
+        if fds[1].any().unwrap_or(true) {
+            // meshwrap is done with the jail (or gone).
+            unsafe { libc::_exit(0) }
+        }
+        while let Ok(Some(info)) = sigfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            if sig != Signal::SIGCHLD {
+                if sut_alive {
+                    let _ = kill(sut, sig);
+                }
+                continue;
+            }
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(status) if status.pid() == Some(sut) => {
+                        let code = match status {
+                            WaitStatus::Exited(_, code) => code,
+                            WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+                            _ => continue,
+                        };
+                        sut_alive = false;
+                        let msg = format!("{}{code}", String::from_utf8_lossy(MSG_EXIT));
+                        let _ = nix::unistd::write(sock, msg.as_bytes());
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
 }
 
 fn setup(plan: &Plan) -> Result<OwnedFd, String> {
-    let mut flags = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS;
-    if plan.rootless {
-        flags |= CloneFlags::CLONE_NEWUSER;
-    }
-    unshare(flags).map_err(|e| {
-        if plan.rootless {
-            format!(
-                "cannot create user, network and mount namespaces ({e}); rootless mode needs \
-                 unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 or \
-                 user.max_user_namespaces > 0)"
-            )
-        } else {
-            format!("cannot create network and mount namespaces: {e}")
-        }
-    })?;
     if plan.rootless {
         // Map the caller to root inside, like `unshare -Urn`.
         write_file("/proc/self/setgroups", "deny")?;
@@ -136,6 +251,7 @@ fn setup(plan: &Plan) -> Result<OwnedFd, String> {
     for (src, dst) in &plan.binds {
         bind_file(src, dst)?;
     }
+    mount_private_proc();
     // Only the bounding set: the setup above keeps its capabilities, the
     // SUT never gets these at exec.
     if !plan.rootless && !plan.keep_caps {
@@ -207,4 +323,18 @@ fn bind_file(src: &std::path::Path, dst: &std::path::Path) -> Result<(), String>
             target.display()
         )
     })
+}
+
+/// A /proc of the jail's own pid namespace: the SUT sees only the jail's
+/// processes, and no /proc/PID/ns of meshwrap or the host to join. Where
+/// the kernel refuses (a container whose /proc is partly masked), the
+/// host's /proc stays, with a warning.
+fn mount_private_proc() {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let Err(e) = mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>) {
+        eprintln!(
+            "meshwrap: warning: cannot mount a private /proc in the jail ({e}); \
+             the SUT sees the host's processes"
+        );
+    }
 }

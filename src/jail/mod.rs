@@ -1,11 +1,14 @@
 //! The jail: new network and mount namespaces (plus a user namespace when
 //! not root) holding one TUN device, in which the SUT runs.
 //!
-//! The namespaces are made by a child forked while meshwrap is still
-//! single-threaded (before the tokio runtime starts), so no lock held by
-//! another thread can be inherited half-taken. The child sets up the
-//! network, sends the TUN fd back over a unix socket, waits for the go
-//! signal and execs the SUT. The parent keeps the TUN fd and serves it.
+//! The namespaces (network, mount, pid, and user when not root) are made by
+//! cloning a child while meshwrap is still single-threaded (before the
+//! tokio runtime starts), so no lock held by another thread can be
+//! inherited half-taken. The child is pid 1 of the new pid namespace: it
+//! sets up the network, sends the TUN fd back over a unix socket, waits for
+//! the go signal, starts the SUT and stays the jail's init (`child`). The
+//! parent keeps the TUN fd and serves it. When the init ends, so does every
+//! process in the jail, however meshwrap itself ended.
 //!
 //! The other front door, for a Kubernetes pod, is [`sidecar`]: the pod's
 //! namespace already exists, so it prepares a persistent TUN there and
@@ -27,7 +30,7 @@ use nix::sys::socket::{
     recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 
 use crate::model::JailNet;
 
@@ -90,7 +93,7 @@ pub struct WorkDir {
 
 impl WorkDir {
     pub fn create() -> Result<WorkDir, JailError> {
-        make_workdir().map(|path| WorkDir { path })
+        makeworkdir().map(|path| WorkDir { path })
     }
 
     pub fn path(&self) -> &Path {
@@ -109,22 +112,63 @@ pub struct Jail {
     pid: Pid,
     sock: OwnedFd,
     tun: Option<OwnedFd>,
-    _workdir: WorkDir,
+    workdir: WorkDir,
     command: String,
+    /// Set once the init was waited for: its pid may then be reused, so it
+    /// must not be signalled again.
+    reaped: std::cell::Cell<bool>,
 }
 
 /// Messages from child to parent (one datagram each).
 const MSG_READY: &[u8] = b"READY";
 const MSG_FAIL: &[u8] = b"FAIL:";
+/// The SUT could not be executed: `EXEC:<errno>`.
 const MSG_EXEC: &[u8] = b"EXEC:";
+/// The SUT runs.
+const MSG_STARTED: &[u8] = b"STARTED";
+/// The SUT ended: `EXIT:<code>` (128 + signal if a signal killed it).
+const MSG_EXIT: &[u8] = b"EXIT:";
+
+/// Clones a child into new namespaces, like fork(2) but with namespace
+/// flags (what bubblewrap does: the child is pid 1 of its pid namespace,
+/// which unshare(2) cannot make the caller). Returns the child's pid in the
+/// parent and 0 in the child.
+fn clone_into_namespaces(rootless: bool) -> Result<libc::pid_t, JailError> {
+    let mut flags = libc::CLONE_NEWNET | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    if rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    // SAFETY: a null stack makes the child run on a copy of the caller's,
+    // as fork does; meshwrap is single-threaded here (see `spawn`).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid >= 0 {
+        return Ok(pid as libc::pid_t);
+    }
+    let e = nix::Error::last();
+    Err(JailError::Setup(if rootless {
+        format!(
+            "cannot create user, network, mount and pid namespaces ({e}); rootless mode needs \
+             unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 or \
+             user.max_user_namespaces > 0)"
+        )
+    } else {
+        format!("cannot create network, mount and pid namespaces: {e}")
+    }))
+}
 
 impl Jail {
     /// Forks the jail child and waits until it has built the namespaces and
     /// the TUN. Must be called before any thread is started.
     pub fn spawn(spec: &JailSpec, workdir: WorkDir, resolv_conf: &str) -> Result<Jail, JailError> {
-        // What the SUT leaves behind when it exits comes to meshwrap, which
-        // kills it (`kill_leftovers`) instead of leaving it in a dead jail.
-        let _ = nix::sys::prctl::set_child_subreaper(true);
         let resolv_path = workdir.path().join("resolv.conf");
         std::fs::write(&resolv_path, resolv_conf).map_err(|source| JailError::WorkDir {
             path: resolv_path.clone(),
@@ -140,10 +184,10 @@ impl Jail {
         )?;
         let uid = nix::unistd::getuid();
         let gid = nix::unistd::getgid();
-        // SAFETY: meshwrap has started no threads yet (the runtime is built
-        // after this), so the child is a faithful single-threaded copy.
-        match unsafe { fork() }? {
-            ForkResult::Child => {
+        // meshwrap has started no threads yet (the runtime is built after
+        // this), so the child is a faithful single-threaded copy.
+        match clone_into_namespaces(!uid.is_root())? {
+            0 => {
                 drop(parent_sock);
                 let plan = child::Plan {
                     sock: child_sock,
@@ -158,18 +202,20 @@ impl Jail {
                 };
                 child::run(plan)
             }
-            ForkResult::Parent { child } => {
+            child => {
+                let child = Pid::from_raw(child);
                 drop(child_sock);
                 let mut jail = Jail {
                     pid: child,
                     sock: parent_sock,
                     tun: None,
-                    _workdir: workdir,
+                    workdir,
                     command: spec
                         .command
                         .first()
                         .map(|c| c.to_string_lossy().into_owned())
                         .unwrap_or_default(),
+                    reaped: std::cell::Cell::new(false),
                 };
                 let (msg, fd) = recv_msg(jail.sock.as_raw_fd())?;
                 if let Some(fd) = fd {
@@ -178,23 +224,24 @@ impl Jail {
                 if msg.starts_with(MSG_READY) && jail.tun.is_some() {
                     Ok(jail)
                 } else if let Some(err) = msg.strip_prefix(MSG_FAIL) {
-                    let _ = waitpid(child, None);
+                    jail.reap();
                     Err(JailError::Setup(String::from_utf8_lossy(err).into_owned()))
                 } else {
-                    let _ = waitpid(child, None);
+                    jail.reap();
                     Err(JailError::ChildGone)
                 }
             }
         }
     }
 
+    /// The work folder the jail's bind mounts come from.
+    pub fn workdir(&self) -> &Path {
+        self.workdir.path()
+    }
+
     /// The TUN device's fd, to be served by the stack.
     pub fn take_tun(&mut self) -> Option<OwnedFd> {
         self.tun.take()
-    }
-
-    pub fn pid(&self) -> Pid {
-        self.pid
     }
 
     /// Lets the child exec the SUT and reports whether the exec worked.
@@ -208,7 +255,7 @@ impl Jail {
                     .and_then(|s| s.parse::<i32>().ok())
                     .map(nix::Error::from_raw)
                     .unwrap_or(nix::Error::UnknownErrno);
-                let _ = waitpid(self.pid, None);
+                self.reap();
                 let cmd = self.command.clone();
                 Err(match errno {
                     nix::Error::ENOENT => ExecError::NotFound { cmd },
@@ -216,84 +263,127 @@ impl Jail {
                     errno => ExecError::Other { cmd, errno },
                 })
             }
-            // EOF: the socket was closed by a successful exec (CLOEXEC).
-            _ => Ok(()),
+            Ok((msg, _)) if msg.starts_with(MSG_STARTED) => Ok(()),
+            // The init died before it could tell (killed from outside).
+            _ => Err(ExecError::Other {
+                cmd: self.command.clone(),
+                errno: nix::Error::ECHILD,
+            }),
         }
     }
 
-    /// Forwards a signal to the SUT.
-    pub fn signal(&self, sig: Signal) {
-        let _ = kill(self.pid, sig);
+    /// The jail's init: signals sent to it are passed on to the SUT.
+    pub fn pid(&self) -> Pid {
+        self.pid
     }
 
-    /// Waits for the SUT to exit: its exit code, or 128 + signal number.
-    /// Blocking; run it off the async runtime.
-    /// Kills whatever the SUT left running (daemons, background jobs):
-    /// meshwrap is their subreaper (`spawn` made it one), so orphans of the
-    /// jail become its children. Killed in rounds, since a killed process's
-    /// own children come to meshwrap next. Bounded: 64 rounds.
-    pub fn kill_leftovers() -> usize {
-        let me = nix::unistd::getpid().as_raw();
-        let mut killed = 0;
-        for _ in 0..64 {
-            let children = children_of(me);
-            if children.is_empty() {
-                break;
-            }
-            for pid in children {
-                if nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
-                    .is_ok()
-                {
-                    killed += 1;
-                }
-            }
-            // Reap them (and any zombie reparented to us).
-            while let Ok(status) = waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                if status == WaitStatus::StillAlive {
-                    break;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+    /// What [`SutExit::wait`] needs, to be moved to a blocking thread.
+    pub fn exit_watch(&self) -> Result<SutExit, JailError> {
+        let sock = self.sock.try_clone().map_err(|e| {
+            JailError::Sys(nix::Error::from_raw(
+                e.raw_os_error().unwrap_or(libc::EBADF),
+            ))
+        })?;
+        Ok(SutExit {
+            init: self.pid,
+            sock,
+        })
+    }
+
+    /// Ends the jail: the init is killed, and with it every process left
+    /// in the jail's pid namespace (daemons, background jobs of the SUT).
+    /// Returns how many there were besides the init.
+    pub fn end(mut self) -> usize {
+        let left = processes_in_pid_namespace_of(self.pid).saturating_sub(1);
+        self.kill_init();
+        left
+    }
+
+    fn kill_init(&mut self) {
+        if !self.reaped.get() {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            self.reap();
         }
-        killed
     }
 
-    pub fn wait(pid: Pid) -> i32 {
+    fn reap(&self) {
         loop {
-            match waitpid(pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => return code,
-                Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-                Ok(_) => continue,
+            match waitpid(self.pid, None) {
                 Err(nix::Error::EINTR) => continue,
-                Err(_) => return 1,
+                Ok(WaitStatus::Stopped(..)) | Ok(WaitStatus::Continued(_)) => continue,
+                _ => break,
+            }
+        }
+        self.reaped.set(true);
+    }
+}
+
+impl Drop for Jail {
+    fn drop(&mut self) {
+        self.kill_init();
+    }
+}
+
+/// Waits for the SUT's exit, told by the jail's init.
+pub struct SutExit {
+    init: Pid,
+    sock: OwnedFd,
+}
+
+impl SutExit {
+    /// The SUT's exit code, or 128 + signal number. Blocking; run it off
+    /// the async runtime. The init stays, holding what the SUT left
+    /// running, until [`Jail::end`].
+    pub fn wait(self) -> i32 {
+        loop {
+            match recv_msg(self.sock.as_raw_fd()) {
+                Ok((msg, _)) if msg.starts_with(MSG_EXIT) => {
+                    return std::str::from_utf8(&msg[MSG_EXIT.len()..])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(1);
+                }
+                Ok((msg, _)) if !msg.is_empty() => continue,
+                // The init itself ended (SIGKILL from outside): its status,
+                // left to be reaped by `Jail` (WNOWAIT), so its pid is not
+                // reused while the jail may still signal it.
+                _ => {
+                    let flags =
+                        nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT;
+                    return match nix::sys::wait::waitid(nix::sys::wait::Id::Pid(self.init), flags) {
+                        Ok(WaitStatus::Exited(_, code)) => code,
+                        Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+                        _ => 1,
+                    };
+                }
             }
         }
     }
 }
 
-/// The pids whose parent is `parent`, from /proc.
-fn children_of(parent: i32) -> Vec<i32> {
+/// How many processes share the pid namespace of `pid` (itself included),
+/// from /proc: each one's `ns/pid` link names the namespace.
+fn processes_in_pid_namespace_of(pid: Pid) -> usize {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+        return 0;
+    };
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return 0;
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            // `pid (comm) state ppid …`; comm may hold spaces and parens.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/pid"))
                 .ok()
-                .and_then(|st| {
-                    let rest = &st[st.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
+                .as_ref()
+                == Some(&ns)
         })
-        .collect()
+        .count()
 }
 
 /// Removes work folders of earlier runs that were killed before they
 /// could clean up (SIGKILL): `meshwrap-<pid>-<n>` of a pid that is gone,
 /// owned by us.
-fn clean_stale_workdirs(base: &std::path::Path) {
+fn clean_staleworkdirs(base: &std::path::Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(dir) = std::fs::read_dir(base) else {
         return;
@@ -320,13 +410,13 @@ fn clean_stale_workdirs(base: &std::path::Path) {
     }
 }
 
-fn make_workdir() -> Result<PathBuf, JailError> {
+fn makeworkdir() -> Result<PathBuf, JailError> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .unwrap_or_else(std::env::temp_dir);
-    clean_stale_workdirs(&base);
+    clean_staleworkdirs(&base);
     let mut last_err = None;
     for attempt in 0..100u32 {
         let path = base.join(format!("meshwrap-{}-{attempt}", std::process::id()));
