@@ -168,6 +168,94 @@ services:
     assert lines[2] == "fine 200", lines
 
 
+HEAVY_RULES = """
+services:
+  - name: api
+    match: { host: api.heavy.test }
+    http:
+      routes:
+        - when: { path: /heavy }
+          respond: { body: "{% set ns = namespace(n=0) %}{% for j in range(4) %}{% for i in range(50000) %}{% set ns.n = ns.n + 1 %}{% endfor %}{% endfor %}{{ ns.n }}" }
+        - when: { path: /light }
+          respond: { body: light }
+"""
+
+# Twelve renders that use most of their fuel, then one plain request while
+# they run; prints the order in which the answers came.
+HEAVY_CLIENT = """
+import threading, time, requests
+order, lock = [], threading.Lock()
+def get(path):
+    r = requests.get("http://api.heavy.test" + path, timeout=60)
+    with lock:
+        order.append((path, r.status_code, r.text))
+heavy = [threading.Thread(target=get, args=("/heavy",)) for _ in range(12)]
+[t.start() for t in heavy]
+time.sleep(0.1)
+get("/light")
+[t.join() for t in heavy]
+for path, code, text in order:
+    print(path, code, text)
+"""
+
+
+def test_long_renders_do_not_hold_up_other_requests(jail):
+    """A templated answer renders off the data plane: a request for a
+    plain answer is served while a dozen long renders (each near its fuel)
+    are still running, instead of waiting behind all of them."""
+    res = jail.run([PYTHON, jail.write("heavy.py", HEAVY_CLIENT)], rules=HEAVY_RULES)
+    assert res.returncode == 0, res.describe()
+    lines = res.stdout.splitlines()
+    assert len(lines) == 13, res.describe()
+    heavy = [l for l in lines if l.startswith("/heavy")]
+    assert heavy == ["/heavy 200 200000"] * 12, res.describe()
+    light_at = lines.index("/light 200 light")
+    assert light_at < 12, f"the plain request waited for every render: {lines}"
+
+
+# Forty long renders in flight; SIGTERM makes the client print how many
+# answers it had and exit at once.
+TERM_CLIENT = """
+import os, signal, sys, threading, requests
+done = []
+def on_term(*_):
+    print("term after", len(done), flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+def get():
+    requests.get("http://api.heavy.test/heavy", timeout=60)
+    done.append(1)
+threads = [threading.Thread(target=get, daemon=True) for _ in range(40)]
+[t.start() for t in threads]
+print("sent", flush=True)
+[t.join() for t in threads]
+print("term after", len(done), "(never came)", flush=True)
+"""
+
+
+def test_sigterm_reaches_the_sut_while_the_responders_are_busy(jail):
+    """Signals are taken by a thread of their own and long work runs off
+    the data plane, so a SIGTERM sent while forty long renders are queued
+    reaches the SUT before they are done, and meshwrap exits with it."""
+    import signal
+    import time
+    args, _ = jail.command([PYTHON, jail.write("term.py", TERM_CLIENT)], rules=HEAVY_RULES)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == b"sent"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = out.decode()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert "term after" in out and "never came" not in out, out
+    assert int(out.split("term after")[1].split()[0]) < 40, out
+
+
 def test_ca_dir_open_to_others_is_refused(jail, meshwrap_bin, tmp_path):
     loose = tmp_path / "loose-ca"
     loose.mkdir()

@@ -6,8 +6,10 @@
 //! strings.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use minijinja::{Environment, Value};
+use tokio::sync::Semaphore;
 
 use crate::rules::http::{BodySpec, Fallback, HttpSpec, ResponseSpec, Responses};
 
@@ -26,10 +28,19 @@ fn template_error(e: minijinja::Error) -> String {
     }
 }
 
+/// How many templated responses render at once, each on a blocking
+/// thread of its own: a render may take its full fuel, and the data plane
+/// (one thread, serving every flow, DNS and the signals' effects) must not
+/// wait for it. The rest queue; two cores are the usual CI machine.
+const RENDER_WORKERS: usize = 2;
+
+/// A service's compiled templates; clones share them.
+#[derive(Clone)]
 pub(crate) struct Renderer {
-    env: Environment<'static>,
+    env: Arc<Environment<'static>>,
     /// Template source → name in `env`.
-    names: HashMap<String, String>,
+    names: Arc<HashMap<String, String>>,
+    workers: Arc<Semaphore>,
 }
 
 fn collect_json<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
@@ -91,7 +102,36 @@ impl Renderer {
                 names.insert(s.to_string(), name);
             }
         }
-        Renderer { env, names }
+        Renderer {
+            env: Arc::new(env),
+            names: Arc::new(names),
+            workers: Arc::new(Semaphore::new(RENDER_WORKERS)),
+        }
+    }
+
+    /// Whether building this response runs a template (else it is cheap
+    /// enough for the data plane).
+    pub fn is_templated(spec: &ResponseSpec) -> bool {
+        let mut sources = Vec::new();
+        collect(spec, &mut sources);
+        sources.into_iter().any(is_dynamic)
+    }
+
+    /// Runs `work` (a render) off the data plane, on a blocking thread,
+    /// at most `RENDER_WORKERS` at a time.
+    pub async fn off_plane<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Renderer) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let _permit = self
+            .workers
+            .acquire()
+            .await
+            .map_err(|_| "template error: the renderer is shut down".to_string())?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || work(&this))
+            .await
+            .map_err(|e| format!("template error: the render failed: {e}"))?
     }
 
     /// Renders a string template; static strings come back as they are.

@@ -13,6 +13,7 @@ use hyper::Response;
 use minijinja::Value;
 use serde_json::json;
 
+use super::render::Renderer;
 use super::request::RequestView;
 use super::{full, Body, HttpService};
 use crate::responders::faults::{pick_latency, FaultGate};
@@ -94,19 +95,30 @@ fn content_type_for(path: &std::path::Path) -> &'static str {
     }
 }
 
-fn build(svc: &HttpService, spec: &ResponseSpec, ctx: &Value) -> Result<Built, String> {
+/// Builds a response; one that runs templates is built off the data plane.
+async fn build(svc: &HttpService, spec: &ResponseSpec, ctx: Value) -> Result<Built, String> {
+    if !Renderer::is_templated(spec) {
+        return build_with(&svc.renderer, spec, &ctx);
+    }
+    let spec = spec.clone();
+    svc.renderer
+        .off_plane(move |renderer| build_with(renderer, &spec, &ctx))
+        .await
+}
+
+fn build_with(renderer: &Renderer, spec: &ResponseSpec, ctx: &Value) -> Result<Built, String> {
     let mut headers = Vec::new();
     for (k, v) in &spec.headers {
-        headers.push((k.to_ascii_lowercase(), svc.renderer.render(&v.0, ctx)?));
+        headers.push((k.to_ascii_lowercase(), renderer.render(&v.0, ctx)?));
     }
     let (body, ctype): (Bytes, Option<&str>) = match &spec.body {
         BodySpec::Empty => (Bytes::new(), None),
         BodySpec::Text(t) => (
-            svc.renderer.render(&t.0, ctx)?.into(),
+            renderer.render(&t.0, ctx)?.into(),
             Some("text/plain; charset=utf-8"),
         ),
         BodySpec::Json(j) => {
-            let v = svc.renderer.render_json(j, ctx)?;
+            let v = renderer.render_json(j, ctx)?;
             (
                 serde_json::to_vec(&v).map_err(|e| e.to_string())?.into(),
                 Some("application/json"),
@@ -172,7 +184,7 @@ pub(crate) async fn answer(
         };
         let tctx = template_context(req, &params, call);
         let built = match route.response() {
-            Some(spec) => build(svc, spec, &tctx),
+            Some(spec) => build(svc, spec, tctx).await,
             None => Err(format!(
                 "route `{}`: its sequence is used up (on_exhausted: error)",
                 route.label
@@ -230,7 +242,7 @@ pub(crate) async fn answer(
         }
         Fallback::Respond(spec) => {
             let tctx = template_context(req, &BTreeMap::new(), request_no);
-            let built = build(svc, spec, &tctx);
+            let built = build(svc, spec, tctx).await;
             deliver(
                 svc,
                 ctx,
