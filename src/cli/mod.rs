@@ -26,7 +26,7 @@ use crate::rules::{FlowKey, RuleSet, Unmatched};
     name = "meshwrap",
     version,
     about = "Run a program in a network jail whose every connection is mocked, passed out or refused",
-    long_about = "Runs CMD in new network and mount namespaces (plus a user namespace when not root) \
+    long_about = "Runs CMD in new network, mount and pid namespaces (plus a user namespace when not root) \
 whose only network is a TUN device served by meshwrap's userspace TCP/IP stack. DNS is answered \
 by meshwrap; every connection is matched against the rules and mocked, passed out to the real \
 destination or refused, and recorded.\n\nExamples:\n  meshwrap -- curl -sS http://host.meshwrap.internal:8000/\n  \
@@ -59,6 +59,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         ca_dir: Option<PathBuf>,
     },
+    /// List the CA files a run started here would make trust the CA: the
+    /// system bundle, the Java truststore, packages' own bundles found in
+    /// the working directory, virtualenvs and site-packages, --trust-path
+    Trust(TrustArgs),
     /// Check expectations against a running meshwrap's journal (its
     /// --admin API); exits 1 when one fails.
     Verify {
@@ -112,6 +116,38 @@ pub enum RulesCommand {
     },
 }
 
+/// Which CA files of packages the jail's copy of the CA is added to.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TrustArgs {
+    /// A CA bundle the SUT verifies against that meshwrap does not find by
+    /// itself (a path or a glob, e.g. 'vendor/*/data/*.crt'); overlaid in
+    /// the jail with its contents plus the CA. Repeatable
+    #[arg(long = "trust-path", value_name = "PATH|GLOB")]
+    pub paths: Vec<String>,
+    /// Do not look for packages' own CA bundles (certifi, botocore,
+    /// grpcio…) in the working directory, virtualenvs and site-packages;
+    /// only the system bundle, the Java truststore and --trust-path get the CA
+    #[arg(long)]
+    pub no_trust_discovery: bool,
+}
+
+impl TrustArgs {
+    /// The packages' bundles a run of `program` from here overlays.
+    fn bundles(
+        &self,
+        program: Option<&std::ffi::OsStr>,
+    ) -> Result<Vec<crate::tls::bundled::Bundle>> {
+        use crate::tls::bundled;
+        let mut all = if self.no_trust_discovery {
+            Vec::new()
+        } else {
+            bundled::discover(&bundled::search_roots(program))
+        };
+        all.extend(bundled::explicit(&self.paths)?);
+        Ok(all)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -120,6 +156,8 @@ pub struct RunArgs {
     /// mounts, no SSL_CERT_FILE & co.): HTTPS mocks then fail verification.
     #[arg(long)]
     pub no_ca_injection: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// When meshwrap runs as root: let the SUT keep CAP_SYS_ADMIN,
     /// CAP_SYS_PTRACE, CAP_SYS_MODULE and CAP_DAC_READ_SEARCH, with which a
     /// root SUT can leave the jail (nsenter into meshwrap's namespaces).
@@ -153,6 +191,7 @@ pub fn main() -> i32 {
                 },
         }) => explain(&rules, host.as_deref(), port, addr, unmatched),
         Some(Command::Ca { export, ca_dir }) => export_ca(&export, ca_dir),
+        Some(Command::Trust(args)) => explain_trust(&args),
         Some(Command::Verify {
             admin,
             admin_token_file,
@@ -339,6 +378,23 @@ fn verify_remote(
     })
 }
 
+fn explain_trust(args: &TrustArgs) -> Result<i32> {
+    let bundled = args.bundles(None)?;
+    // Written as for a run, into a work folder removed at once.
+    let dir = WorkDir::create()?;
+    let ca = crate::tls::Ca::ephemeral()?;
+    let plan = crate::tls::TrustFiles::write(dir.path(), &ca, &bundled)
+        .context("cannot prepare the CA files")?;
+    println!("A run from here makes the jail trust meshwrap's CA through:");
+    for line in &plan.injected {
+        println!("  {line}");
+    }
+    if args.no_trust_discovery {
+        println!("(packages' own bundles are not looked for: --no-trust-discovery)");
+    }
+    Ok(0)
+}
+
 fn export_ca(path: &std::path::Path, dir: Option<PathBuf>) -> Result<i32> {
     let dir = dir.unwrap_or_else(crate::tls::default_ca_dir);
     let ca = crate::tls::Ca::persistent(&dir)?;
@@ -371,7 +427,10 @@ fn run(args: RunArgs) -> Result<i32> {
     let trust = if args.no_ca_injection {
         crate::tls::TrustPlan::default()
     } else {
-        crate::tls::TrustFiles::write(workdir.path(), &loaded.ca)
+        let bundled = args
+            .trust
+            .bundles(args.command.first().map(|c| c.as_os_str()))?;
+        crate::tls::TrustFiles::write(workdir.path(), &loaded.ca, &bundled)
             .context("cannot write the CA bundle for the jail")?
     };
     tracing::info!("trust injected: {}", trust.injected.join(", "));

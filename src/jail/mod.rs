@@ -1,4 +1,4 @@
-//! The jail: new network and mount namespaces (plus a user namespace when
+//! The jail: new network, mount and pid namespaces (plus a user namespace when
 //! not root) holding one TUN device, in which the SUT runs.
 //!
 //! The namespaces (network, mount, pid, and user when not root) are made by

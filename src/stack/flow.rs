@@ -152,6 +152,20 @@ pub struct FlowHandle {
 }
 
 impl FlowHandle {
+    /// A handle with no connection behind it, for a responder served over
+    /// another transport than the stack (the fuzz targets drive responders
+    /// over an in-memory pipe): a reset or a cut only sets its flags.
+    pub fn detached(id: FlowId) -> FlowHandle {
+        FlowHandle {
+            shared: Arc::new(FlowShared {
+                id,
+                pipe: Mutex::new(Pipe::default()),
+                queued: AtomicBool::new(false),
+                dirty: Arc::new(DirtyQueue::default()),
+            }),
+        }
+    }
+
     /// Resets at once; bytes not yet sent are lost.
     pub fn abort(&self) {
         self.shared.lock().app_abort = true;

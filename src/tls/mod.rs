@@ -2,6 +2,7 @@
 //! rustls acceptor for mocked services, and the trust files the jail gets
 //! so the SUT trusts the CA without any flag.
 
+pub mod bundled;
 mod ca;
 mod jks;
 mod trust;
@@ -32,6 +33,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("--trust-path {pattern}: {why}")]
+    TrustPath { pattern: String, why: String },
 }
 
 /// Why a TLS session for a mocked service could not be terminated.
@@ -44,7 +47,7 @@ pub enum AcceptError {
     #[error(transparent)]
     Certificate(#[from] TlsError),
     /// The client answered our certificate with an alert.
-    #[error("client rejected the certificate for {name} ({source}): the SUT may pin certificates or ignore the system bundle")]
+    #[error("client rejected the certificate for {name} ({source}): the SUT may pin certificates, or verify against a CA file meshwrap did not find (overlay it with --trust-path FILE; `meshwrap trust` lists what is overlaid)")]
     Rejected {
         name: String,
         #[source]

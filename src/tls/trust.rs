@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use super::bundled::Bundle;
 use super::{jks, Ca, TlsError};
 
 /// System CA bundles, by distribution; the first that exists is copied.
@@ -45,8 +46,10 @@ pub struct TrustPlan {
 pub struct TrustFiles;
 
 impl TrustFiles {
-    /// Writes the bundle and truststore into `dir` and says where they go.
-    pub fn write(dir: &Path, ca: &Ca) -> Result<TrustPlan, TlsError> {
+    /// Writes the bundle and truststore into `dir` and says where they go;
+    /// `bundled` are the packages' own bundles to overlay too (see
+    /// `bundled`).
+    pub fn write(dir: &Path, ca: &Ca, bundled: &[Bundle]) -> Result<TrustPlan, TlsError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| TlsError::Io { path, source }
@@ -76,6 +79,27 @@ impl TrustFiles {
                     .push(format!("{} (bundle + CA)", target.display()));
                 seen.push(target);
             }
+        }
+        // Packages' own bundles: each keeps its contents, plus the CA.
+        for (i, b) in bundled.iter().enumerate() {
+            if seen.contains(&b.path) {
+                continue;
+            }
+            let mut text = std::fs::read_to_string(&b.path).map_err(io(&b.path))?;
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("# meshwrap interception CA\n");
+            text.push_str(ca.cert_pem());
+            let copy = dir.join(format!("bundled-{i}.pem"));
+            std::fs::write(&copy, text).map_err(io(&copy))?;
+            plan.binds.push((copy, b.path.clone()));
+            plan.injected.push(format!(
+                "{} (its own bundle + CA; found in {})",
+                b.path.display(),
+                b.found_by
+            ));
+            seen.push(b.path.clone());
         }
         // Java: every system certificate plus the CA, as JKS.
         let mut certs: Vec<(String, Vec<u8>)> = rustls_pemfile::certs(&mut bundle.as_bytes())

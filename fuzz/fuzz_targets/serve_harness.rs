@@ -1,0 +1,79 @@
+//! Serves one connection of a mocked service over an in-memory pipe, the
+//! way the appliance does over a flow of the stack: the fuzz input is what
+//! the client sends; the replies are read and dropped. Time is paused and
+//! jumps ahead whenever the service waits (a blocking pop, a latency
+//! fault), so a wait never stalls the fuzzer; one hour of virtual time ends
+//! a connection that would wait for ever.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meshwrap::events::EventSink;
+use meshwrap::model::{FlowMeta, Transport};
+use meshwrap::responders::deadline::RequestClock;
+use meshwrap::responders::{Registry, ServeCtx, Upstream};
+use meshwrap::rules::RuleSet;
+use meshwrap::stack::FlowHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Replies past this are not read: the service then waits on a full pipe
+/// until the hour is up, which is a bounded end too.
+const READ_CAP: usize = 64 << 20;
+
+thread_local! {
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+}
+
+/// Builds the services of `rules` afresh (no state carries over from the
+/// previous input) and serves `data` as one connection to `service`.
+pub fn serve(rules: &str, service: &str, port: u16, data: &[u8]) {
+    let label = PathBuf::from("/fuzz/rules.yaml");
+    let rules = RuleSet::from_sources(&[(label, rules.to_string())]).expect("the harness's rules load");
+    let events = EventSink::new();
+    let registry = Registry::build(&rules, &events);
+    let responder = registry.get(service).expect("the harness's service exists");
+    let sut = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 40000);
+    let dst = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), port);
+    let ctx = ServeCtx {
+        meta: FlowMeta {
+            id: 1,
+            transport: Transport::Tcp,
+            src: sut,
+            dst,
+            host: Some(format!("{service}.fuzz.test")),
+        },
+        upstream: Upstream::None,
+        tls_server_name: None,
+        clock: RequestClock::unlimited(),
+    };
+    RUNTIME.with(|rt| {
+        rt.block_on(async {
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            let task = tokio::spawn(responder.serve(Box::new(server), ctx, FlowHandle::detached(1)));
+            let (mut rd, mut wr) = tokio::io::split(client);
+            let write = async {
+                let _ = wr.write_all(data).await;
+                let _ = wr.shutdown().await;
+            };
+            let read = async {
+                let mut sink = vec![0u8; 64 * 1024];
+                let mut total = 0;
+                while let Ok(n @ 1..) = rd.read(&mut sink).await {
+                    total += n;
+                    if total > READ_CAP {
+                        break;
+                    }
+                }
+            };
+            let all = async {
+                tokio::join!(write, read);
+                let _ = task.await;
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(3600), all).await;
+        })
+    });
+}
