@@ -420,7 +420,7 @@ fn run(args: RunArgs) -> Result<i32> {
         bail!("nothing to run: give a command after `--`, e.g. `meshwrap -- curl http://host.meshwrap.internal:8000/` (see --help)");
     }
     let serve = &args.serve;
-    let loaded = serve.load()?;
+    let loaded = serve.load(true)?;
     let admin = serve.admin_plan()?;
     let net = JailNet::default();
     let workdir = WorkDir::create()?;

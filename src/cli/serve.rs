@@ -3,7 +3,7 @@
 //! built from them, serving the TUN, and the summary and expectations at
 //! the end. Only the front door (a jail, or a pod's prepared TUN) differs.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -28,9 +28,11 @@ pub struct ServeArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     pub unmatched: Option<Unmatched>,
     /// Write one JSON object per event (flows, DNS answers, requests,
-    /// reloads, notices) to FILE; `-` writes them to stdout.
-    #[arg(long, value_name = "FILE")]
-    pub events: Option<PathBuf>,
+    /// reloads, notices) to FILE, to `stderr`, or to an open file
+    /// descriptor (`fd:3`, e.g. with `3>events.jsonl`); `-` is stdout,
+    /// for the sidecar only (a run's stdout is the SUT's).
+    #[arg(long, value_name = "FILE|stderr|fd:N", value_parser = EventsTarget::parse)]
+    pub events: Option<EventsTarget>,
     /// Do not print the summary table on exit (failed expectations are
     /// still printed).
     #[arg(long, short)]
@@ -81,6 +83,28 @@ pub(super) struct AdminPlan {
     read_only: bool,
 }
 
+/// Takes descriptor `n` for meshwrap alone: a copy that is closed on exec,
+/// and `n` itself closed, so the SUT does not inherit the events stream.
+fn take_fd(n: i32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{BorrowedFd, FromRawFd};
+    // SAFETY: only asks the kernel whether `n` is open; an fd that is not
+    // makes fcntl fail with EBADF, which is the answer.
+    let open = nix::fcntl::fcntl(
+        unsafe { BorrowedFd::borrow_raw(n) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    );
+    if open.is_err() {
+        bail!("--events fd:{n}: descriptor {n} is not open (give it with `{n}>FILE`)");
+    }
+    // SAFETY: `n` is open (checked above); it is ours from here on.
+    let given = unsafe { std::os::fd::OwnedFd::from_raw_fd(n) };
+    let copy = given
+        .try_clone()
+        .with_context(|| format!("cannot take descriptor {n}"))?;
+    drop(given);
+    Ok(copy)
+}
+
 /// What is loaded before a front door exists: rules, the events sink and
 /// the interception CA.
 pub(super) struct Loaded {
@@ -89,14 +113,61 @@ pub(super) struct Loaded {
     pub ca: crate::tls::Ca,
 }
 
+/// Where `--events` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsTarget {
+    File(PathBuf),
+    Stdout,
+    Stderr,
+    Fd(i32),
+}
+
+impl EventsTarget {
+    fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "-" => EventsTarget::Stdout,
+            "stderr" => EventsTarget::Stderr,
+            _ => match s.strip_prefix("fd:") {
+                Some(n) => match n.parse::<i32>() {
+                    Ok(fd) if fd >= 3 => EventsTarget::Fd(fd),
+                    Ok(_) => {
+                        return Err(
+                            "fd:0, fd:1 and fd:2 are stdin, stdout and stderr: use `stderr`, \
+                             or a descriptor from 3 up (`3>events.jsonl`)"
+                                .into(),
+                        )
+                    }
+                    Err(_) => return Err(format!("`{n}` is not a file descriptor number")),
+                },
+                None => EventsTarget::File(PathBuf::from(s)),
+            },
+        })
+    }
+}
+
 impl ServeArgs {
-    pub(super) fn load(&self) -> Result<Loaded> {
+    /// `in_run`: the SUT owns stdout, so `-` is refused there.
+    pub(super) fn load(&self, in_run: bool) -> Result<Loaded> {
         let rules = RuleSet::load(&self.rules)?;
         let events = match &self.events {
-            Some(p) if p.as_os_str() == "-" => {
-                EventSink::with_stdout().context("cannot write events to stdout")?
-            }
-            Some(p) => EventSink::with_file(p)
+            Some(EventsTarget::Stdout) if in_run => bail!(
+                "--events -: stdout is the SUT's in a run; write the events to a file, to \
+                 `--events stderr`, or to a descriptor (`--events fd:3 3>events.jsonl`)"
+            ),
+            Some(EventsTarget::Stdout) => EventSink::with_fd(
+                std::io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("cannot write events to stdout")?,
+            ),
+            Some(EventsTarget::Stderr) => EventSink::with_fd(
+                std::io::stderr()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("cannot write events to stderr")?,
+            ),
+            Some(EventsTarget::Fd(n)) => EventSink::with_fd(take_fd(*n)?),
+            Some(EventsTarget::File(p)) => EventSink::with_file(p)
                 .with_context(|| format!("cannot write events to {}", p.display()))?,
             None => EventSink::new(),
         };

@@ -143,7 +143,7 @@ pub(super) fn serve(args: SidecarArgs) -> Result<i32> {
     }
     let net = JailNet::sidecar();
     let serve = &args.serve;
-    let loaded = serve.load()?;
+    let loaded = serve.load(false)?;
     if let Some(path) = &args.ca_export {
         std::fs::write(path, loaded.ca.cert_pem())
             .with_context(|| format!("cannot write the CA certificate to {}", path.display()))?;

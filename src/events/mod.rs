@@ -173,16 +173,14 @@ impl EventSink {
         Ok(sink)
     }
 
-    /// A sink that also writes JSON lines to stdout (`--events -`), e.g.
-    /// for `kubectl logs` of a sidecar.
-    pub fn with_stdout() -> std::io::Result<Self> {
-        use std::os::fd::AsFd;
-        let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    /// A sink that also writes JSON lines to an open descriptor: stdout
+    /// (`--events -`, for `kubectl logs` of a sidecar), stderr or `fd:N`.
+    pub fn with_fd(fd: std::os::fd::OwnedFd) -> Self {
         let sink = Self::default();
         sink.lock().writer = Some(BufWriter::new(File::from(fd)));
         sink.detail
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(sink)
+        sink
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

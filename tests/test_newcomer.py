@@ -1,0 +1,60 @@
+"""What a newcomer runs into in the first hour (#15): where the events go,
+and what the exit summary tells about requests no rule answered.
+
+Network safety: names under .test only, answered by meshwrap's mocks.
+"""
+import json
+import os
+import subprocess
+
+from conftest import CURL, jail_env
+
+RULES = """
+services:
+  - name: api
+    match: { host: api.new.test }
+    http:
+      routes:
+        - name: charge
+          when: { method: POST, path: /v1/charges, form: { currency: eur } }
+          respond: { status: 201, json: { id: ch_1 } }
+"""
+
+
+def test_events_to_a_descriptor_keep_stdout_the_suts(jail, tmp_path):
+    """`--events fd:3` writes the JSON lines to descriptor 3 (here a file
+    the caller opened); the SUT's stdout holds only what it printed, and
+    the SUT does not inherit descriptor 3."""
+    out_path = tmp_path / "events-fd.jsonl"
+    args, _ = jail.command([*CURL, "-o", "/dev/null", "-w", "%{http_code}\\n",
+                            "http://api.new.test/v1/charges", "-d", "currency=eur"],
+                           rules=RULES, events=False, opts=["--events", "fd:3"])
+    script = jail.write("fd3.sh", 'exec "$@" 3>"$EVENTS"\n')
+    probe = jail.command(["sh", "-c", "if [ -e /proc/$$/fd/3 ]; then echo leaked; else echo closed; fi"],
+                         events=False,
+                         opts=["--events", "fd:3"])[0]
+    env = jail_env({"EVENTS": str(out_path)})
+    res = subprocess.run(["sh", script, *args], capture_output=True, text=True, env=env,
+                         stdin=subprocess.DEVNULL, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "201\n", res.stdout
+    kinds = [json.loads(l)["kind"] for l in out_path.read_text().splitlines()]
+    assert "flow" in kinds and "http" in kinds, kinds
+    fds = subprocess.run(["sh", script, *probe], capture_output=True, text=True, env=env,
+                         stdin=subprocess.DEVNULL, timeout=120)
+    assert fds.returncode == 0, fds.stderr
+    assert fds.stdout == "closed\n", f"the SUT inherited the events descriptor: {fds.stdout}"
+
+
+def test_events_to_stderr_and_dash_refused_in_a_run(jail):
+    res = jail.run([*CURL, "-o", "/dev/null", "http://api.new.test/v1/charges", "-d", "currency=eur"],
+                   rules=RULES, events=False, opts=["--events", "stderr"])
+    assert res.returncode == 0, res.describe()
+    lines = [json.loads(l) for l in res.stderr.splitlines() if l.startswith("{")]
+    assert any(e["kind"] == "http" for e in lines), res.describe()
+    assert res.stdout == "", res.describe()
+    dash = jail.run(["true"], events=False, opts=["--events", "-"])
+    assert dash.returncode == 2, dash.describe()
+    assert "stdout is the SUT's in a run" in dash.stderr and "--events fd:3" in dash.stderr, dash.describe()
+    closed = jail.run(["true"], events=False, opts=["--events", "fd:7"])
+    assert closed.returncode == 2 and "descriptor 7 is not open" in closed.stderr, closed.describe()
