@@ -58,3 +58,32 @@ def test_events_to_stderr_and_dash_refused_in_a_run(jail):
     assert "stdout is the SUT's in a run" in dash.stderr and "--events fd:3" in dash.stderr, dash.describe()
     closed = jail.run(["true"], events=False, opts=["--events", "fd:7"])
     assert closed.returncode == 2 and "descriptor 7 is not open" in closed.stderr, closed.describe()
+
+
+def test_summary_shows_why_requests_went_unanswered(jail):
+    """The near-miss of each request no route answered is in the exit
+    summary, not only in the events: the first few, then a count."""
+    script = " ; ".join(
+        [f"{' '.join(CURL)} -s -o /dev/null http://api.new.test/v1/charges -d currency=usd"] * 7)
+    res = jail.run(["sh", "-c", script], rules=RULES)
+    assert res.returncode == 0, res.describe()
+    assert "requests no rule answered (7):" in res.stderr, res.describe()
+    assert "    api: POST /v1/charges -> 404 (fallback)" in res.stderr, res.describe()
+    assert "      nearly `charge`: form field currency" in res.stderr, res.describe()
+    assert res.stderr.count("nearly `charge`") == 5, res.describe()
+    assert "… and 2 more" in res.stderr, res.describe()
+
+
+def test_refused_https_gets_the_mock_snippet_first(jail):
+    """A refused call to port 443 is offered a mock to paste, with `pass`
+    only as the alternative that sends real traffic out."""
+    res = jail.run([*CURL, "-s", "https://pay.real.test/"], unmatched="refuse")
+    lines = res.stderr.splitlines()
+    at = lines.index("      match: { host: pay.real.test, port: 443 }")
+    assert lines[at + 1].strip().startswith("http: { routes:"), res.describe()
+    assert "pass: {}" in lines[at + 2] and "traffic leaves the jail" in lines[at + 2], res.describe()
+    # The snippet, pasted as it is, mocks the call on the next run.
+    snippet = "services:\n" + "\n".join(lines[at - 1:at + 2]) + "\n"
+    again = jail.run([*CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}", "https://pay.real.test/"],
+                     rules=snippet, unmatched="refuse")
+    assert again.stdout == "200", again.describe()

@@ -79,6 +79,11 @@ pub trait ExchangeDetail: erased_serde::Serialize + fmt::Debug + Send + Sync {
     /// The `outcome` label of `meshwrap_requests_total`; bounded by the
     /// responder (a fixed table of operations, `unknown` for the rest).
     fn metric_outcome(&self, ex: &ExchangeEvent) -> String;
+    /// For an exchange no rule answered: the rules that came closest, and
+    /// what differed (the exit summary shows them).
+    fn near_misses(&self) -> &[super::NearMiss] {
+        &[]
+    }
 }
 
 erased_serde::serialize_trait_object!(ExchangeDetail);

@@ -233,6 +233,9 @@ impl EventSink {
             }
             Event::Dns(_) => inner.dns_count += 1,
             Event::Exchange(x) => {
+                if x.outcome == Outcome::Unmatched {
+                    inner.flow_summary.add_miss(&x);
+                }
                 summary::count(
                     &mut inner.counts,
                     x.protocol,

@@ -3,7 +3,20 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{FlowEvent, ProtocolInfo, SummaryStyle};
+use super::{ExchangeEvent, FlowEvent, NearMiss, ProtocolInfo, SummaryStyle};
+
+/// How many requests no rule answered the summary shows, with their near
+/// misses; the rest are counted.
+const MISSES_SHOWN: usize = 5;
+
+/// A request no rule answered: its service, one line for it, and the
+/// rules that came closest.
+#[derive(Debug, Clone)]
+struct Miss {
+    service: String,
+    request: String,
+    near: Vec<NearMiss>,
+}
 
 #[derive(Debug, Default, Clone)]
 struct Row {
@@ -27,6 +40,9 @@ pub struct Summary {
     counts: Counts,
     /// The protocols whose rule snippets a refused destination may get.
     hints: Vec<&'static ProtocolInfo>,
+    /// The first `MISSES_SHOWN` requests no rule answered.
+    misses: Vec<Miss>,
+    miss_count: u64,
 }
 
 /// (protocol title, service, route label) of a route the rules declare.
@@ -104,6 +120,18 @@ impl Summary {
         }
     }
 
+    /// Notes a request no rule answered (the first few are kept whole).
+    pub fn add_miss(&mut self, x: &ExchangeEvent) {
+        self.miss_count += 1;
+        if self.misses.len() < MISSES_SHOWN {
+            self.misses.push(Miss {
+                service: x.service.clone(),
+                request: x.detail.describe(x),
+                near: x.detail.near_misses().to_vec(),
+            });
+        }
+    }
+
     pub fn set_dns_queries(&mut self, n: u64) {
         self.dns_queries = n;
     }
@@ -141,7 +169,9 @@ fn mock_hint(hints: &[&'static ProtocolInfo], port: u16, protocol: &str) -> Opti
     hints.iter().find_map(|p| {
         let hint = p.mock_hint.as_ref()?;
         let by_bytes = hint.sniffed.contains(&protocol);
-        let by_port = protocol == "none" && hint.ports.contains(&port);
+        // Nothing sent, or a ClientHello (HTTPS is mocked by an `http:`
+        // service): the port tells.
+        let by_port = matches!(protocol, "none" | "tls") && hint.ports.contains(&port);
         (by_bytes || by_port).then_some(hint.snippet)
     })
 }
@@ -173,11 +203,12 @@ impl fmt::Display for Summary {
         }
         self.fmt_per_route(f)?;
         self.fmt_per_service(f)?;
+        self.fmt_misses(f)?;
         if !self.refused.is_empty() {
             writeln!(f)?;
             writeln!(
                 f,
-                "  refused destinations; to let them through or mock them, add to a rules file:"
+                "  refused destinations; to mock them (or let them through), add to a rules file:"
             )?;
             writeln!(f, "  services:")?;
             for (dest, (host, port, protocol)) in &self.refused {
@@ -197,9 +228,19 @@ impl fmt::Display for Summary {
                 };
                 writeln!(f, "    - name: {name}")?;
                 writeln!(f, "      match: {matcher}")?;
+                // The mock first: pasting `pass` sends real traffic out.
                 match mock_hint(&self.hints, *port, protocol) {
-                    Some(hint) => writeln!(f, "      pass: {{}}            # or mock it: {hint}")?,
-                    None => writeln!(f, "      pass: {{}}")?,
+                    Some(hint) => {
+                        writeln!(f, "      {hint}")?;
+                        writeln!(
+                            f,
+                            "      # or, to reach the real destination (traffic leaves the jail): pass: {{}}"
+                        )?
+                    }
+                    None => writeln!(
+                        f,
+                        "      pass: {{}}   # reaches the real destination: traffic leaves the jail"
+                    )?,
                 }
             }
         }
@@ -208,6 +249,34 @@ impl fmt::Display for Summary {
 }
 
 impl Summary {
+    /// The requests no rule answered, each with the rules that nearly did.
+    fn fmt_misses(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.misses.is_empty() {
+            return Ok(());
+        }
+        writeln!(f)?;
+        writeln!(f, "  requests no rule answered ({}):", self.miss_count)?;
+        for m in &self.misses {
+            writeln!(f, "    {}: {}", m.service, m.request)?;
+            for near in &m.near {
+                writeln!(
+                    f,
+                    "      nearly `{}`: {}",
+                    near.route,
+                    near.differences.join("; ")
+                )?;
+            }
+        }
+        let rest = self.miss_count.saturating_sub(self.misses.len() as u64);
+        if rest > 0 {
+            writeln!(
+                f,
+                "    … and {rest} more (all in the events, and in GET /requests/unmatched of --admin)"
+            )?;
+        }
+        Ok(())
+    }
+
     /// The sections of protocols answered by routes: every declared route
     /// with its calls, then the calls no route answered.
     fn fmt_per_route(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -27,7 +27,7 @@ pub static INFO: ProtocolInfo = ProtocolInfo {
     summary: SummaryStyle::PerRoute,
     mock_hint: Some(MockHint {
         sniffed: &["http1", "http2"],
-        ports: &[80, 8000, 8080, 8888],
+        ports: &[80, 443, 8000, 8080, 8443, 8888],
         snippet: "http: { routes: [ { when: { path: / }, respond: { status: 200 } } ] }",
     }),
 };
@@ -136,6 +136,10 @@ impl ExchangeDetail for HttpDetail {
                 .unwrap_or_else(|| "no response".into()),
             self.route.as_deref().unwrap_or(self.answered_by)
         )
+    }
+
+    fn near_misses(&self) -> &[NearMiss] {
+        &self.near_misses
     }
 
     /// The status class (`2xx`), `fault_<kind>` or `no_response`.
