@@ -28,14 +28,49 @@ thread_local! {
         .expect("runtime");
 }
 
-/// Builds the services of `rules` afresh (no state carries over from the
-/// previous input) and serves `data` as one connection to `service`.
+/// The services of the harness's rules, built once per process: loading
+/// rules for every input would be most of the work. Each input starts
+/// from the seeds again (`Registry::reset`), and the journal is off, so
+/// nothing grows from one input to the next.
+struct Services {
+    registry: Registry,
+    _events: EventSink,
+}
+
+thread_local! {
+    static SERVICES: std::cell::OnceCell<Services> = const { std::cell::OnceCell::new() };
+}
+
+/// Serves `data` as one connection to `service` of `rules` (the same
+/// rules on every call of a target).
 pub fn serve(rules: &str, service: &str, port: u16, data: &[u8]) {
-    let label = PathBuf::from("/fuzz/rules.yaml");
-    let rules = RuleSet::from_sources(&[(label, rules.to_string())]).expect("the harness's rules load");
-    let events = EventSink::new();
-    let registry = Registry::build(&rules, &events);
-    let responder = registry.get(service).expect("the harness's service exists");
+    SERVICES.with(|cell| {
+        let services = cell.get_or_init(|| {
+            let label = PathBuf::from("/fuzz/rules.yaml");
+            let rules = RuleSet::from_sources(&[(label, rules.to_string())])
+                .expect("the harness's rules load");
+            let events = EventSink::new();
+            events.disable_journal();
+            Services {
+                registry: Registry::build(&rules, &events),
+                _events: events,
+            }
+        });
+        let responder = services
+            .registry
+            .get(service)
+            .expect("the harness's service exists");
+        serve_one(responder, service, port, data);
+        let _ = services.registry.reset(None);
+    });
+}
+
+fn serve_one(
+    responder: std::sync::Arc<dyn meshwrap::responders::Responder>,
+    service: &str,
+    port: u16,
+    data: &[u8],
+) {
     let sut = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 40000);
     let dst = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), port);
     let ctx = ServeCtx {
