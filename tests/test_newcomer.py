@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 
-from conftest import CURL, jail_env
+import pytest
+
+from conftest import CURL, PYTHON, jail_env
 
 RULES = """
 services:
@@ -87,3 +89,53 @@ def test_refused_https_gets_the_mock_snippet_first(jail):
     again = jail.run([*CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}", "https://pay.real.test/"],
                      rules=snippet, unmatched="refuse")
     assert again.stdout == "200", again.describe()
+
+
+KAFKA_REDIS_RULES = """
+services:
+  - name: bus
+    match: { host: kafka.new.test, port: 9092 }
+    kafka:
+      topics:
+        orders: { partitions: 1, messages: [ { key: o1, value: paid } ] }
+  - name: cache
+    match: { host: redis.new.test, port: 6379 }
+    redis: {}
+"""
+
+HANDSHAKES = """
+import time
+import redis
+from confluent_kafka import Consumer
+r = redis.Redis(host="redis.new.test", protocol=3)
+r.set("k", "v")
+print("redis", r.get("k").decode())
+c = Consumer({"bootstrap.servers": "kafka.new.test:9092", "group.id": "g",
+              "auto.offset.reset": "earliest"})
+c.subscribe(["orders"])
+got, deadline = None, time.time() + 30
+while got is None and time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        got = m.value().decode()
+c.close()
+print("kafka", got)
+"""
+
+
+def test_protocol_handshake_replies_are_not_errors(jail):
+    """A consumer group join starts with MEMBER_ID_REQUIRED and redis-py
+    probes CLIENT MAINT_NOTIFICATIONS, expecting the error Redis gives:
+    both are steps of the protocol, reported as `handshake`, and the
+    summary counts no error for them."""
+    pytest.importorskip("confluent_kafka")
+    res = jail.run([PYTHON, jail.write("hs.py", HANDSHAKES)],
+                   rules=KAFKA_REDIS_RULES)
+    assert res.returncode == 0, res.describe()
+    assert "redis v" in res.stdout and "kafka paid" in res.stdout, res.describe()
+    steps = [(e["kind"], e["operation"]) for e in res.events if e.get("outcome") == "handshake"]
+    assert ("kafka", "join_group") in steps, res.describe()
+    assert not [e for e in res.events if e.get("outcome") == "error"], res.describe()
+    for line in res.stderr.splitlines():
+        if line.strip().startswith(("bus:", "cache:")):
+            assert ", 0 errors (" in line, res.describe()

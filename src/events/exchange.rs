@@ -67,6 +67,11 @@ pub enum Outcome {
     Error,
     /// No rule answered it: a fallback or a pass to the real service.
     Unmatched,
+    /// An error reply that is a normal step of the protocol, which the
+    /// client asks for and goes on from (Kafka's MEMBER_ID_REQUIRED on a
+    /// first JoinGroup, a Redis client probing an optional command): no
+    /// error of the run, so the summary does not count it as one.
+    Handshake,
 }
 
 /// The protocol's own part of an exchange (a Redis key and reply type, a

@@ -236,9 +236,16 @@ impl KafkaService {
         error_code: i16,
         started: Instant,
     ) {
+        let outcome = if error_code == NONE {
+            Outcome::Ok
+        } else if is_handshake_step(api, error_code) {
+            Outcome::Handshake
+        } else {
+            Outcome::Error
+        };
         if !self.detailed() {
             self.events
-                .count(&INFO, &self.name, api, error_code != NONE);
+                .count(&INFO, &self.name, api, outcome == Outcome::Error);
             return;
         }
         let detail = KafkaDetail {
@@ -256,16 +263,23 @@ impl KafkaService {
             service: self.name.clone(),
             protocol: &INFO,
             operation: api.to_string(),
-            outcome: if error_code != NONE {
-                Outcome::Error
-            } else {
-                Outcome::Ok
-            },
+            outcome,
             error: None,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             detail: Arc::new(detail),
         }));
     }
+}
+
+/// Error codes clients expect as a step of the protocol and answer by
+/// retrying: MEMBER_ID_REQUIRED to a JoinGroup without a member id
+/// (KIP-394), UNSUPPORTED_VERSION to an ApiVersions newer than the broker
+/// (KIP-511: the client retries with the version the reply names).
+fn is_handshake_step(api: &str, error_code: i16) -> bool {
+    matches!(
+        (api, error_code),
+        ("join_group", MEMBER_ID_REQUIRED) | ("api_versions", UNSUPPORTED_VERSION)
+    )
 }
 
 fn clip(b: &[u8]) -> String {

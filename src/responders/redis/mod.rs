@@ -186,6 +186,18 @@ enum Outcome {
     Hang,
 }
 
+/// Error replies a client asks for on purpose, to learn what the server
+/// supports, and goes on without: redis-py's `CLIENT MAINT_NOTIFICATIONS`
+/// (Redis 8.2 and later only) and a `HELLO` for a protocol the server does
+/// not speak (`NOPROTO`, the client stays on RESP2).
+fn is_probe(command: &str, first_arg: Option<&Bytes>, error: &str) -> bool {
+    match command {
+        "CLIENT" => first_arg.is_some_and(|a| a.eq_ignore_ascii_case(b"maint_notifications")),
+        "HELLO" => error.starts_with("NOPROTO"),
+        _ => false,
+    }
+}
+
 /// Serves one connection until the client is done.
 pub async fn serve<IO>(svc: Arc<RedisService>, mut io: IO, ctx: ServeCtx, flow: FlowHandle)
 where
@@ -371,9 +383,18 @@ impl RedisService {
             Reply::Error(e) => Some(e.clone()),
             _ => None,
         };
+        let outcome = match &error {
+            None => crate::events::Outcome::Ok,
+            Some(e) if is_probe(&command, key, e) => crate::events::Outcome::Handshake,
+            Some(_) => crate::events::Outcome::Error,
+        };
         if !self.detail && !self.events.wants_detail() {
-            self.events
-                .count(&INFO, &self.name, &command, error.is_some());
+            self.events.count(
+                &INFO,
+                &self.name,
+                &command,
+                outcome == crate::events::Outcome::Error,
+            );
             return;
         }
         // Connection chatter has no key.
@@ -397,11 +418,7 @@ impl RedisService {
             service: self.name.clone(),
             protocol: &INFO,
             operation: command,
-            outcome: if error.is_some() {
-                crate::events::Outcome::Error
-            } else {
-                crate::events::Outcome::Ok
-            },
+            outcome,
             error,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             detail: Arc::new(detail),
