@@ -139,3 +139,20 @@ def test_protocol_handshake_replies_are_not_errors(jail):
     for line in res.stderr.splitlines():
         if line.strip().startswith(("bus:", "cache:")):
             assert ", 0 errors (" in line, res.describe()
+
+
+def test_the_gateway_reaches_a_host_server_bound_to_one_family(jail, echo_server):
+    """host.meshwrap.internal has an IPv4 and an IPv6 address; a client
+    that picks IPv6 and does not fall back (iperf3 does this) still
+    reaches a server bound to 127.0.0.1 only: meshwrap tries the other
+    loopback before it tells the SUT the connection was refused."""
+    code = ("import socket\n"
+            f"s = socket.create_connection(('fd00:6d77::2', {echo_server.port}), timeout=10)\n"
+            "s.sendall(b'ping'); s.shutdown(socket.SHUT_WR)\n"
+            "print(s.recv(100).decode())\n")
+    res = jail.run([PYTHON, "-c", code])
+    assert res.returncode == 0, res.describe()
+    assert res.stdout.strip() == "ping", res.describe()
+    flow = [f for f in res.flows() if f["dst_port"] == echo_server.port]
+    assert flow and flow[0]["decision"] == "pass" and flow[0]["upstream"].startswith("127.0.0.1:"), \
+        res.describe()

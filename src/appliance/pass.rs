@@ -46,10 +46,15 @@ impl Appliance {
                 return;
             }
         }
+        let via_gateway = self.inner.net.is_gateway(meta.dst.ip());
         let result = match target {
-            Ok(t) => egress::connect(t)
-                .await
-                .map_err(|e| {
+            Ok(t) => {
+                let connected = if via_gateway {
+                    egress::connect_host_loopback(t).await
+                } else {
+                    egress::connect(t).await.map(|s| (s, t))
+                };
+                connected.map_err(|e| {
                     let outcome = match e {
                         ConnectError::Refused(_) => HeldOutcome::Refuse,
                         ConnectError::Unreachable(..) | ConnectError::Other(..) => {
@@ -59,7 +64,7 @@ impl Appliance {
                     };
                     (outcome, e.to_string())
                 })
-                .map(|s| (s, t)),
+            }
             Err(msg) => Err((HeldOutcome::Unreachable, msg)),
         };
         match result {

@@ -4,7 +4,7 @@
 mod udp;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,6 +51,34 @@ pub async fn connect(target: SocketAddr) -> Result<TcpStream, ConnectError> {
             Some(libc::ETIMEDOUT) => ConnectError::TimedOut(target),
             _ => ConnectError::Other(target, e),
         }),
+    }
+}
+
+/// Connects to the host's loopback at `target`, which is what the jail's
+/// gateway (`host.meshwrap.internal`) stands for. The name has an IPv4
+/// and an IPv6 address, and a client that tries one family and does not
+/// fall back fails against a server bound to the other only (most
+/// development servers listen on 127.0.0.1 alone): so when one loopback
+/// refuses, the other is tried before the SUT is told it was refused.
+/// Returns the stream and the address that answered.
+pub async fn connect_host_loopback(
+    target: SocketAddr,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    match connect(target).await {
+        Ok(s) => Ok((s, target)),
+        Err(ConnectError::Refused(_)) if target.ip().is_loopback() => {
+            let other = match target.ip() {
+                IpAddr::V4(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            };
+            let other = SocketAddr::new(other, target.port());
+            match connect(other).await {
+                Ok(s) => Ok((s, other)),
+                // The SUT dialled `target`: its refusal is the answer.
+                Err(_) => Err(ConnectError::Refused(target)),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 
