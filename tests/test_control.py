@@ -690,7 +690,7 @@ def test_requests_journal_shows_method_path_headers_body(mesh):
         ("api", "POST", "/submit", "submit", "route", 201), e
     assert e["query"] == f"tag={tag}" and e["host"] == "api.ctl.test", e
     h = {k.lower(): v for k, v in e["request_headers"].items()}
-    assert h["x-api-key"] == "k1" and h["x-tenant"] == "t1" and h["x-extra"] == "e-" + tag, h
+    assert h["x-api-key"] == "[redacted]" and h["x-tenant"] == "t1" and h["x-extra"] == "e-" + tag, h
     assert h["content-type"] == "application/json", h
     assert json.loads(e["request_body"]) == {"order": tag, "qty": 3}, e
     assert json.loads(e["response_body"]) == {"accepted": True}, e

@@ -156,3 +156,41 @@ def test_the_gateway_reaches_a_host_server_bound_to_one_family(jail, echo_server
     flow = [f for f in res.flows() if f["dst_port"] == echo_server.port]
     assert flow and flow[0]["decision"] == "pass" and flow[0]["upstream"].startswith("127.0.0.1:"), \
         res.describe()
+
+
+def test_secrets_the_sut_sends_are_redacted_in_what_is_recorded(jail):
+    """Credentials in headers, keys in the query and passwords in a form
+    body never reach the events, the journal or the summary by default;
+    `--no-redact` records them as sent. The mock still sees them: a route
+    that needs the key answers."""
+    rules = """
+services:
+  - name: auth
+    match: { host: auth.new.test }
+    http:
+      routes:
+        - name: token
+          when: { method: POST, path: /oauth/token, headers: { x-api-key: key-4711 } }
+          respond: { json: { access_token: minted } }
+"""
+    cmd = [*CURL, "-s", "http://auth.new.test/oauth/token?api_key=qk-0815&page=2",
+           "-H", "Authorization: Bearer tok-abcdef", "-H", "X-Api-Key: key-4711",
+           "-d", "grant_type=password&username=ann&password=hunter2-pw",
+           "-o", "/dev/null", "-w", "%{http_code} ",
+           "--next", "-s", "http://auth.new.test/other?token=tk-miss", "-H", "X-Api-Key: key-0000",
+           "-o", "/dev/null", "-w", "%{http_code}"]
+    res = jail.run(cmd, rules=rules)
+    assert res.stdout == "200 404", res.describe()
+    text = open(res.events_path).read() + res.stderr
+    # key-4711 is also the rules' own value, which a near miss quotes.
+    for secret in ("tok-abcdef", "qk-0815", "hunter2-pw", "tk-miss", "key-0000"):
+        assert secret not in text, f"{secret} was recorded: {res.describe()}"
+    assert 'header x-api-key: "[redacted]" does not match "key-4711"' in res.stderr, res.describe()
+    ex = [e for e in res.events if e["kind"] == "http"]
+    hit = ex[0]
+    assert hit["request_headers"]["authorization"] == "Bearer [redacted]", hit
+    assert hit["query"] == "api_key=[redacted]&page=2", hit
+    assert "username=ann" in hit["request_body"] and "password=[redacted]" in hit["request_body"], hit
+    kept = jail.run(cmd, rules=rules, opts=["--no-redact"])
+    kept_text = open(kept.events_path).read()
+    assert "tok-abcdef" in kept_text and "hunter2-pw" in kept_text, kept.describe()

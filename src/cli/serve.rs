@@ -66,6 +66,13 @@ pub struct ServeArgs {
     /// admin API's /requests then see none; events are still written).
     #[arg(long)]
     pub no_journal: bool,
+    /// Record the secrets the SUT sends as they are: by default the values
+    /// of credential headers (Authorization, Cookie, X-Api-Key…) and of
+    /// query, form and JSON fields named like password, secret, token or
+    /// api_key are replaced by [redacted] in events, the journal and the
+    /// summary.
+    #[arg(long)]
+    pub no_redact: bool,
     /// Do not check the rules' `expect:` entries at exit (they otherwise
     /// make meshwrap exit 1 when unmet, even if the command succeeded).
     #[arg(long)]
@@ -173,6 +180,9 @@ impl ServeArgs {
         };
         if self.no_journal {
             events.disable_journal();
+        }
+        if self.no_redact {
+            events.keep_secrets();
         }
         let ca = match &self.ca_dir {
             Some(dir) => crate::tls::Ca::persistent(dir),

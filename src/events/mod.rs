@@ -155,6 +155,8 @@ pub struct EventSink {
     /// Someone reads event details (a file or the control API), so
     /// high-rate responders should build full events, not just count.
     detail: Arc<std::sync::atomic::AtomicBool>,
+    /// Off with `--no-redact`: secrets the SUT sends are recorded as sent.
+    keep_secrets: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl EventSink {
@@ -298,6 +300,19 @@ impl EventSink {
 
     /// Stops keeping exchanges in memory (they are still written and
     /// observed); expectations then see no calls.
+    /// Whether responders replace the secrets the SUT sends (credentials,
+    /// keys, passwords) before they record an exchange: yes, unless
+    /// `--no-redact`.
+    pub fn redacts(&self) -> bool {
+        !self.keep_secrets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `--no-redact`: record secrets as the SUT sent them.
+    pub fn keep_secrets(&self) {
+        self.keep_secrets
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn disable_journal(&self) {
         self.lock().journal_off = true;
     }

@@ -2,6 +2,7 @@
 //! hyper, answering from the service's routes, resources and fallback.
 
 mod forward;
+mod redact;
 mod render;
 mod request;
 mod resources;
@@ -259,26 +260,49 @@ impl HttpService {
                 .then(|| String::from_utf8_lossy(&b[..b.len().min(cap)]).into_owned())
         };
         let unmatched = route.is_none() && matches!(answered_by, "fallback" | "pass");
+        let mut near_misses = if unmatched {
+            self.near_misses(req)
+        } else {
+            Vec::new()
+        };
+        let redacting = self.events.redacts();
+        let mut response_body = response_body.and_then(clip);
+        let (query, request_body, request_headers) = if redacting {
+            // Text that quotes the request (a near miss, the fallback's
+            // answer) is scrubbed of the secrets' values too.
+            let secrets = redact::secret_values(req);
+            for m in &mut near_misses {
+                for d in &mut m.differences {
+                    *d = redact::scrub(d, &secrets);
+                }
+            }
+            if let Some(b) = &mut response_body {
+                *b = redact::scrub(b, &secrets);
+            }
+            (
+                req.raw_query.as_deref().map(redact::pairs),
+                clip(&redact::body(req)),
+                redact::headers(&req.headers),
+            )
+        } else {
+            (req.raw_query.clone(), clip(&req.body), req.headers.clone())
+        };
         let detail = HttpDetail {
             route: route.map(str::to_string),
             answered_by,
             method: req.method.clone(),
             path: req.path.clone(),
-            query: req.raw_query.clone(),
+            query,
             host: req.host.clone().or_else(|| ctx.meta.host.clone()),
             version: req.version.clone(),
             status,
             request_bytes: req.body.len() as u64,
             response_bytes,
-            request_body: clip(&req.body),
-            response_body: response_body.and_then(clip),
-            request_headers: req.headers.clone(),
+            request_body,
+            response_body,
+            request_headers,
             fault,
-            near_misses: if unmatched {
-                self.near_misses(req)
-            } else {
-                Vec::new()
-            },
+            near_misses,
         };
         let outcome = if error.is_some() {
             Outcome::Error
