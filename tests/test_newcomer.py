@@ -194,3 +194,39 @@ services:
     kept = jail.run(cmd, rules=rules, opts=["--no-redact"])
     kept_text = open(kept.events_path).read()
     assert "tok-abcdef" in kept_text and "hunter2-pw" in kept_text, kept.describe()
+
+
+# (file text, the line `meshwrap check` prints for it, after "FILE:")
+CHECK_GOLDEN = [
+    ("services:\n  - name: a\n    match: { host: a.test }\n    http:\n      routes:\n"
+     "        - when: { path: /x }\n          respond: { status: 200\n",
+     "8:1: services[0].http.routes[0].respond: a `{ … }` mapping is not closed: expected `,` or `}` "
+     "(a value with `,`, `:` or `}` in it needs quotes)"),
+    ("services:\n  - name: a\n    match: { host: a.test, port: https }\n    http: {}\n",
+     "3:34: services[0].match.port: `https` is a service name, not a port: write its number (443)"),
+    ("services:\n  - name: a\n    match: { host: a.test, port: 80-eighty }\n    http: {}\n",
+     "3:34: services[0].match.port: `eighty` is not a port (1-65535) in the range `80-eighty`"),
+    ("services:\n  - name: a\n    match: { host: a.test }\n    http:\n      routes:\n"
+     "        - when: { path: /x }\n          respond: { status: two }\n",
+     "7:30: services[0].http.routes[0].respond.status: expected a whole number from 0 to 65535, "
+     "found the text \"two\""),
+    ("services:\n  - name: a\n    match: { host: a.test }\n   http: {}\n",
+     "4:4: services: this line does not line up with the list above it: list entries start with `- ` "
+     "at the same indentation; check the indentation"),
+    ("services:\n  - name: a\n    match: { host: a.test }\n    http:\n      routes:\n"
+     "        - when: path: /x\n",
+     "6:17: services[0].http.routes[0].when: expected a mapping (`key: value` lines or "
+     "`{ key: value }`), found the text \"path\""),
+]
+
+
+def test_check_explains_yaml_and_type_mistakes_in_plain_words(meshwrap_bin, tmp_path):
+    """Golden: the parser's wording (`did not find expected …`, a path
+    ending in `?`) and Rust's types (`u16`, `struct MatchSpec`) become
+    sentences that say what to fix; a port written as a name says so."""
+    for i, (text, want) in enumerate(CHECK_GOLDEN):
+        path = tmp_path / f"bad{i}.yaml"
+        path.write_text(text)
+        res = subprocess.run([meshwrap_bin, "check", str(path)], capture_output=True, text=True)
+        assert res.returncode == 1, (text, res.stdout, res.stderr)
+        assert f"{path}:{want}" in res.stderr, f"{text!r}\nwant: {want}\ngot:  {res.stderr}"

@@ -6,6 +6,7 @@ pub mod expect;
 pub mod glob;
 pub mod http;
 pub mod kafka;
+mod messages;
 pub mod mock;
 pub mod mongo;
 pub mod redis;
@@ -478,16 +479,12 @@ pub fn parse_str(file: &Path, text: &str) -> Result<RulesFile, RulesError> {
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
-        let message = strip_position(&inner.to_string());
+        let message = messages::humanize(&strip_position(&inner.to_string()));
         RulesError::Invalid {
             file: file.to_path_buf(),
             line,
             column,
-            field: if field == "." {
-                "(top level)".into()
-            } else {
-                field
-            },
+            field: messages::field_path(&field),
             message,
         }
     })

@@ -232,7 +232,17 @@ impl<'de> Deserialize<'de> for PortRange {
                 let parse = |s: &str| -> Result<u16, E> {
                     match s.trim().parse::<u16>() {
                         Ok(p) if p > 0 => Ok(p),
-                        _ => Err(E::custom(format!("`{s}` is not a port (1-65535) in `{v}`"))),
+                        _ => Err(E::custom(match super::messages::port_by_name(s) {
+                            Some(n) => format!(
+                                "`{s}` is a service name, not a port: write its number ({n})"
+                            ),
+                            None if v.contains('-') => {
+                                format!("`{s}` is not a port (1-65535) in the range `{v}`")
+                            }
+                            None => format!(
+                                "`{s}` is not a port: write a number (1-65535) or a range like 8000-8100"
+                            ),
+                        })),
                     }
                 };
                 let (first, last) = match v.split_once('-') {
