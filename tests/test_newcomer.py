@@ -230,3 +230,34 @@ def test_check_explains_yaml_and_type_mistakes_in_plain_words(meshwrap_bin, tmp_
         res = subprocess.run([meshwrap_bin, "check", str(path)], capture_output=True, text=True)
         assert res.returncode == 1, (text, res.stdout, res.stderr)
         assert f"{path}:{want}" in res.stderr, f"{text!r}\nwant: {want}\ngot:  {res.stderr}"
+
+
+EXPECT_GOLDEN = [
+    ("services:\n  - name: cache\n    match: { host: r.test, port: 6379 }\n    redis: {}\n"
+     "expect:\n  - { service: cache, command: insrt }\n",
+     "6:23: expect[0]: `insrt` is not a Redis command meshwrap answers; did you mean `incr`?"),
+    ("services:\n  - name: bus\n    match: { host: k.test, port: 9092 }\n    kafka:\n"
+     "      auto_create_topics: false\n      topics: { orders: { partitions: 1 } }\n"
+     "expect:\n  - { service: bus, topic: order }\n",
+     "8:21: expect[0]: topic `order` is not declared and `auto_create_topics` is off, so no record "
+     "can reach it; did you mean `orders`?"),
+    ("services:\n  - name: cache\n    match: { host: r.test, port: 6379 }\n    redis: {}\n"
+     "expect:\n  - { service: cache, route: INCRBY }\n",
+     "6:23: expect[0]: `route` is not a field of Redis expectations: such fields apply to HTTP "
+     "services, and `cache` is not one (Redis expectations take `command`, `key`)"),
+]
+
+
+def test_check_refuses_expectations_that_cannot_match(meshwrap_bin, tmp_path):
+    """Golden: an expectation that no call could ever meet is a `check`
+    error with the closest valid name, not a failure after the run."""
+    for i, (text, want) in enumerate(EXPECT_GOLDEN):
+        path = tmp_path / f"expect{i}.yaml"
+        path.write_text(text)
+        res = subprocess.run([meshwrap_bin, "check", str(path)], capture_output=True, text=True)
+        assert res.returncode == 1, (text, res.stdout, res.stderr)
+        assert f"{path}:{want}" in res.stderr, f"{text!r}\nwant: {want}\ngot:  {res.stderr}"
+    ok = tmp_path / "autocreate.yaml"
+    ok.write_text(EXPECT_GOLDEN[1][0].replace("auto_create_topics: false", "auto_create_topics: true"))
+    res = subprocess.run([meshwrap_bin, "check", str(ok)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

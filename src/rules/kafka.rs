@@ -304,8 +304,23 @@ impl crate::rules::ProtocolRules for KafkaSpec {
         std::sync::Arc<dyn crate::rules::expect::ExpectMatcher>,
         crate::rules::expect::ExpectError,
     > {
+        let topic = e.str_field("topic")?;
+        // With auto-create on, a topic the rules do not declare may well
+        // be made by the SUT; with it off, no record can reach it.
+        if let Some(t) = topic.as_deref() {
+            if !self.auto_create_topics && !self.topics.contains_key(t) {
+                return Err(crate::rules::expect::ExpectError {
+                    field: "topic".into(),
+                    message: format!(
+                        "topic `{t}` is not declared and `auto_create_topics` is off, so no \
+                         record can reach it{}",
+                        super::suggest::did_you_mean(t, self.topics.keys().map(String::as_str))
+                    ),
+                });
+            }
+        }
         Ok(std::sync::Arc::new(ProducedRecords {
-            topic: e.str_field("topic")?,
+            topic,
             value_contains: e.fields.get("value_contains").cloned(),
         }))
     }

@@ -10,7 +10,9 @@ mod messages;
 pub mod mock;
 pub mod mongo;
 pub mod redis;
+pub mod redis_commands;
 mod schema;
+mod suggest;
 pub mod timeouts;
 
 use std::collections::BTreeMap;

@@ -73,8 +73,24 @@ impl crate::rules::ProtocolRules for RedisSpec {
         std::sync::Arc<dyn crate::rules::expect::ExpectMatcher>,
         crate::rules::expect::ExpectError,
     > {
+        let command = e.str_field("command")?;
+        if let Some(c) = command
+            .as_deref()
+            .filter(|c| !super::redis_commands::is_command(c))
+        {
+            return Err(crate::rules::expect::ExpectError {
+                field: "command".into(),
+                message: format!(
+                    "`{c}` is not a Redis command meshwrap answers{}",
+                    super::suggest::did_you_mean(
+                        c,
+                        super::redis_commands::COMMANDS.iter().copied()
+                    )
+                ),
+            });
+        }
         Ok(std::sync::Arc::new(crate::rules::expect::CommandMatcher {
-            command: e.str_field("command")?.map(|c| c.to_ascii_uppercase()),
+            command: command.map(|c| c.to_ascii_uppercase()),
             key: e.str_field("key")?,
             key_field: "key",
         }))

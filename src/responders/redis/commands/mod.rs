@@ -360,3 +360,17 @@ pub fn repeat_count(n: i64) -> Result<u64, Reply> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    /// `expect:` entries are checked against the rules' list of command
+    /// names; it must name exactly the commands this table answers.
+    #[test]
+    fn the_rules_know_every_command_of_the_table() {
+        let mut table: Vec<&str> = super::table().keys().copied().collect();
+        table.sort_unstable();
+        let mut rules = crate::rules::redis_commands::COMMANDS.to_vec();
+        rules.sort_unstable();
+        assert_eq!(table, rules);
+    }
+}
