@@ -196,6 +196,16 @@ services:
     assert "tok-abcdef" in kept_text and "hunter2-pw" in kept_text, kept.describe()
 
 
+def check_golden(meshwrap_bin, tmp_path, cases):
+    """Each file of `cases` fails `meshwrap check` with exactly its line."""
+    for i, (text, want) in enumerate(cases):
+        path = tmp_path / f"golden{i}.yaml"
+        path.write_text(text)
+        res = subprocess.run([meshwrap_bin, "check", str(path)], capture_output=True, text=True)
+        assert res.returncode == 1, (text, res.stdout, res.stderr)
+        assert f"{path}:{want}" in res.stderr, f"{text!r}\nwant: {want}\ngot:  {res.stderr}"
+
+
 # (file text, the line `meshwrap check` prints for it, after "FILE:")
 CHECK_GOLDEN = [
     ("services:\n  - name: a\n    match: { host: a.test }\n    http:\n      routes:\n"
@@ -224,12 +234,7 @@ def test_check_explains_yaml_and_type_mistakes_in_plain_words(meshwrap_bin, tmp_
     """Golden: the parser's wording (`did not find expected …`, a path
     ending in `?`) and Rust's types (`u16`, `struct MatchSpec`) become
     sentences that say what to fix; a port written as a name says so."""
-    for i, (text, want) in enumerate(CHECK_GOLDEN):
-        path = tmp_path / f"bad{i}.yaml"
-        path.write_text(text)
-        res = subprocess.run([meshwrap_bin, "check", str(path)], capture_output=True, text=True)
-        assert res.returncode == 1, (text, res.stdout, res.stderr)
-        assert f"{path}:{want}" in res.stderr, f"{text!r}\nwant: {want}\ngot:  {res.stderr}"
+    check_golden(meshwrap_bin, tmp_path, CHECK_GOLDEN)
 
 
 EXPECT_GOLDEN = [
@@ -251,12 +256,7 @@ EXPECT_GOLDEN = [
 def test_check_refuses_expectations_that_cannot_match(meshwrap_bin, tmp_path):
     """Golden: an expectation that no call could ever meet is a `check`
     error with the closest valid name, not a failure after the run."""
-    for i, (text, want) in enumerate(EXPECT_GOLDEN):
-        path = tmp_path / f"expect{i}.yaml"
-        path.write_text(text)
-        res = subprocess.run([meshwrap_bin, "check", str(path)], capture_output=True, text=True)
-        assert res.returncode == 1, (text, res.stdout, res.stderr)
-        assert f"{path}:{want}" in res.stderr, f"{text!r}\nwant: {want}\ngot:  {res.stderr}"
+    check_golden(meshwrap_bin, tmp_path, EXPECT_GOLDEN)
     ok = tmp_path / "autocreate.yaml"
     ok.write_text(EXPECT_GOLDEN[1][0].replace("auto_create_topics: false", "auto_create_topics: true"))
     res = subprocess.run([meshwrap_bin, "check", str(ok)], capture_output=True, text=True)
