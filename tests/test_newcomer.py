@@ -6,6 +6,7 @@ Network safety: names under .test only, answered by meshwrap's mocks.
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -261,3 +262,29 @@ def test_check_refuses_expectations_that_cannot_match(meshwrap_bin, tmp_path):
     ok.write_text(EXPECT_GOLDEN[1][0].replace("auto_create_topics: false", "auto_create_topics: true"))
     res = subprocess.run([meshwrap_bin, "check", str(ok)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_files_default_fallback_gives_api_shaped_errors(jail):
+    """`defaults: { http: { fallback } }` answers unmatched requests of
+    every service of the file in the API's error shape (what a typed SDK
+    can read); a service's own `fallback` wins. The example file is the
+    one rules/README shows."""
+    example = str(Path(__file__).resolve().parent.parent / "rules" / "examples" / "api-errors.yaml")
+    script = (f"{' '.join(CURL)} -s -i http://api.payments.test/v1/nope; echo; echo ===; "
+              f"{' '.join(CURL)} -s http://api.ledger.test/v1/nope")
+    res = jail.run(["sh", "-c", script], rules=example)
+    assert res.returncode == 0, res.describe()
+    typed, own = res.stdout.split("===")
+    head, body = typed.split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 404"), res.describe()
+    assert "request-id: req_" in head.lower(), res.describe()
+    assert json.loads(body) == {"error": {"type": "invalid_request_error",
+                                          "message": "Unrecognized request URL (GET: /v1/nope)"}}
+    assert json.loads(own)["error"] == "no route matched", res.describe()
+    other = jail.run([*CURL, "-s", "http://api.other.test/x"], rules=[example, """
+services:
+  - name: other
+    match: { host: api.other.test }
+    http: {}
+"""])
+    assert json.loads(other.stdout)["error"] == "no route matched", other.describe()

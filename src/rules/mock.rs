@@ -17,6 +17,8 @@ use super::expect::{ExpectError, ExpectMatcher, ExpectSpec};
 pub struct LoadCtx<'a> {
     /// The folder `file:` references are relative to.
     pub dir: &'a Path,
+    /// The file's `defaults:`, for what the spec leaves out.
+    pub defaults: &'a super::defaults::DefaultsSpec,
 }
 
 /// A protocol's rules: its spec type (the value of its key in a service)

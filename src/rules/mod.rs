@@ -2,6 +2,7 @@
 //! refused, loaded with errors that point at file, line, column and field.
 
 pub mod common;
+pub mod defaults;
 pub mod expect;
 pub mod glob;
 pub mod http;
@@ -253,8 +254,15 @@ impl RuleSet {
                         "give at least one of `host`, `port`, `cidr`".into(),
                     ));
                 }
-                let action = action_of(spec.pass, spec.refuse, spec.mocks, file, &spec.name)
-                    .map_err(|(field, m)| invalid(&field, m))?;
+                let action = action_of(
+                    spec.pass,
+                    spec.refuse,
+                    spec.mocks,
+                    file,
+                    &spec.name,
+                    &parsed.defaults,
+                )
+                .map_err(|(field, m)| invalid(&field, m))?;
                 let origin = format!("{}:{line}", file.display());
                 service_origin.insert(spec.name.clone(), origin.clone());
                 set.services.push(Service {
@@ -354,6 +362,7 @@ fn action_of(
     mocks: Vec<(&'static str, Box<dyn MockSpec>)>,
     file: &Path,
     name: &str,
+    defaults: &defaults::DefaultsSpec,
 ) -> Result<Action, (String, String)> {
     let mut actions: Vec<(&str, Action)> = Vec::new();
     if pass.is_some() {
@@ -371,8 +380,11 @@ fn action_of(
         .map(Path::to_path_buf)
         .unwrap_or_default();
     for (key, mut spec) in mocks {
-        spec.prepare(&LoadCtx { dir: &dir })
-            .map_err(|m| (format!(".{key}"), m))?;
+        spec.prepare(&LoadCtx {
+            dir: &dir,
+            defaults,
+        })
+        .map_err(|m| (format!(".{key}"), m))?;
         actions.push((key, Action::Mock(Arc::from(spec))));
     }
     match actions.len() {

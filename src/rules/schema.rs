@@ -42,6 +42,9 @@ pub struct RulesFile {
     /// Calls the SUT must (or must not) make, checked when it exits.
     #[serde(default)]
     pub expect: Vec<ExpectSpec>,
+    /// What this file's services get for settings they leave out.
+    #[serde(default)]
+    pub defaults: super::defaults::DefaultsSpec,
 }
 
 /// A service: which flows it claims and what answers them. The action

@@ -88,7 +88,7 @@ impl Renderer {
                 }
             }
         }
-        if let Fallback::Respond(r) = &spec.fallback {
+        if let Fallback::Respond(r) = spec.fallback() {
             collect(r, &mut sources);
         }
         let mut names = HashMap::new();

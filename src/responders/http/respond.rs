@@ -228,7 +228,7 @@ pub(crate) async fn answer(
             .await;
         }
     }
-    match &svc.spec.fallback {
+    match svc.spec.fallback() {
         Fallback::NotFound => {
             let body = json!({
                 "error": "no route matched",

@@ -14,6 +14,9 @@ impl ProtocolRules for HttpSpec {
     const EXPECT_FIELDS: &'static [&'static str] = &["route"];
 
     fn prepare(&mut self, ctx: &LoadCtx<'_>) -> Result<(), String> {
+        if self.fallback.is_none() {
+            self.fallback = ctx.defaults.http.fallback.clone();
+        }
         load_files(self, ctx.dir)
     }
 
@@ -102,7 +105,7 @@ fn load_files(h: &mut HttpSpec, dir: &Path) -> Result<(), String> {
             Responses::Sequence { items, .. } => items.iter_mut().try_for_each(load)?,
         }
     }
-    if let Fallback::Respond(r) = &mut h.fallback {
+    if let Some(Fallback::Respond(r)) = &mut h.fallback {
         load(r)?;
     }
     Ok(())

@@ -42,15 +42,24 @@ pub struct HttpSpec {
     /// Faults applied to every request of the service (after route faults).
     #[serde(default, alias = "fault")]
     pub faults: OneOrMany<FaultSpec>,
-    /// What a request that nothing matches gets.
+    /// What a request that nothing matches gets; unset, the file's
+    /// `defaults.http.fallback`, else `not_found` (see `fallback()`).
     #[serde(default)]
-    pub fallback: Fallback,
+    pub fallback: Option<Fallback>,
     /// Request and response bodies up to this many bytes go into events.
     #[serde(default = "default_record_bodies")]
     pub record_bodies: usize,
     /// Idle, request and response limits (see `rules::timeouts`).
     #[serde(default)]
     pub timeouts: TimeoutsSpec,
+}
+
+impl HttpSpec {
+    /// The fallback in force: the service's own, else the default 404.
+    pub fn fallback(&self) -> &Fallback {
+        static NOT_FOUND: Fallback = Fallback::NotFound;
+        self.fallback.as_ref().unwrap_or(&NOT_FOUND)
+    }
 }
 
 fn default_record_bodies() -> usize {
