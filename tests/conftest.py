@@ -85,6 +85,18 @@ def _tun_device_usable():
 # running the jail
 
 
+# The variables meshwrap sets in the jail to make clients trust its CA.
+TRUST_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+
+
+@pytest.fixture
+def no_inherited_trust_variables(monkeypatch):
+    """Run the jail as on a machine where none of the variables meshwrap
+    injects is set (this one may set them all to the system bundle)."""
+    for v in TRUST_VARS:
+        monkeypatch.delenv(v, raising=False)
+
+
 def jail_env(extra=None):
     env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
     env["PYTHONDONTWRITEBYTECODE"] = "1"

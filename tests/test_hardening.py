@@ -3,6 +3,7 @@ freeze its one data-plane thread, or get an answer no real server gives.
 Each now gets the protocol's own error, and the appliance keeps serving
 (every test ends with a normal request that must still be answered).
 """
+import contextlib
 import os
 import shutil
 import subprocess
@@ -33,6 +34,21 @@ services:
     match: { host: mongo.hard.test, port: 27017 }
     mongo: {}
 """
+
+
+@contextlib.contextmanager
+def running(jail, cmd, first_line, rules=None):
+    """meshwrap running `cmd` in the background, once the SUT has printed
+    `first_line`; killed at the end if it is still there."""
+    args, _ = jail.command(cmd, rules=rules)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == first_line
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def redis_cli(jail, lines):
@@ -239,17 +255,11 @@ def test_sigterm_reaches_the_sut_while_the_responders_are_busy(jail):
     reaches the SUT before they are done, and meshwrap exits with it."""
     import signal
     import time
-    args, _ = jail.command([PYTHON, jail.write("term.py", TERM_CLIENT)], rules=HEAVY_RULES)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        assert proc.stdout.readline().strip() == b"sent"
+    with running(jail, [PYTHON, jail.write("term.py", TERM_CLIENT)], b"sent",
+                 rules=HEAVY_RULES) as proc:
         time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     out = out.decode()
     assert proc.returncode == 0, err.decode(errors="replace")
     assert "term after" in out and "never came" not in out, out
@@ -422,26 +432,26 @@ def test_what_the_sut_started_dies_with_a_killed_meshwrap(jail):
     of its parent-death signal, and the kernel ends its pid namespace, so
     background processes of the SUT go too (they used to live on)."""
     import signal
-    import time
-    args, _ = jail.command(["sh", "-c", "setsid sleep 302.5 & sleep 302.5 & echo started; wait"])
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        assert proc.stdout.readline().strip() == b"started"
-        for _ in range(100):
-            if len(_host_processes_with("sleep 302.5")) >= 2:
-                break
-            time.sleep(0.05)
-        assert len(_host_processes_with("sleep 302.5")) >= 2, "the background sleeps did not start"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        alive = _gone("sleep 302.5")
-        assert not alive, f"alive after meshwrap was killed: {alive}"
+        with running(jail, ["sh", "-c", "setsid sleep 302.5 & sleep 302.5 & echo started; wait"],
+                     b"started") as proc:
+            _wait_for_sleeps()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            alive = _gone("sleep 302.5")
+            assert not alive, f"alive after meshwrap was killed: {alive}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
         for pid in _host_processes_with("sleep 302.5"):
             os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for_sleeps():
+    import time
+    for _ in range(100):
+        if len(_host_processes_with("sleep 302.5")) >= 2:
+            return
+        time.sleep(0.05)
+    assert len(_host_processes_with("sleep 302.5")) >= 2, "the background sleeps did not start"
 
 
 def test_the_jail_sees_its_own_processes_only(jail):
@@ -465,17 +475,10 @@ def test_signals_reach_the_sut_through_the_init(jail):
     """meshwrap passes SIGTERM to the jail's init, which passes it to the
     SUT (an init ignores signals it has no handler for, so it must)."""
     import signal
-    args, _ = jail.command(["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; "
-                                        "while :; do sleep 0.05; done"])
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        assert proc.stdout.readline().strip() == b"ready"
+    with running(jail, ["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; "
+                               "while :; do sleep 0.05; done"], b"ready") as proc:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert b"got-term" in out, err.decode(errors="replace")
     assert proc.returncode == 7, err.decode(errors="replace")
 

@@ -9,7 +9,7 @@ rule claims is passed through untouched.
 Every test runs real clients inside the jail (curl, Python requests and
 httpx, Node's fetch, Java's HttpClient, openssl s_client, Python ssl). None
 of them is given a CA by the test: the variables meshwrap sets are removed
-from the environment first (see `_no_inherited_trust_variables`), so the
+from the environment first (see `no_inherited_trust_variables` in conftest), so the
 jail gets them from meshwrap alone, as on a machine that never set them.
 
 Network safety: names under .test only; the pass-through test's HTTPS server
@@ -29,7 +29,7 @@ import pytest
 from cryptography import x509
 
 import tls_certs  # tests/helpers, put on sys.path by conftest
-from conftest import (CURL, HELPERS, PYTHON, SUT4, SUT6, assert_flow_schema,
+from conftest import (CURL, HELPERS, PYTHON, SUT4, SUT6, TRUST_VARS, assert_flow_schema,
                       in_fake_range, jail_env)
 
 RULES = Path(__file__).resolve().parent / "tls_rules"
@@ -45,17 +45,11 @@ PROBE = str(HELPERS / "tls_probe.py")
 UPSTREAM = str(HELPERS / "tls_upstream.py")
 JAVA_MAIN = str(HELPERS / "Main.java")
 
-TRUST_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 JAVA_CACERTS = "/etc/ssl/certs/java/cacerts"
 
 
-@pytest.fixture(autouse=True)
-def _no_inherited_trust_variables(monkeypatch):
-    """Run every jail as on a machine where none of the variables meshwrap
-    injects is set (this one may set them all to the system bundle)."""
-    for v in TRUST_VARS:
-        monkeypatch.delenv(v, raising=False)
+pytestmark = pytest.mark.usefixtures("no_inherited_trust_variables")
 
 
 # --------------------------------------------------------------------------

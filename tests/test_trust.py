@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, jail_env
+from conftest import PYTHON, TRUST_VARS, jail_env
 
 RULES = """
 services:
@@ -32,8 +32,7 @@ services:
 """
 
 URL = "https://api.trust.test/hello"
-UNSET = ["env", "-u", "SSL_CERT_FILE", "-u", "REQUESTS_CA_BUNDLE", "-u", "CURL_CA_BUNDLE",
-         "-u", "NODE_EXTRA_CA_CERTS"]
+UNSET = ["env"] + [a for v in TRUST_VARS for a in ("-u", v)]
 
 # Connects with an ssl context that trusts exactly the file given.
 WITH_CAFILE = """
@@ -51,10 +50,7 @@ def certifi_bundle():
     return Path(certifi.where()).resolve()
 
 
-@pytest.fixture(autouse=True)
-def _no_inherited_trust_variables(monkeypatch):
-    for v in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
-        monkeypatch.delenv(v, raising=False)
+pytestmark = pytest.mark.usefixtures("no_inherited_trust_variables")
 
 
 def requests_get(jail, opts=(), env=None, python=PYTHON, cwd=None):

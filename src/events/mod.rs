@@ -167,12 +167,7 @@ impl EventSink {
 
     /// A sink that also appends JSON lines to `path` (truncated first).
     pub fn with_file(path: &Path) -> std::io::Result<Self> {
-        let file = File::create(path)?;
-        let sink = Self::default();
-        sink.lock().writer = Some(BufWriter::new(file));
-        sink.detail
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(sink)
+        Ok(Self::with_fd(File::create(path)?.into()))
     }
 
     /// A sink that also writes JSON lines to an open descriptor: stdout
@@ -298,8 +293,6 @@ impl EventSink {
         self.lock().observers.push(o);
     }
 
-    /// Stops keeping exchanges in memory (they are still written and
-    /// observed); expectations then see no calls.
     /// Whether responders replace the secrets the SUT sends (credentials,
     /// keys, passwords) before they record an exchange: yes, unless
     /// `--no-redact`.
@@ -313,6 +306,8 @@ impl EventSink {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Stops keeping exchanges in memory (they are still written and
+    /// observed); expectations then see no calls.
     pub fn disable_journal(&self) {
         self.lock().journal_off = true;
     }

@@ -206,10 +206,8 @@ fn init_loop(sock: &OwnedFd, sut: Pid, waited: &SigSet) -> ! {
                 match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) | Err(_) => break,
                     Ok(status) if status.pid() == Some(sut) => {
-                        let code = match status {
-                            WaitStatus::Exited(_, code) => code,
-                            WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
-                            _ => continue,
+                        let Some(code) = super::exit_code(status) else {
+                            continue;
                         };
                         sut_alive = false;
                         let msg = format!("{}{code}", String::from_utf8_lossy(MSG_EXIT));

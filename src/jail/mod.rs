@@ -93,7 +93,7 @@ pub struct WorkDir {
 
 impl WorkDir {
     pub fn create() -> Result<WorkDir, JailError> {
-        makeworkdir().map(|path| WorkDir { path })
+        make_workdir().map(|path| WorkDir { path })
     }
 
     pub fn path(&self) -> &Path {
@@ -350,14 +350,23 @@ impl SutExit {
                 _ => {
                     let flags =
                         nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT;
-                    return match nix::sys::wait::waitid(nix::sys::wait::Id::Pid(self.init), flags) {
-                        Ok(WaitStatus::Exited(_, code)) => code,
-                        Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
-                        _ => 1,
-                    };
+                    return nix::sys::wait::waitid(nix::sys::wait::Id::Pid(self.init), flags)
+                        .ok()
+                        .and_then(exit_code)
+                        .unwrap_or(1);
                 }
             }
         }
+    }
+}
+
+/// A shell's exit code for an ended process: its own, or 128 + the signal
+/// that killed it; `None` for a status that is no end (stopped, continued).
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
     }
 }
 
@@ -383,7 +392,7 @@ fn processes_in_pid_namespace_of(pid: Pid) -> usize {
 /// Removes work folders of earlier runs that were killed before they
 /// could clean up (SIGKILL): `meshwrap-<pid>-<n>` of a pid that is gone,
 /// owned by us.
-fn clean_staleworkdirs(base: &std::path::Path) {
+fn clean_stale_workdirs(base: &std::path::Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(dir) = std::fs::read_dir(base) else {
         return;
@@ -410,13 +419,13 @@ fn clean_staleworkdirs(base: &std::path::Path) {
     }
 }
 
-fn makeworkdir() -> Result<PathBuf, JailError> {
+fn make_workdir() -> Result<PathBuf, JailError> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .unwrap_or_else(std::env::temp_dir);
-    clean_staleworkdirs(&base);
+    clean_stale_workdirs(&base);
     let mut last_err = None;
     for attempt in 0..100u32 {
         let path = base.join(format!("meshwrap-{}-{attempt}", std::process::id()));

@@ -18,11 +18,6 @@ const KINDS: &[(&str, &str)] = &[
     ("f64", "a number"),
     ("a boolean", "true or false"),
     ("a string", "a text"),
-    ("a sequence", "a list (`- item` lines or `[a, b]`)"),
-    (
-        "a map",
-        "a mapping (`key: value` lines or `{ key: value }`)",
-    ),
 ];
 
 /// serde's "invalid type" names for what was found.
@@ -140,17 +135,10 @@ pub fn humanize(message: &str) -> String {
             return (*plain).to_string();
         }
     }
-    if let Some(rest) = m.strip_prefix("invalid type: ") {
-        if let Some(plain) = invalid_type(rest) {
-            return plain;
-        }
-    }
-    if let Some(rest) = m.strip_prefix("invalid value: ") {
-        if let Some(plain) = invalid_type(rest) {
-            return plain;
-        }
-    }
-    m.to_string()
+    ["invalid type: ", "invalid value: "]
+        .iter()
+        .find_map(|p| m.strip_prefix(p).and_then(invalid_type))
+        .unwrap_or_else(|| m.to_string())
 }
 
 /// The field path as printed: serde_path_to_error writes `?` for a part
