@@ -88,6 +88,8 @@ pub(super) struct AdminPlan {
     addr: AdminAddr,
     token: Option<String>,
     read_only: bool,
+    /// What `POST /reload` reads again.
+    rule_files: Vec<PathBuf>,
 }
 
 /// Takes descriptor `n` for meshwrap alone: a copy that is closed on exec,
@@ -205,6 +207,7 @@ impl ServeArgs {
             addr: addr.clone(),
             token,
             read_only: self.admin_read_only,
+            rule_files: self.rules.clone(),
         }))
     }
 
@@ -325,6 +328,7 @@ pub(super) async fn start(
             ready: ready.clone(),
             token: plan.token,
             read_only: plan.read_only,
+            rule_files: plan.rule_files,
         });
         control.serve(plan.addr).await?;
     }

@@ -5,6 +5,7 @@
 //! own reset and journal interfaces.
 
 pub mod metrics;
+mod ui;
 mod watch;
 
 use std::convert::Infallible;
@@ -96,6 +97,8 @@ pub struct Control {
     pub token: Option<String>,
     /// Serve GET calls only (`--admin-read-only`).
     pub read_only: bool,
+    /// The rule files `POST /reload` reads again.
+    pub rule_files: Vec<PathBuf>,
 }
 
 fn full(data: impl Into<Bytes>) -> Body {
@@ -270,7 +273,16 @@ impl Control {
                 "this call needs `Authorization: Bearer <token>`",
             );
         }
+        if req.method() == Method::GET {
+            if let Some(page) = ui::asset(&path) {
+                return page;
+            }
+        }
         match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/ui/info") => self.ui_info(),
+            (Method::GET, "/suggest") => self.suggest(&query_pairs(&req)),
+            (Method::GET, "/expectations") => self.expectations(),
+            (Method::POST, "/reload") => self.reload_files().await,
             (Method::GET, "/healthz") => text_response(StatusCode::OK, "text/plain", "ok\n".into()),
             (Method::GET, "/readyz") => {
                 if self.ready.load(Ordering::Acquire) {
@@ -285,7 +297,14 @@ impl Control {
                 self.metrics.render(self.stack.as_ref()),
             ),
             (Method::GET, "/flows") => self.flows(&query_pairs(&req)),
-            (Method::GET, "/events") => self.events_stream(&query_pairs(&req)),
+            (Method::GET, "/events") => {
+                let sse = req
+                    .headers()
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("text/event-stream"));
+                self.events_stream(&query_pairs(&req), sse)
+            }
             (Method::GET, "/requests") => self.requests(&query_pairs(&req), false),
             (Method::GET, "/requests/unmatched") => self.requests(&query_pairs(&req), true),
             (Method::GET, "/rules") => self.get_rules(),
@@ -308,12 +327,12 @@ impl Control {
                 let q = query_pairs(&req);
                 self.reset(param(&q, "service"))
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/flows" | "/events" | "/requests" | "/requests/unmatched" | "/rules" | "/verify" | "/reset") => {
+            (_, "/healthz" | "/readyz" | "/metrics" | "/flows" | "/events" | "/requests" | "/requests/unmatched" | "/rules" | "/verify" | "/reset" | "/reload" | "/expectations" | "/suggest" | "/ui/info") => {
                 error(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed on {path}", req.method()))
             }
             _ => error(
                 StatusCode::NOT_FOUND,
-                format!("no such endpoint {path}; see GET /healthz /readyz /metrics /flows /events /requests /requests/unmatched /rules, PUT /rules, POST /verify /reset"),
+                format!("no such endpoint {path}; see GET /ui /healthz /readyz /metrics /flows /events /requests /requests/unmatched /rules /expectations /suggest, PUT /rules, POST /verify /reset /reload"),
             ),
         }
     }
@@ -352,13 +371,24 @@ impl Control {
         json_response(StatusCode::OK, &json!({ "live": live, "recent": recent }))
     }
 
-    fn events_stream(&self, q: &[(String, String)]) -> Response<Body> {
-        let follow = matches!(param(q, "follow"), Some("1" | "true" | "yes"));
+    /// `sse`: framed as server-sent events (the flow inspector's
+    /// `EventSource`), else JSON lines.
+    fn events_stream(&self, q: &[(String, String)], sse: bool) -> Response<Body> {
+        let follow = sse || matches!(param(q, "follow"), Some("1" | "true" | "yes"));
         let (recent, rx) = self.events.subscribe();
-        let mut head = String::new();
+        let frame = move |line: &str| -> Bytes {
+            if sse {
+                ui::sse_frame(line)
+            } else {
+                let mut s = String::with_capacity(line.len() + 1);
+                s.push_str(line);
+                s.push('\n');
+                Bytes::from(s)
+            }
+        };
+        let mut head = Vec::new();
         for l in &recent {
-            head.push_str(l);
-            head.push('\n');
+            head.extend_from_slice(&frame(l));
         }
         let body: Body = match (follow, rx) {
             (true, Some(rx)) => {
@@ -366,14 +396,10 @@ impl Control {
                     stream::once(
                         async move { Ok::<_, std::io::Error>(Frame::data(Bytes::from(head))) },
                     );
-                let rest = stream::unfold(rx, |mut rx| async move {
+                let rest = stream::unfold(rx, move |mut rx| async move {
                     loop {
                         match rx.recv().await {
-                            Ok(line) => {
-                                let mut s = line.to_string();
-                                s.push('\n');
-                                return Some((Ok(Frame::data(Bytes::from(s))), rx));
-                            }
+                            Ok(line) => return Some((Ok(Frame::data(frame(&line))), rx)),
                             // A slow reader skips what it missed.
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                             Err(_) => return None,
@@ -384,8 +410,14 @@ impl Control {
             }
             _ => full(head),
         };
+        let ctype = if sse {
+            "text/event-stream"
+        } else {
+            "application/x-ndjson"
+        };
         Response::builder()
-            .header("content-type", "application/x-ndjson")
+            .header("content-type", ctype)
+            .header("cache-control", "no-store")
             .body(body)
             .unwrap_or_else(|_| Response::new(full(Bytes::new())))
     }
@@ -489,15 +521,25 @@ impl Control {
                 return error(StatusCode::BAD_REQUEST, message);
             }
         }
-        let results = crate::events::verify::check(&expects, &self.events.journal());
+        json_response(StatusCode::OK, &self.check_expects(&expects, true))
+    }
+
+    /// Expectations checked against the journal, as `POST /verify`
+    /// answers them; `count` adds the failures to the metrics (a check
+    /// the inspector makes to draw its panel is not a verification).
+    fn check_expects(&self, expects: &[ExpectSpec], count: bool) -> Value {
+        let results = crate::events::verify::check(expects, &self.events.journal());
         let failed = results.iter().filter(|r| !r.ok).count();
-        self.metrics.expectations_failed.inc_by(failed as u64);
+        if count {
+            self.metrics.expectations_failed.inc_by(failed as u64);
+        }
         let out: Vec<Value> = results
             .iter()
             .map(|r| {
                 json!({
                     "service": r.expect.service,
                     "route": r.expect.fields.get("route"),
+                    "fields": r.expect.fields,
                     "expected": r.expect.count.to_string(),
                     "calls": r.calls,
                     "ok": r.ok,
@@ -506,10 +548,7 @@ impl Control {
                 })
             })
             .collect();
-        json_response(
-            StatusCode::OK,
-            &json!({ "ok": failed == 0, "failed": failed, "results": out }),
-        )
+        json!({ "ok": failed == 0, "failed": failed, "results": out })
     }
 
     fn reset(&self, service: Option<&str>) -> Response<Body> {

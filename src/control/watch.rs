@@ -97,37 +97,51 @@ pub async fn watch_files(files: Vec<PathBuf>, appliance: Appliance, events: Even
             continue;
         }
         last = now;
-        // Loading and building the responders may take long: off the data
-        // plane's thread.
-        let (files_, appliance_) = (files.clone(), appliance.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            RuleSet::load(&files_).map(|set| appliance_.reload(set))
-        })
-        .await;
-        let Ok(loaded) = loaded else {
-            continue;
-        };
-        let ev = match loaded {
-            Ok(snap) => ReloadEvent {
-                time: now_rfc3339(),
-                source: "watch",
-                ok: true,
-                error: None,
-                services: snap.rules.services.iter().map(|s| s.name.clone()).collect(),
-                generation: snap.generation,
-            },
-            Err(e) => {
-                tracing::warn!("rules not reloaded: {e}");
-                ReloadEvent {
-                    time: now_rfc3339(),
-                    source: "watch",
-                    ok: false,
-                    error: Some(e.to_string()),
-                    services: Vec::new(),
-                    generation: appliance.snapshot().generation,
-                }
-            }
-        };
-        events.record(Event::Reload(ev));
+        reload(&files, &appliance, &events, "watch").await;
     }
+}
+
+/// Reads the rule files again and, if they load, swaps them in; the
+/// reload (or its rejection) is an event, and is returned.
+pub(super) async fn reload(
+    files: &[PathBuf],
+    appliance: &Appliance,
+    events: &EventSink,
+    source: &'static str,
+) -> ReloadEvent {
+    // Loading and building the responders may take long: off the data
+    // plane's thread.
+    let (files_, appliance_) = (files.to_vec(), appliance.clone());
+    let loaded = tokio::task::spawn_blocking(move || {
+        RuleSet::load(&files_).map(|set| appliance_.reload(set))
+    })
+    .await;
+    let loaded = match loaded {
+        Ok(Ok(snap)) => Ok(snap),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the reload stopped before it finished".to_string()),
+    };
+    let ev = match loaded {
+        Ok(snap) => ReloadEvent {
+            time: now_rfc3339(),
+            source,
+            ok: true,
+            error: None,
+            services: snap.rules.services.iter().map(|s| s.name.clone()).collect(),
+            generation: snap.generation,
+        },
+        Err(e) => {
+            tracing::warn!("rules not reloaded: {e}");
+            ReloadEvent {
+                time: now_rfc3339(),
+                source,
+                ok: false,
+                error: Some(e),
+                services: Vec::new(),
+                generation: appliance.snapshot().generation,
+            }
+        }
+    };
+    events.record(Event::Reload(ev.clone()));
+    ev
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::model::FlowId;
 
 pub use exchange::{ExchangeDetail, ExchangeEvent, MockHint, Outcome, ProtocolInfo, SummaryStyle};
-pub use summary::Summary;
+pub use summary::{refused_rule, Summary};
 
 /// One flow, reported when it ends (or when it is refused).
 #[derive(Debug, Clone, Serialize)]

@@ -176,6 +176,37 @@ fn mock_hint(hints: &[&'static ProtocolInfo], port: u16, protocol: &str) -> Opti
     })
 }
 
+/// The service entry (a `- name:` list item) that would mock a refused
+/// destination, or pass it: the mock first, since pasting `pass` sends
+/// real traffic out. `ip` names the destination when no host name is
+/// known. Shared by the exit summary and the flow inspector's "copy as
+/// rule".
+pub fn refused_rule(
+    hints: &[&'static ProtocolInfo],
+    host: Option<&str>,
+    ip: &str,
+    port: u16,
+    protocol: &str,
+) -> String {
+    let (name, matcher) = match host {
+        Some(h) => (
+            service_name(h, port),
+            format!("{{ host: {h}, port: {port} }}"),
+        ),
+        None => (
+            service_name(ip, port),
+            format!("{{ cidr: \"{ip}\", port: {port} }}"),
+        ),
+    };
+    let action = match mock_hint(hints, port, protocol) {
+        Some(hint) => format!(
+            "  {hint}\n  # or, to reach the real destination (traffic leaves the jail): pass: {{}}"
+        ),
+        None => "  pass: {}   # reaches the real destination: traffic leaves the jail".into(),
+    };
+    format!("- name: {name}\n  match: {matcher}\n{action}\n")
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "meshwrap summary ({} DNS queries)", self.dns_queries)?;
@@ -212,35 +243,11 @@ impl fmt::Display for Summary {
             )?;
             writeln!(f, "  services:")?;
             for (dest, (host, port, protocol)) in &self.refused {
-                let (name, matcher) = match host {
-                    Some(h) => (
-                        service_name(h, *port),
-                        format!("{{ host: {h}, port: {port} }}"),
-                    ),
-                    None => {
-                        let ip = dest.rsplit_once(':').map(|(a, _)| a).unwrap_or(dest);
-                        let ip = ip.trim_matches(|c| c == '[' || c == ']');
-                        (
-                            service_name(ip, *port),
-                            format!("{{ cidr: \"{ip}\", port: {port} }}"),
-                        )
-                    }
-                };
-                writeln!(f, "    - name: {name}")?;
-                writeln!(f, "      match: {matcher}")?;
-                // The mock first: pasting `pass` sends real traffic out.
-                match mock_hint(&self.hints, *port, protocol) {
-                    Some(hint) => {
-                        writeln!(f, "      {hint}")?;
-                        writeln!(
-                            f,
-                            "      # or, to reach the real destination (traffic leaves the jail): pass: {{}}"
-                        )?
-                    }
-                    None => writeln!(
-                        f,
-                        "      pass: {{}}   # reaches the real destination: traffic leaves the jail"
-                    )?,
+                let ip = dest.rsplit_once(':').map(|(a, _)| a).unwrap_or(dest);
+                let ip = ip.trim_matches(|c| c == '[' || c == ']');
+                let entry = refused_rule(&self.hints, host.as_deref(), ip, *port, protocol);
+                for line in entry.lines() {
+                    writeln!(f, "    {line}")?;
                 }
             }
         }

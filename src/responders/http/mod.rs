@@ -13,6 +13,8 @@ mod upstream_tls;
 pub use responder::{HttpDetail, INFO};
 
 use std::convert::Infallible;
+
+use base64::Engine as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -249,7 +251,7 @@ impl HttpService {
         answered_by: &'static str,
         status: Option<u16>,
         response_bytes: u64,
-        response_body: Option<&[u8]>,
+        response: Option<(&[(String, String)], &[u8])>,
         fault: Option<&'static str>,
         error: Option<String>,
         started: Instant,
@@ -266,7 +268,23 @@ impl HttpService {
             Vec::new()
         };
         let redacting = self.events.redacts();
-        let mut response_body = response_body.and_then(clip);
+        let response_body_bytes = response.map(|(_, b)| b);
+        let mut response_body = response_body_bytes.and_then(clip);
+        // A body that is not text (an image) is kept as base64 too, so
+        // that the flow inspector can show it.
+        let response_body_base64 = response_body_bytes
+            .filter(|b| {
+                cap > 0
+                    && matches!(std::str::from_utf8(&b[..b.len().min(cap)]),
+                        Err(e) if e.error_len().is_some())
+            })
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(&b[..b.len().min(cap)]));
+        let mut response_headers: std::collections::BTreeMap<String, String> = response
+            .map(|(h, _)| h.iter().cloned().collect())
+            .unwrap_or_default();
+        if self.events.redacts() {
+            response_headers = redact::headers(&response_headers);
+        }
         let (query, request_body, request_headers) = if redacting {
             // Text that quotes the request (a near miss, the fallback's
             // answer) is scrubbed of the secrets' values too.
@@ -300,7 +318,9 @@ impl HttpService {
             response_bytes,
             request_body,
             response_body,
+            response_body_base64,
             request_headers,
+            response_headers,
             fault,
             near_misses,
         };

@@ -401,7 +401,7 @@ async fn deliver(
         answered_by,
         Some(built.status),
         sent as u64,
-        Some(&built.body[..sent]),
+        Some((&built.headers[..], &built.body[..sent])),
         label,
         None,
         started,

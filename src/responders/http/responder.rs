@@ -94,7 +94,11 @@ pub struct HttpDetail {
     /// The first `record_bodies` bytes of each body (lossy UTF-8).
     pub request_body: Option<String>,
     pub response_body: Option<String>,
+    /// The same bytes as base64 when they are not UTF-8 (an image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body_base64: Option<String>,
     pub request_headers: BTreeMap<String, String>,
+    pub response_headers: BTreeMap<String, String>,
     /// The fault applied, if any (latency, hang, reset, …).
     pub fault: Option<&'static str>,
     /// For a request no route answered: the routes that came closest and

@@ -8,6 +8,7 @@
 
 mod commands;
 mod depth;
+mod preview;
 pub mod query;
 mod responder;
 pub mod scram;
@@ -223,11 +224,14 @@ impl MongoService {
                 .and_then(|w| w.get_str("errmsg").ok())
                 .map(String::from)
         };
+        let redact = self.events.redacts();
         let detail = MongoDetail {
             command: command.clone(),
             db,
             collection,
             filter,
+            request: body.map(|b| preview::document(b, redact)),
+            reply: preview::document(reply, redact),
             matched: n("n"),
             modified: n("nModified"),
             error_code: code,

@@ -65,6 +65,10 @@ pub struct MongoDetail {
     pub collection: Option<String>,
     /// The filter, as relaxed extended JSON (clipped).
     pub filter: Option<String>,
+    /// The command and the reply as relaxed extended JSON, cut down to a
+    /// bounded size (credentials redacted).
+    pub request: Option<String>,
+    pub reply: String,
     pub matched: Option<u64>,
     pub modified: Option<u64>,
     /// The error code (`ok: 0` or the first write error).

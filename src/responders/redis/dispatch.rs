@@ -42,7 +42,6 @@ impl RedisService {
     ) -> Outcome {
         self.commands.fetch_add(1, Ordering::Relaxed);
         let lower = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-        let key = args.get(1);
         let def = table().get(lower.as_str());
         let early = |r: Reply| Outcome::Reply(r);
         let Some(def) = def else {
@@ -57,7 +56,7 @@ impl RedisService {
                 msg.push_str(&format!("'{}' ", commands::clip(a)));
             }
             let r = Reply::Error(msg);
-            self.record(conn, ctx, &lower, key, &r, started, None);
+            self.record(conn, ctx, &lower, args, &r, started, None);
             return early(r);
         };
         let check = if !def.arity_ok(args.len()) {
@@ -76,7 +75,7 @@ impl RedisService {
             if conn.multi.is_some() {
                 conn.multi_error = true;
             }
-            self.record(conn, ctx, def.name, key, &r, started, None);
+            self.record(conn, ctx, def.name, args, &r, started, None);
             return early(r);
         }
         if let Some(q) = conn.multi.as_mut() {
@@ -94,15 +93,31 @@ impl RedisService {
                 RedisFaultKind::Latency(l) => tokio::time::sleep(pick_latency(l)).await,
                 RedisFaultKind::Error(e) => {
                     let r = Reply::Error(e.clone());
-                    self.record(conn, ctx, def.name, key, &r, started, fault_label);
+                    self.record(conn, ctx, def.name, args, &r, started, fault_label);
                     return early(r);
                 }
                 RedisFaultKind::Reset => {
-                    self.record(conn, ctx, def.name, key, &Reply::None, started, fault_label);
+                    self.record(
+                        conn,
+                        ctx,
+                        def.name,
+                        args,
+                        &Reply::None,
+                        started,
+                        fault_label,
+                    );
                     return Outcome::Reset;
                 }
                 RedisFaultKind::Hang => {
-                    self.record(conn, ctx, def.name, key, &Reply::None, started, fault_label);
+                    self.record(
+                        conn,
+                        ctx,
+                        def.name,
+                        args,
+                        &Reply::None,
+                        started,
+                        fault_label,
+                    );
                     return Outcome::Hang;
                 }
             }
@@ -114,11 +129,11 @@ impl RedisService {
         };
         match &outcome {
             Outcome::Reply(r) | Outcome::Close(r) => {
-                self.record(conn, ctx, def.name, key, r, started, fault_label)
+                self.record(conn, ctx, def.name, args, r, started, fault_label)
             }
             Outcome::Many(rs) => {
                 if let Some(r) = rs.first() {
-                    self.record(conn, ctx, def.name, key, r, started, fault_label)
+                    self.record(conn, ctx, def.name, args, r, started, fault_label)
                 }
             }
             // Recorded when the wait ends.

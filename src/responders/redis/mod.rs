@@ -17,6 +17,7 @@ mod blocking;
 pub mod commands;
 mod connection;
 mod dispatch;
+mod journal;
 mod pubsub;
 pub mod resp;
 mod responder;
@@ -234,15 +235,7 @@ where
                     // Redis answers a malformed request and closes only
                     // this connection.
                     let reply = Reply::Error(format!("ERR {e}"));
-                    svc.record(
-                        &conn,
-                        &ctx,
-                        "(protocol)",
-                        None,
-                        &reply,
-                        Instant::now(),
-                        None,
-                    );
+                    svc.record(&conn, &ctx, "(protocol)", &[], &reply, Instant::now(), None);
                     reply.encode(&mut out, conn.resp3);
                     let _ = io.write_all(&out).await;
                     let _ = io.flush().await;
@@ -278,8 +271,7 @@ where
                     else {
                         break 'conn;
                     };
-                    let key = args.get(1).cloned();
-                    svc.record(&conn, &ctx, &name, key.as_ref(), &reply, started, None);
+                    svc.record(&conn, &ctx, &name, &args, &reply, started, None);
                     emit(&mut conn, &mut out, &reply);
                 }
                 Outcome::Reset => {
@@ -373,12 +365,13 @@ impl RedisService {
         conn: &ConnState,
         ctx: &ServeCtx,
         command: &str,
-        key: Option<&Bytes>,
+        args: &[Bytes],
         reply: &Reply,
         started: Instant,
         fault: Option<&'static str>,
     ) {
         let command = command.to_ascii_uppercase();
+        let key = args.get(1);
         let error = match reply {
             Reply::Error(e) => Some(e.clone()),
             _ => None,
@@ -410,6 +403,8 @@ impl RedisService {
             key,
             db: conn.db,
             reply: reply.label(),
+            args: journal::args_preview(&command, args, self.events.redacts()),
+            reply_text: journal::reply_preview(reply),
             fault,
         };
         self.events.record(Event::Exchange(ExchangeEvent {

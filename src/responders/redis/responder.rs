@@ -66,6 +66,10 @@ pub struct RedisDetail {
     /// The reply's RESP type: simple, error, integer, bulk, nil, array,
     /// map, set, double, boolean, push, none.
     pub reply: &'static str,
+    /// The arguments after the command, clipped (passwords redacted).
+    pub args: Vec<String>,
+    /// The reply as `redis-cli` prints it, clipped.
+    pub reply_text: String,
     /// The fault applied, if any (latency, error, reset, hang).
     pub fault: Option<&'static str>,
 }

@@ -72,7 +72,7 @@ impl RedisService {
                 continue;
             };
             let r = self.exec_locked(&mut store, conn, def, args);
-            self.record(conn, ctx, def.name, args.get(1), &r, started, None);
+            self.record(conn, ctx, def.name, args, &r, started, None);
             replies.push(r);
         }
         Ok(Reply::Array(replies))
