@@ -282,7 +282,7 @@ impl HttpService {
         let mut response_headers: std::collections::BTreeMap<String, String> = response
             .map(|(h, _)| h.iter().cloned().collect())
             .unwrap_or_default();
-        if self.events.redacts() {
+        if redacting {
             response_headers = redact::headers(&response_headers);
         }
         let (query, request_body, request_headers) = if redacting {
@@ -296,6 +296,9 @@ impl HttpService {
             }
             if let Some(b) = &mut response_body {
                 *b = redact::scrub(b, &secrets);
+            }
+            for v in response_headers.values_mut() {
+                *v = redact::scrub(v, &secrets);
             }
             (
                 req.raw_query.as_deref().map(redact::pairs),
