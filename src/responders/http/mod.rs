@@ -240,6 +240,9 @@ async fn handle(
         })
 }
 
+/// The headers and the body bytes of an answer, as sent.
+type SentResponse<'a> = (&'a [(String, String)], &'a [u8]);
+
 impl HttpService {
     /// Records one exchange in the events.
     #[allow(clippy::too_many_arguments)]
@@ -251,7 +254,7 @@ impl HttpService {
         answered_by: &'static str,
         status: Option<u16>,
         response_bytes: u64,
-        response: Option<(&[(String, String)], &[u8])>,
+        response: Option<SentResponse<'_>>,
         fault: Option<&'static str>,
         error: Option<String>,
         started: Instant,
