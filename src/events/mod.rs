@@ -113,6 +113,20 @@ const RECENT_EVENTS: usize = 10_000;
 /// long-running sidecar does not grow without bound.
 pub const JOURNAL_LIMIT: usize = 100_000;
 
+/// Cuts `text` to at most `max` bytes (at a character boundary) and marks
+/// the cut with `…`: how the journal keeps what a client sent bounded.
+pub fn clip_text(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push('…');
+}
+
 /// RFC 3339 UTC timestamp for the `time` field.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();

@@ -202,14 +202,7 @@ impl MongoService {
             })
             .map(|f| {
                 let mut s = f.into_relaxed_extjson().to_string();
-                if s.len() > 200 {
-                    let mut cut = 200;
-                    while !s.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    s.truncate(cut);
-                    s.push('…');
-                }
+                crate::events::clip_text(&mut s, 200);
                 s
             });
         let n = |k: &str| reply.get(k).and_then(query::num).map(|x| x as u64);

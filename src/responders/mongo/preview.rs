@@ -26,14 +26,7 @@ fn is_secret(key: &str) -> bool {
 pub fn document(doc: &Document, redact: bool) -> String {
     let small = Bson::Document(cut_doc(doc, 0, redact));
     let mut text = small.into_relaxed_extjson().to_string();
-    if text.len() > MAX_TEXT {
-        let mut cut = MAX_TEXT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
+    crate::events::clip_text(&mut text, MAX_TEXT);
     text
 }
 

@@ -96,7 +96,8 @@ impl RedisService {
                     self.record(conn, ctx, def.name, args, &r, started, fault_label);
                     return early(r);
                 }
-                RedisFaultKind::Reset => {
+                RedisFaultKind::Reset | RedisFaultKind::Hang => {
+                    let reset = matches!(f, RedisFaultKind::Reset);
                     self.record(
                         conn,
                         ctx,
@@ -106,19 +107,7 @@ impl RedisService {
                         started,
                         fault_label,
                     );
-                    return Outcome::Reset;
-                }
-                RedisFaultKind::Hang => {
-                    self.record(
-                        conn,
-                        ctx,
-                        def.name,
-                        args,
-                        &Reply::None,
-                        started,
-                        fault_label,
-                    );
-                    return Outcome::Hang;
+                    return if reset { Outcome::Reset } else { Outcome::Hang };
                 }
             }
         }

@@ -74,14 +74,7 @@ pub fn args_preview(command: &str, args: &[Bytes], redact: bool) -> Vec<String> 
 pub fn reply_preview(reply: &Reply) -> String {
     let mut out = String::new();
     render(reply, 0, &mut out);
-    if out.len() > MAX_REPLY {
-        let mut cut = MAX_REPLY;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
-    }
+    crate::events::clip_text(&mut out, MAX_REPLY);
     out
 }
 
