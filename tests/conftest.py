@@ -404,3 +404,66 @@ def make_world_readable_copy(path, dest_dir):
     shutil.copy2(path, dst)
     os.chmod(dst, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     return str(dst)
+
+
+# --------------------------------------------------------------------------
+# skips under CI
+
+
+def running_in_ci():
+    """CI=true (as .ci/run sets it, and most CI services do)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+CI_SKIP_HELP = (".ci/run installs every tool and package the tests use, so under CI=true a skip "
+                "means an install step broke. If this test may skip in CI all the same, mark it "
+                "@pytest.mark.may_skip_in_ci(\"why\").")
+
+
+_CI_MODULE_SKIPS = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "may_skip_in_ci(reason): the test may skip under CI=true, for the reason given")
+
+
+def _skip_reason(longrepr):
+    return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skipped test is a failed one, unless it is marked
+    `may_skip_in_ci` with a reason: a skip guard (importorskip, a missing
+    tool) duplicates something .ci/run installs, and a broken install
+    would otherwise pass as skips."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not (running_in_ci() and rep.skipped) or hasattr(rep, "wasxfail"):
+        return
+    allowed = item.get_closest_marker("may_skip_in_ci")
+    if allowed is not None and allowed.args and str(allowed.args[0]).strip():
+        return
+    rep.outcome = "failed"
+    rep.longrepr = f"skipped under CI=true: {_skip_reason(rep.longrepr)}\n{CI_SKIP_HELP}"
+
+
+def pytest_collectreport(report):
+    """A whole module skipped at import (a module-level importorskip):
+    its tests never exist, so the session fails at its end instead."""
+    if running_in_ci() and report.skipped:
+        _CI_MODULE_SKIPS.append(f"{report.nodeid}: {_skip_reason(report.longrepr)}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _CI_MODULE_SKIPS:
+        terminalreporter.section("modules skipped under CI=true (a failure)", red=True)
+        for s in _CI_MODULE_SKIPS:
+            terminalreporter.line(s)
+        terminalreporter.line(CI_SKIP_HELP)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _CI_MODULE_SKIPS and exitstatus in (0, 5):  # 5: nothing collected at all
+        session.exitstatus = 1
