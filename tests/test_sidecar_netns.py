@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -185,9 +186,10 @@ def test_sidecar_serves_the_pod_with_no_capabilities(netns, rules_file, tmp_path
     assert refused.returncode == 7
     # DNS over TCP to an arbitrary resolver address is answered too (a pod
     # asks kube-dns's address, not meshwrap's).
-    if shutil.which("dig"):
-        ans = netns.ns("dig", "+tcp", "+short", "+time=3", "@10.96.0.10", "api.side.test", "A")
-        assert ans.stdout.strip().startswith("198.18.")
+    # (dig is installed by CI, dnsutils: no tool, no pass.)
+    assert shutil.which("dig"), "dig is not installed (Debian dnsutils)"
+    ans = netns.ns("dig", "+tcp", "+short", "+time=3", "@10.96.0.10", "api.side.test", "A")
+    assert ans.stdout.strip().startswith("198.18."), ans.stdout
     proc.terminate()
     proc.wait(timeout=10)
     assert proc.returncode == 0
@@ -258,3 +260,156 @@ def test_single_container_form_drops_to_the_owner(netns, rules_file, tmp_path):
     assert fields["NoNewPrivs"].strip() == "1"
     out = netns.ns("curl", "-sS", "-m", "10", "http://api.side.test/hello")
     assert out.stdout == "hello from the sidecar\n"
+
+
+# --------------------------------------------------------------------------
+# sidecar --ca-export, --table, --group
+
+
+def wait_ready(netns, port, proc, err_path, timeout=20):
+    """Waits for the sidecar's /readyz on 127.0.0.1:PORT in the namespace."""
+    deadline = time.time() + timeout
+    while True:
+        r = netns.ns("curl", "-sS", "-m", "2", f"http://127.0.0.1:{port}/readyz", check=False)
+        if r.stdout == "ready\n":
+            return
+        assert proc.poll() is None, f"the sidecar exited {proc.returncode}:\n{err_path.read_text()}"
+        assert time.time() < deadline, f"the sidecar never became ready:\n{err_path.read_text()}"
+        time.sleep(0.2)
+
+
+def stop(proc, err_path):
+    proc.terminate()
+    proc.wait(timeout=10)
+    assert proc.returncode == 0, err_path.read_text()
+
+
+def served_leaf(netns, host, port=443):
+    """The certificate the sidecar serves for `host` (PEM), fetched without
+    verification from inside the namespace (so through the TUN)."""
+    code = ("import ssl, sys; "
+            f"sys.stdout.write(ssl.get_server_certificate(({host!r}, {port}), timeout=10))")
+    return netns.ns(sys.executable, "-c", code).stdout
+
+
+def test_sidecar_ca_export_writes_the_ca_that_verifies_its_leaves(netns, rules_file, tmp_path):
+    """`meshwrap sidecar --ca-export PATH` writes the interception CA's
+    certificate (one PEM CA certificate, written before serving): curl in
+    the pod verifies the mocked HTTPS service with `--cacert PATH` (and
+    fails without it, exit 60: the CA is nowhere else), and the leaf it
+    serves is signed by that certificate. With `--ca-dir DIR` the exported
+    file is the persistent CA, byte for byte DIR/meshwrap-ca.pem."""
+    from cryptography import x509
+
+    netns.ns(BIN, "sidecar-init")
+    ca_pem = tmp_path / "exported-ca.pem"
+    err_path = tmp_path / "sidecar.err"
+    proc = netns.spawn(BIN, "sidecar", "--rules", str(rules_file), "--ca-export", str(ca_pem),
+                       "--admin", "127.0.0.1:9921", as_user=OWNER, stdout=subprocess.DEVNULL,
+                       stderr=open(err_path, "w"))
+    wait_ready(netns, 9921, proc, err_path)
+    text = ca_pem.read_text()
+    assert text.startswith("-----BEGIN CERTIFICATE-----\n"), text
+    assert text.count("-----BEGIN CERTIFICATE-----") == 1, text
+    assert os.stat(ca_pem).st_uid == OWNER  # written by the sidecar, as its uid
+    ca = x509.load_pem_x509_certificate(text.encode())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+
+    ok = netns.ns("curl", "-sS", "-m", "10", "--cacert", str(ca_pem), "https://api.side.test/hello")
+    assert ok.stdout == "hello from the sidecar\n", ok.stderr
+    bad = netns.ns("curl", "-sS", "-m", "10", "https://api.side.test/hello", check=False)
+    assert bad.returncode == 60, (bad.returncode, bad.stderr)  # certificate not trusted
+
+    leaf = x509.load_pem_x509_certificate(served_leaf(netns, "api.side.test").encode())
+    assert leaf.issuer == ca.subject
+    leaf.verify_directly_issued_by(ca)  # raises if the signature does not verify
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "api.side.test" in san.get_values_for_type(x509.DNSName)
+    stop(proc, err_path)
+
+    # With --ca-dir: the exported certificate is the persistent CA's.
+    ca_dir = tmp_path / "ca"
+    again = tmp_path / "again.pem"
+    proc = netns.spawn(BIN, "sidecar", "--rules", str(rules_file), "--ca-dir", str(ca_dir),
+                       "--ca-export", str(again), "--admin", "127.0.0.1:9921", as_user=OWNER,
+                       stdout=subprocess.DEVNULL, stderr=open(err_path, "w"))
+    wait_ready(netns, 9921, proc, err_path)
+    assert again.read_bytes() == (ca_dir / "meshwrap-ca.pem").read_bytes()
+    assert again.read_text() != text  # a new CA: the first run's was ephemeral
+    ok = netns.ns("curl", "-sS", "-m", "10", "--cacert", str(again), "https://api.side.test/hello")
+    assert ok.stdout == "hello from the sidecar\n", ok.stderr
+    stop(proc, err_path)
+
+
+def test_sidecar_ca_export_to_an_unwritable_path_fails(netns, rules_file, tmp_path):
+    """A `--ca-export` path the sidecar cannot write stops it with exit 2
+    and the path in the error, before it serves anything."""
+    netns.ns(BIN, "sidecar-init")
+    target = tmp_path / "no-such-dir" / "ca.pem"
+    r = netns.ns(BIN, "sidecar", "--rules", str(rules_file), "--ca-export", str(target),
+                 check=False, as_user=OWNER)
+    assert r.returncode == 2, r
+    assert f"meshwrap: cannot write the CA certificate to {target}" in r.stderr, r.stderr
+
+
+def test_sidecar_init_table_and_group(netns, rules_file, tmp_path):
+    """The single-container form with `--table 123 --group 2345`: the
+    preference-200 rule (IPv4 and IPv6) looks up table 123, whose default
+    route is mw0 (table 100 stays empty); the TUN is owned by uid 1337 AND
+    group 2345; the process drops to uid 1337, gid 2345 with no
+    supplementary groups; and the pod's traffic reaches the sidecar."""
+    err_path = tmp_path / "sidecar.err"
+    proc = subprocess.Popen(["ip", "netns", "exec", netns.name, BIN, "sidecar", "--init",
+                             "--table", "123", "--group", "2345", "--rules", str(rules_file),
+                             "--admin", "127.0.0.1:9922"],
+                            stdout=subprocess.DEVNULL, stderr=open(err_path, "w"))
+    netns.procs.append(proc)
+    wait_ready(netns, 9922, proc, err_path)
+    for family in ("-4", "-6"):
+        rules = rules_of(netns, family)
+        assert "200:\tfrom all lookup 123 proto 109" in rules, rules
+        assert not any("lookup 100" in r for r in rules), rules
+        routes = netns.ns("ip", family, "route", "show", "table", "123").stdout
+        assert routes.startswith("default dev mw0 proto static"), routes
+    assert netns.ns("ip", "route", "show", "table", "100", check=False).stdout == ""
+    link = netns.ns("ip", "-d", "link", "show", "mw0").stdout
+    assert "persist on user 1337 group 2345 addrgenmode" in link, link
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["Uid"].split() == ["1337"] * 4
+    assert fields["Gid"].split() == ["2345"] * 4
+    assert fields["Groups"].strip() == ""
+    assert fields["CapEff"].strip() == "0000000000000000"
+    route = netns.ns("ip", "route", "get", "198.18.0.9").stdout
+    assert "table 123" in route and "dev mw0" in route, route
+    out = netns.ns("curl", "-sS", "-m", "10", "http://api.side.test/hello")
+    assert out.stdout == "hello from the sidecar\n"
+    stop(proc, err_path)
+    err = err_path.read_text()
+    assert "meshwrap sidecar-init: mw0 ready for uid 1337" in err, err
+    assert "meshwrap sidecar: serving mw0 as uid 1337" in err, err
+
+
+def test_sidecar_group_is_required_to_attach(netns, rules_file, tmp_path):
+    """After `sidecar-init --group 2345`, uid 1337 alone may not attach
+    (exit 2, naming its uid and gid); uid 1337 with gid 2345 attaches and
+    serves the pod."""
+    r = netns.ns(BIN, "sidecar-init", "--group", "2345")
+    assert "mw0 ready for uid 1337" in r.stderr, r.stderr
+    r = netns.ns(BIN, "sidecar", "--rules", str(rules_file), check=False, as_user=OWNER)
+    assert r.returncode == 2, r
+    assert r.stderr == ("meshwrap: not allowed to attach to TUN device mw0: it belongs to another "
+                        "user (or group). Run the sidecar as the uid given to `sidecar-init "
+                        "--owner`, and with the gid of its `--group` if one was given (now uid "
+                        "1337, gid 1337)\n"), r.stderr
+    err_path = tmp_path / "sidecar.err"
+    proc = subprocess.Popen(["ip", "netns", "exec", netns.name, "setpriv", f"--reuid={OWNER}",
+                             "--regid=2345", "--clear-groups", "--inh-caps=-all",
+                             "--bounding-set=-all", BIN, "sidecar", "--rules", str(rules_file),
+                             "--admin", "127.0.0.1:9923"],
+                            stdout=subprocess.DEVNULL, stderr=open(err_path, "w"))
+    netns.procs.append(proc)
+    wait_ready(netns, 9923, proc, err_path)
+    out = netns.ns("curl", "-sS", "-m", "10", "http://api.side.test/hello")
+    assert out.stdout == "hello from the sidecar\n"
+    stop(proc, err_path)
