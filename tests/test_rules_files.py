@@ -81,3 +81,18 @@ def test_rules_files_check_from_another_directory(tmp_path):
                              text=True, timeout=60)
         assert res.returncode == 0, f"`meshwrap check {p}` from {tmp_path} failed:\n{res.stderr}"
         assert res.stderr.startswith(f"{p}: ok ("), res.stderr
+
+
+def test_readme_check_of_every_file_together(meshwrap_bin):
+    """README.md's `meshwrap check rules/dev.yaml rules/examples/*.yaml`
+    (read from README.md, run through the shell as written) prints what
+    README.md shows: the files also merge, service names being unique
+    across the examples."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    prompt = "$ meshwrap check rules/dev.yaml rules/examples/*.yaml\n"
+    start = readme.index(prompt) + len(prompt)
+    expected = readme[start:readme.index("```", start)]
+    res = subprocess.run(["sh", "-c", f'"$0" {prompt[len("$ meshwrap "):].strip()}', meshwrap_bin],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == expected, res.stderr

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// for the sidecar only (a run's stdout is the SUT's).
     #[arg(long, value_name = "FILE|stderr|fd:N", value_parser = EventsTarget::parse)]
     pub events: Option<EventsTarget>,
+    /// How much of --events may wait for a slow reader (bytes, or with K,
+    /// M or G); past it lines are dropped and counted, never waited for.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub events_queue: usize,
     /// Do not print the summary table on exit (failed expectations are
     /// still printed).
     #[arg(long, short)]
@@ -154,6 +158,34 @@ impl EventsTarget {
     }
 }
 
+/// A size on the command line: bytes, or a number with K, M or G
+/// (powers of 1024), e.g. `64K`, `16M`.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => {
+            return Err(format!(
+                "`{s}` is not a size: a number of bytes, or with K, M or G (64K, 16M)"
+            ))
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1usize << shift))
+        .ok_or_else(|| {
+            format!("`{s}` is not a size: a number of bytes, or with K, M or G (64K, 16M)")
+        })
+}
+
 impl ServeArgs {
     /// `in_run`: the SUT owns stdout, so `-` is refused there.
     pub(super) fn load(&self, in_run: bool) -> Result<Loaded> {
@@ -168,15 +200,20 @@ impl ServeArgs {
                     .as_fd()
                     .try_clone_to_owned()
                     .context("cannot write events to stdout")?,
-            ),
+                self.events_queue,
+            )
+            .context("cannot start the events writer")?,
             Some(EventsTarget::Stderr) => EventSink::with_fd(
                 std::io::stderr()
                     .as_fd()
                     .try_clone_to_owned()
                     .context("cannot write events to stderr")?,
-            ),
-            Some(EventsTarget::Fd(n)) => EventSink::with_fd(take_fd(*n)?),
-            Some(EventsTarget::File(p)) => EventSink::with_file(p)
+                self.events_queue,
+            )
+            .context("cannot start the events writer")?,
+            Some(EventsTarget::Fd(n)) => EventSink::with_fd(take_fd(*n)?, self.events_queue)
+                .context("cannot start the events writer")?,
+            Some(EventsTarget::File(p)) => EventSink::with_file(p, self.events_queue)
                 .with_context(|| format!("cannot write events to {}", p.display()))?,
             None => EventSink::new(),
         };
@@ -354,4 +391,21 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Lets flows that were closing finish, so their events are complete.
 pub(super) async fn drain(appliance: &Appliance, within: std::time::Duration) {
     let _ = tokio::time::timeout(within, appliance.idle()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2kb"), Ok(2048));
+        for bad in ["", "M", "12X", "-1", "99999999999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

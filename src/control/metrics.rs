@@ -28,6 +28,7 @@ pub struct Metrics {
     active: IntGauge,
     packets: IntCounterVec,
     drops: IntCounter,
+    events_dropped: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -137,6 +138,15 @@ impl Metrics {
                 reg.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
+            events_dropped: {
+                let c = IntCounter::new(
+                    "meshwrap_events_dropped_total",
+                    "Lines of the events file dropped because its reader fell behind.",
+                )
+                .expect("valid metric");
+                reg.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             registry: reg,
         };
         for r in ["ok", "error"] {
@@ -148,16 +158,18 @@ impl Metrics {
         Arc::new(m)
     }
 
-    /// Prometheus text format, with the stack's counters brought up to date.
-    pub fn render(&self, stack: Option<&StackHandle>) -> String {
+    /// Prometheus text format, with the stack's counters and the events
+    /// file's dropped lines brought up to date.
+    pub fn render(&self, stack: Option<&StackHandle>, events_dropped: u64) -> String {
+        let sync = |c: &IntCounter, now: u64| {
+            let cur = c.get();
+            if now > cur {
+                c.inc_by(now - cur);
+            }
+        };
+        sync(&self.events_dropped, events_dropped);
         if let Some(s) = stack {
             let st = s.stats();
-            let sync = |c: &IntCounter, now: u64| {
-                let cur = c.get();
-                if now > cur {
-                    c.inc_by(now - cur);
-                }
-            };
             sync(
                 &self.packets.with_label_values(&["in"]),
                 st.packets_in.load(Ordering::Relaxed),

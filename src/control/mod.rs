@@ -294,7 +294,8 @@ impl Control {
             (Method::GET, "/metrics") => text_response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                self.metrics.render(self.stack.as_ref()),
+                self.metrics
+                    .render(self.stack.as_ref(), self.events.events_dropped()),
             ),
             (Method::GET, "/flows") => self.flows(&query_pairs(&req)),
             (Method::GET, "/events") => {

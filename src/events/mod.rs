@@ -4,9 +4,9 @@
 mod exchange;
 mod summary;
 pub mod verify;
+mod writer;
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,8 @@ use crate::model::FlowId;
 
 pub use exchange::{ExchangeDetail, ExchangeEvent, MockHint, Outcome, ProtocolInfo, SummaryStyle};
 pub use summary::{refused_rule, Summary};
+use writer::LineWriter;
+pub use writer::{WriterReport, DEFAULT_QUEUE_BYTES};
 
 /// One flow, reported when it ends (or when it is refused).
 #[derive(Debug, Clone, Serialize)]
@@ -136,7 +138,8 @@ pub fn now_rfc3339() -> String {
 
 #[derive(Default)]
 struct Inner {
-    writer: Option<BufWriter<File>>,
+    /// The events file (`--events`), written by a thread of its own.
+    writer: Option<LineWriter>,
     /// Recent events for the control API (only once it is enabled); kept
     /// as values and serialized when asked for, to keep recording cheap.
     recent: Option<std::collections::VecDeque<Arc<Event>>>,
@@ -159,7 +162,6 @@ struct Inner {
     /// Exchanges per protocol, service and operation, for the summary;
     /// counted even when no event is built.
     counts: summary::Counts,
-    write_error: Option<String>,
 }
 
 /// Shared, cheap to clone; every stage records through it.
@@ -179,19 +181,21 @@ impl EventSink {
         Self::default()
     }
 
-    /// A sink that also appends JSON lines to `path` (truncated first).
-    pub fn with_file(path: &Path) -> std::io::Result<Self> {
-        Ok(Self::with_fd(File::create(path)?.into()))
+    /// A sink that also appends JSON lines to `path` (truncated first);
+    /// at most `queue_bytes` of them wait for the writer.
+    pub fn with_file(path: &Path, queue_bytes: usize) -> std::io::Result<Self> {
+        Self::with_fd(File::create(path)?.into(), queue_bytes)
     }
 
     /// A sink that also writes JSON lines to an open descriptor: stdout
     /// (`--events -`, for `kubectl logs` of a sidecar), stderr or `fd:N`.
-    pub fn with_fd(fd: std::os::fd::OwnedFd) -> Self {
+    /// Fails only when the writer thread cannot be started.
+    pub fn with_fd(fd: std::os::fd::OwnedFd, queue_bytes: usize) -> std::io::Result<Self> {
         let sink = Self::default();
-        sink.lock().writer = Some(BufWriter::new(File::from(fd)));
+        sink.lock().writer = Some(LineWriter::spawn(File::from(fd), queue_bytes)?);
         sink.detail
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        sink
+        Ok(sink)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -215,18 +219,9 @@ impl EventSink {
         if let (true, Some(tx), Some(line)) = (followers, &inner.follow, &line) {
             let _ = tx.send(line.clone());
         }
-        if let (Some(w), Some(line)) = (inner.writer.as_mut(), &line) {
-            // Each line is flushed so a test or `tail -f` sees it at once.
-            let res = w
-                .write_all(line.as_bytes())
-                .and_then(|_| w.write_all(b"\n"))
-                .and_then(|_| w.flush());
-            if let Err(e) = res {
-                if inner.write_error.is_none() {
-                    tracing::warn!("cannot write events file: {e}");
-                    inner.write_error = Some(e.to_string());
-                }
-            }
+        if let (Some(w), Some(line)) = (inner.writer.as_ref(), line) {
+            // Handed over, never waited for: a full queue drops the line.
+            w.push(line);
         }
         if let Some(recent) = inner.recent.as_mut() {
             if recent.len() == RECENT_EVENTS {
@@ -395,13 +390,21 @@ impl EventSink {
         self.lock().journal.iter().cloned().collect()
     }
 
-    /// Flushes the events file and builds the exit summary.
+    /// Lines of the events file dropped so far because its reader fell
+    /// behind (or the file failed).
+    pub fn events_dropped(&self) -> u64 {
+        self.lock().writer.as_ref().map_or(0, |w| w.dropped())
+    }
+
+    /// Lets the events file's writer finish (for a bounded time) and builds
+    /// the exit summary.
     pub fn finish(&self) -> Summary {
-        let mut inner = self.lock();
-        if let Some(w) = inner.writer.as_mut() {
-            let _ = w.flush();
-        }
+        // The drain happens outside the lock: flows still ending may record.
+        let writer = self.lock().writer.take();
+        let report = writer.map(|mut w| w.close()).unwrap_or_default();
+        let inner = self.lock();
         let mut s = inner.flow_summary.clone();
+        s.set_events_file(report);
         s.set_dns_queries(inner.dns_count);
         s.add_exchanges(&inner.routes, &inner.counts);
         s

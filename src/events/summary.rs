@@ -43,6 +43,8 @@ pub struct Summary {
     /// The first `MISSES_SHOWN` requests no rule answered.
     misses: Vec<Miss>,
     miss_count: u64,
+    /// What became of the events file's lines.
+    events_file: super::WriterReport,
 }
 
 /// (protocol title, service, route label) of a route the rules declare.
@@ -136,6 +138,10 @@ impl Summary {
         self.dns_queries = n;
     }
 
+    pub fn set_events_file(&mut self, report: super::WriterReport) {
+        self.events_file = report;
+    }
+
     /// Adds the exchange counts and the declared routes.
     pub fn add_exchanges(&mut self, declared: &[DeclaredRoute], counts: &Counts) {
         self.routes = declared.to_vec();
@@ -210,6 +216,21 @@ pub fn refused_rule(
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "meshwrap summary ({} DNS queries)", self.dns_queries)?;
+        let lost = &self.events_file;
+        match &lost.error {
+            Some(e) => writeln!(
+                f,
+                "  events file: writing failed ({e}); {} events not written",
+                lost.dropped
+            )?,
+            None if lost.dropped > 0 => writeln!(
+                f,
+                "  events file: {} events not written: its reader fell behind \
+                 (they were dropped rather than waited for)",
+                lost.dropped
+            )?,
+            None => {}
+        }
         if self.rows.is_empty() {
             return writeln!(f, "  no connections");
         }
