@@ -217,6 +217,12 @@ def test_explain_unmatched(explain):
     out = explained(explain("--addr", "203.0.113.9", "--port", "80", "--unmatched", "pass"))
     assert out[:2] == ["203.0.113.9:80 → pass: unmatched: pass",
                        "  connects from the host to 203.0.113.9:80"]
+    # A fake address no name was given is never dialled from the host,
+    # anywhere in 198.18.0.0/15 or 2001:2::/48 (not only the pool's /96).
+    for fake in ("198.18.201.7", "2001:2::c9:7", "2001:2:0:c9::7"):
+        out = explained(explain("--addr", fake, "--port", "80", "--unmatched", "pass"))
+        shown = f"[{fake}]" if ":" in fake else fake
+        assert out[:2] == [f"{shown}:80 → pass: unmatched: pass", "services, in order:"], out
 
 
 def test_explain_precedence(explain):

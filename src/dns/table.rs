@@ -47,23 +47,25 @@ impl NameTable {
         ))
     }
 
-    /// Whether `ip` lies in one of the fake ranges.
+    /// Whether `ip` lies in one of the fake ranges: all of 198.18.0.0/15
+    /// and 2001:2::/48, allocated or not, so that no address of them is
+    /// ever taken for a real destination.
     pub fn is_fake(ip: IpAddr) -> bool {
-        Self::index_of(ip).is_some()
+        match ip {
+            IpAddr::V4(v4) => u32::from(v4) & !(FAKE_V4_SIZE - 1) == FAKE_V4_BASE,
+            IpAddr::V6(v6) => u128::from(v6) >> 80 == FAKE_V6_BASE >> 80,
+        }
     }
 
+    /// The pool index of a fake address (IPv6 ones past the pool's size
+    /// have none).
     fn index_of(ip: IpAddr) -> Option<u32> {
+        if !Self::is_fake(ip) {
+            return None;
+        }
         match ip {
-            IpAddr::V4(v4) => {
-                let n = u32::from(v4);
-                (n & !(FAKE_V4_SIZE - 1) == FAKE_V4_BASE).then(|| n - FAKE_V4_BASE)
-            }
-            IpAddr::V6(v6) => {
-                let n = u128::from(v6);
-                (n >> 80 == FAKE_V6_BASE >> 80)
-                    .then(|| u32::try_from(n - FAKE_V6_BASE).ok())
-                    .flatten()
-            }
+            IpAddr::V4(v4) => Some(u32::from(v4) - FAKE_V4_BASE),
+            IpAddr::V6(v6) => u32::try_from(u128::from(v6) - FAKE_V6_BASE).ok(),
         }
     }
 
@@ -101,5 +103,28 @@ mod tests {
         assert!(NameTable::is_fake(a6.into()));
         assert!(!NameTable::is_fake("10.0.2.2".parse().unwrap()));
         assert_eq!(t.name_of("198.18.9.9".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn the_whole_v6_range_is_fake() {
+        // 2001:2::/48: beyond the pool's 2^17 indexes too (a /96 once).
+        for ip in [
+            "2001:2::c9:7",
+            "2001:2:0:c9::7",
+            "2001:2:0:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(NameTable::is_fake(ip), "{ip}");
+            assert_eq!(NameTable::default().name_of(ip), None, "{ip}");
+        }
+        for ip in [
+            "2001:3::1",
+            "2001:1:ffff:ffff:ffff:ffff:ffff:ffff",
+            "198.20.0.1",
+            "198.17.255.255",
+        ] {
+            assert!(!NameTable::is_fake(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(NameTable::is_fake("198.19.255.255".parse().unwrap()));
     }
 }
