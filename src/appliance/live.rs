@@ -65,8 +65,10 @@ impl Appliance {
     /// Records an event for every flow still open, so that the events and
     /// the summary also count the connections a command left open when it
     /// exited (or that were open when the sidecar stopped). Their byte
-    /// counts are not known here and are given as 0.
+    /// counts are not known here and are given as 0. UDP associations
+    /// passed out end here too, with what they carried.
     pub fn record_open_flows(&self) {
+        self.inner.udp.close_all();
         let open: Vec<LiveFlow> = self
             .inner
             .live

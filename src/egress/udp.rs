@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,34 @@ use crate::stack::StackHandle;
 const IDLE: Duration = Duration::from_secs(60);
 
 /// (SUT address, address the SUT sent to) → the association's task.
-type Associations = HashMap<(SocketAddr, SocketAddr), mpsc::UnboundedSender<Vec<u8>>>;
+type Associations = HashMap<(SocketAddr, SocketAddr), Association>;
+
+struct Association {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    end: Arc<Ending>,
+}
+
+/// What an association carried so far, and whom to tell when it ends:
+/// its task after a minute idle, or `close_all` when meshwrap stops,
+/// whichever comes first (a run is usually shorter than the minute).
+struct Ending {
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    on_end: Mutex<Option<OnEnd>>,
+}
+
+impl Ending {
+    fn report(&self, error: Option<String>) {
+        let on_end = self.on_end.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = on_end {
+            f(UdpReport {
+                bytes_up: self.bytes_up.load(Ordering::Relaxed),
+                bytes_down: self.bytes_down.load(Ordering::Relaxed),
+                error,
+            });
+        }
+    }
+}
 
 /// What one association carried, reported when it expires.
 #[derive(Debug, Default)]
@@ -49,27 +77,56 @@ impl UdpNat {
     ) {
         let key = (src, seen_dst);
         let mut map = self.assoc.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = map.get(&key) {
-            if tx.send(payload.clone()).is_ok() {
-                return;
-            }
-        }
+        let payload = match map.get(&key) {
+            Some(a) => match a.tx.send(payload) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(p)) => p,
+            },
+            None => payload,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(payload);
-        map.insert(key, tx);
+        let end = Arc::new(Ending {
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            on_end: Mutex::new(Some(on_end)),
+        });
+        map.insert(
+            key,
+            Association {
+                tx,
+                end: end.clone(),
+            },
+        );
         let this = self.clone();
         let stack = stack.clone();
         tokio::spawn(async move {
-            let mut report = UdpReport::default();
-            if let Err(e) = associate(rx, &stack, src, seen_dst, target, &mut report).await {
-                report.error = Some(format!("{target}: {e}"));
+            let error = associate(rx, &stack, src, seen_dst, target, &end)
+                .await
+                .err()
+                .map(|e| format!("{target}: {e}"));
+            end.report(error);
+            let mut map = this.assoc.lock().unwrap_or_else(|e| e.into_inner());
+            // A datagram after the end may have opened a new association.
+            if map.get(&key).is_some_and(|a| Arc::ptr_eq(&a.end, &end)) {
+                map.remove(&key);
             }
-            on_end(report);
-            this.assoc
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
         });
+    }
+
+    /// Ends every association, reporting what each carried (meshwrap is
+    /// stopping: their events would otherwise be lost).
+    pub fn close_all(&self) {
+        let open: Vec<Association> = self
+            .assoc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, a)| a)
+            .collect();
+        for a in open {
+            a.end.report(None);
+        }
     }
 }
 
@@ -79,7 +136,7 @@ async fn associate(
     src: SocketAddr,
     seen_dst: SocketAddr,
     target: SocketAddr,
-    report: &mut UdpReport,
+    counts: &Ending,
 ) -> std::io::Result<()> {
     let bind: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
@@ -93,13 +150,13 @@ async fn associate(
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(p) => {
-                    report.bytes_up += p.len() as u64;
+                    counts.bytes_up.fetch_add(p.len() as u64, Ordering::Relaxed);
                     sock.send(&p).await?;
                 }
                 None => return Ok(()),
             },
             r = sock.recv(&mut buf) => if let Ok(n) = r {
-                report.bytes_down += n as u64;
+                counts.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
                 stack.send_udp(seen_dst, src, &buf[..n]);
             },
             _ = tokio::time::sleep(IDLE) => return Ok(()),
