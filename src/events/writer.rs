@@ -14,6 +14,8 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+
 /// Lines waiting for the writer, at most; `queue_bytes` bounds their size.
 const QUEUE_LINES: usize = 16 * 1024;
 /// Bytes waiting for the writer by default (`--events-queue`).
@@ -57,12 +59,24 @@ impl LineWriter {
         let (done_tx, done) = mpsc::sync_channel(1);
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
-        std::thread::Builder::new()
+        // Signals are for the signal thread, which forwards them to the
+        // jail. This thread may start before the others block them, and a
+        // SIGTERM taken here would kill meshwrap: it is born with every
+        // signal blocked (a thread inherits its creator's mask).
+        let mut before = SigSet::empty();
+        let _ = pthread_sigmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&SigSet::all()),
+            Some(&mut before),
+        );
+        let spawned = std::thread::Builder::new()
             .name("meshwrap-events".into())
             .spawn(move || {
                 write_lines(BufWriter::new(file), rx, &theirs);
                 let _ = done_tx.send(());
-            })?;
+            });
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
+        spawned?;
         Ok(LineWriter {
             tx: Some(tx),
             queue_bytes,
