@@ -23,17 +23,18 @@ SUT = r'''
 import json, os, sys, time
 import redis, requests
 out, stop = sys.argv[1], sys.argv[2]
-r = redis.Redis(host="cache.mixed.test", port=6379, socket_timeout=5)
 with open(out, "a") as f:
     while not os.path.exists(stop):
         rec = {"t": time.time()}
         try:
-            # A new connection per call: a kept-alive one would keep the
-            # rules it started with across a reload, by design.
+            # A new connection per call, for both protocols: a kept-alive
+            # one would keep the rules it started with across a reload, by
+            # design. The Redis one is opened after the HTTP answer came.
             with requests.Session() as s:
                 s.trust_env = False
                 rec["version"] = s.get("http://api.mixed.test/version", timeout=5).json()["version"]
-            rec["hits"] = r.incr("hits")
+            with redis.Redis(host="cache.mixed.test", port=6379, socket_timeout=5) as r:
+                rec["hits"] = r.incr("hits")
         except Exception as e:
             rec["error"] = f"{type(e).__name__}: {e}"
         f.write(json.dumps(rec) + "\n")
@@ -97,23 +98,37 @@ def test_reload_reset_and_verify_while_the_sut_loops(mixed):
                       timeout=5).json()
     assert not v["ok"] and v["results"][0]["calls"] == 0, v
 
-    # Reset the Redis service: its keyspace goes back to the seed.
+    # Reset the Redis service: its keyspace goes back to the seed, so the
+    # first INCR after the reset answers 101 again, and the ones after it
+    # count up from there.
+    n = len(records(out))
+    assert records(out)[n - 1]["hits"] > 101  # counted up before the reset
     r = requests.post(f"{admin}/reset?service=cache", timeout=5)
     assert r.status_code == 200 and r.json()["reset"] == ["cache"], r.text
-    n = len(records(out))
-    assert wait_for(lambda: len(records(out)) >= n + 5, 15)
-    after = records(out)[n:]
-    assert min(x["hits"] for x in after) < 110, after
+    assert wait_for(lambda: [x for x in records(out)[n:] if x.get("hits") == 101]
+                    and len(records(out)) >= n + 5, 15), records(out)[n:]
+    after = [x.get("hits") for x in records(out)[n:]]
+    restart = after.index(101)
+    assert after[restart:] == list(range(101, 101 + len(after) - restart)), after
 
     # Swap the rules: HTTP answers version 2 and Redis starts from a new seed.
     new = RULES.read_text().replace("version: 1", "version: 2").replace("hits: 100", "hits: 5000")
     r = requests.put(f"{admin}/rules", data=new, timeout=5)
     assert r.status_code == 200 and r.json()["ok"], r.text
     n = len(records(out))
-    assert wait_for(lambda: any(x.get("version") == 2 for x in records(out)[n:]), 15)
-    # redis-py keeps its connection: it stays with the rules it started with
-    # until it reconnects, so only the HTTP side must have changed here.
+    assert wait_for(lambda: sum(1 for x in records(out)[n:] if x.get("version") == 2) >= 3, 15)
     assert all("error" not in x for x in records(out)), [x for x in records(out) if "error" in x]
+    # The new set's Redis service starts from its own seed. A call whose
+    # HTTP answer says version 2 opened its Redis connection after that, so
+    # under the new rules: it and every call after it count up from 5000
+    # (the call just before may too, if the swap fell between its two
+    # connections), with no gap.
+    recs = records(out)[n:]
+    first_v2 = next(i for i, x in enumerate(recs) if x["version"] == 2)
+    assert all(x["version"] == 2 for x in recs[first_v2:]), recs
+    assert all(x["hits"] > 5000 for x in recs[first_v2:]), recs
+    new_seed = [x["hits"] for x in recs if x["hits"] > 5000]
+    assert new_seed == list(range(5001, 5001 + len(new_seed))), recs
 
     # An invalid rule set is refused and the old one keeps answering.
     bad = requests.put(f"{admin}/rules", data="services:\n  - name: x\n    matc: {}\n", timeout=5)

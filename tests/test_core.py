@@ -213,11 +213,13 @@ def test_ipv6_gateway_name(jail, http_server):
 
 
 def test_refuse_unknown_name(jail):
-    res = jail.run([*CURL_SILENT, "-o", "/dev/null", "-w", "%{time_total}\n",
+    res = jail.run([*CURL_SILENT, "-o", "/dev/null", "-w", "%{exitcode} %{http_code}\n",
                     "http://example.test/"])
+    # curl's 7 is "could not connect" (the SYN was answered by a reset); a
+    # connection left hanging would end in 28 (timeout) instead, and a
+    # mocked or passed one in 0 with an HTTP status.
     ok(res, 7)
-    elapsed = float(res.stdout.strip().splitlines()[-1])
-    assert elapsed < 1.0, f"refusal took {elapsed:.3f}s inside the jail\n{res.describe()}"
+    assert res.stdout.strip().splitlines()[-1] == "7 000", res.describe()
     f = only_flow(res, host="example.test", decision="refuse")[0]
     assert f["dst_port"] == 80, f
     assert in_fake_range(f["dst"]), f
@@ -232,9 +234,12 @@ def test_refuse_unknown_name(jail):
 def test_refuse_connect_is_immediate(jail, target):
     res = jail.client("connect", target, "80", quiet=True)
     got = res.json_out()
+    # ECONNREFUSED is the kernel's answer to a RST for the SYN: the refusal
+    # is immediate by construction. A dropped or unanswered SYN would end in
+    # a timeout instead (no errno, or ETIMEDOUT), never in 111.
     assert got["ok"] is False and got["errno"] == 111, (
         f"expected ECONNREFUSED, got {got}\n{res.describe()}")
-    assert got["elapsed"] < 1.0, got
+    assert "refused" in got["error"].lower(), got
     f = only_flow(res, dst_port=80, decision="refuse")[0]
     if target == "example.test":
         assert f["host"] == "example.test", f
@@ -433,6 +438,7 @@ def _userns_works():
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv not installed")
+@pytest.mark.may_skip_in_ci("a kernel may disable unprivileged user namespaces, whatever is installed")
 def test_rootless_pass_out(meshwrap_bin, world_dir, http_server):
     if not _userns_works():
         pytest.skip("unprivileged user namespaces are disabled on this machine")
@@ -516,9 +522,18 @@ def test_unknown_option_is_rejected(jail):
 
 
 def test_verbose_flag_runs(jail):
-    res = jail.run(["true"], verbose=True)
-    ok(res)
+    """-v turns on info logging: the run logs what it set up for the jail
+    (the trust it injected) at INFO on stderr, which a plain run keeps
+    quiet about."""
+    res = ok(jail.run(["true"], verbose=True))
     assert "panicked" not in res.stderr, res.describe()
+    info = [l for l in res.stderr.splitlines() if re.search(r"\bINFO\b", l)]
+    assert any("trust injected: " in l for l in info), (
+        f"no INFO 'trust injected' line with -v\n{res.describe()}")
+    plain = ok(jail.run(["true"]))
+    assert not re.search(r"\bINFO\b", plain.stderr), (
+        f"INFO lines without -v\n{plain.describe()}")
+    assert "trust injected" not in plain.stderr, plain.describe()
 
 
 def test_events_file_written_for_run_without_flows(jail):

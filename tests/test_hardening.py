@@ -196,29 +196,52 @@ services:
           respond: { body: light }
 """
 
-# Twelve renders that use most of their fuel, then one plain request while
-# they run; prints the order in which the answers came.
-HEAVY_CLIENT = """
-import threading, time, requests
-order, lock = [], threading.Lock()
-def get(path):
-    r = requests.get("http://api.heavy.test" + path, timeout=60)
-    with lock:
-        order.append((path, r.status_code, r.text))
-heavy = [threading.Thread(target=get, args=("/heavy",)) for _ in range(12)]
-[t.start() for t in heavy]
-time.sleep(0.1)
-get("/light")
-[t.join() for t in heavy]
-for path, code, text in order:
-    print(path, code, text)
+# Raw HTTP/1.1 on plain sockets, so the client knows exactly when each
+# request has left: every heavy request is sent (its connection accepted by
+# meshwrap first) before the light one's connection is even opened.
+RAW_HTTP = """
+import selectors, socket
+def send(path):
+    s = socket.create_connection(("api.heavy.test", 80))
+    s.sendall(f"GET {path} HTTP/1.1\\r\\nHost: api.heavy.test\\r\\nConnection: close\\r\\n\\r\\n".encode())
+    return s
+def answers(conns, on_answer):
+    # conns: socket -> path; calls on_answer(path, status, body) as each
+    # answer is complete (the server closes), in the order they complete.
+    sel = selectors.DefaultSelector()
+    bufs = {}
+    for s, path in conns.items():
+        sel.register(s, selectors.EVENT_READ, path)
+        bufs[s] = b""
+    while bufs:
+        for key, _ in sel.select():
+            s = key.fileobj
+            chunk = s.recv(65536)
+            if chunk:
+                bufs[s] += chunk
+                continue
+            sel.unregister(s)
+            head, _, body = bufs.pop(s).partition(b"\\r\\n\\r\\n")
+            on_answer(key.data, int(head.split()[1]), body.decode())
+            s.close()
+"""
+
+# Twelve renders that use most of their fuel are sent, then one plain
+# request; prints the answers in the order they came.
+HEAVY_CLIENT = RAW_HTTP + """
+conns = {}
+for _ in range(12):
+    conns[send("/heavy")] = "/heavy"
+conns[send("/light")] = "/light"
+answers(conns, lambda path, code, body: print(path, code, body, flush=True))
 """
 
 
 def test_long_renders_do_not_hold_up_other_requests(jail):
     """A templated answer renders off the data plane: a request for a
-    plain answer is served while a dozen long renders (each near its fuel)
-    are still running, instead of waiting behind all of them."""
+    plain answer, sent after a dozen long renders (each near its fuel) were
+    asked for, is answered while they are still running (before the last
+    of them), instead of waiting behind all of them."""
     res = jail.run([PYTHON, jail.write("heavy.py", HEAVY_CLIENT)], rules=HEAVY_RULES)
     assert res.returncode == 0, res.describe()
     lines = res.stdout.splitlines()
@@ -229,35 +252,30 @@ def test_long_renders_do_not_hold_up_other_requests(jail):
     assert light_at < 12, f"the plain request waited for every render: {lines}"
 
 
-# Forty long renders in flight; SIGTERM makes the client print how many
+# Forty long renders are sent; SIGTERM makes the client print how many
 # answers it had and exit at once.
-TERM_CLIENT = """
-import os, signal, sys, threading, requests
+TERM_CLIENT = RAW_HTTP + """
+import os, signal
 done = []
 def on_term(*_):
     print("term after", len(done), flush=True)
     os._exit(0)
 signal.signal(signal.SIGTERM, on_term)
-def get():
-    requests.get("http://api.heavy.test/heavy", timeout=60)
-    done.append(1)
-threads = [threading.Thread(target=get, daemon=True) for _ in range(40)]
-[t.start() for t in threads]
+conns = {send("/heavy"): "/heavy" for _ in range(40)}
 print("sent", flush=True)
-[t.join() for t in threads]
+answers(conns, lambda path, code, body: done.append(code))
 print("term after", len(done), "(never came)", flush=True)
 """
 
 
 def test_sigterm_reaches_the_sut_while_the_responders_are_busy(jail):
     """Signals are taken by a thread of their own and long work runs off
-    the data plane, so a SIGTERM sent while forty long renders are queued
-    reaches the SUT before they are done, and meshwrap exits with it."""
+    the data plane, so a SIGTERM sent once forty long renders are asked
+    for reaches the SUT before they are all answered, and meshwrap exits
+    with it."""
     import signal
-    import time
     with running(jail, [PYTHON, jail.write("term.py", TERM_CLIENT)], b"sent",
                  rules=HEAVY_RULES) as proc:
-        time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     out = out.decode()

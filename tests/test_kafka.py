@@ -99,9 +99,16 @@ def test_kcat_produce_then_consume(jail):
 
 @need_kcat
 def test_no_auto_create_refuses_unknown_topics(jail):
-    res = sh(jail, rules("noauto.yaml"),
-             "printf 'x\\n' | kcat -b kafka.test:9092 -P -t nope -m 5; echo rc=$?; "
-             "kcat -b kafka.test:9092 -L -J")
+    res = ok(sh(jail, rules("noauto.yaml"),
+                "printf 'x\\n' | kcat -b kafka.test:9092 -P -t nope -m 5; echo rc=$?; "
+                "kcat -b kafka.test:9092 -L -J"))
+    # the produce fails: the broker answered that the topic does not exist
+    # (librdkafka's text for UNKNOWN_TOPIC_OR_PARTITION) and kcat exits 1
+    assert "rc=1" in res.stdout.splitlines(), res.describe()
+    assert ("Delivery failed for message: Broker: Unknown topic or partition"
+            in res.stderr), res.describe()
+    assert kafka_events(res, api="produce") == [], res.describe()
+    # and no topic was created by asking
     meta = json.loads(res.stdout.strip().splitlines()[-1])
     assert [t["topic"] for t in meta["topics"]] == ["known"]
 
@@ -172,29 +179,48 @@ print(json.dumps({"errs": errs, "got": got}))
 
 @need_ck
 def test_fetch_long_poll_is_woken_by_new_data(jail):
+    """A fetch waits up to fetch.wait.max.ms (30 s here, longer than the
+    whole test); data for another partition does not answer it, data for
+    its own does. Proven by what meshwrap answered, in order: the fetch
+    for empty/0 is answered with the new message, and no fetch came back
+    empty (waited out) before it."""
     res = ok(pyrun(jail, rules("basic.yaml"), """
 c = Consumer({"bootstrap.servers": "kafka.test:9092", "group.id": "lp",
-              "fetch.wait.max.ms": 5000, "auto.offset.reset": "latest"})
+              "fetch.wait.max.ms": 30000, "socket.timeout.ms": 60000,
+              "auto.offset.reset": "latest"})
 c.assign([TopicPartition("empty", 0, 0)])
 c.poll(1.0)
 p = Producer({"bootstrap.servers": "kafka.test:9092"})
 # Data for a partition the fetch did not ask for does not answer it...
 p.produce("empty", value="elsewhere", partition=1)
-p.flush(5)
-t0 = time.time()
+p.flush(10)
 # ...data for the one it asked for does, before fetch.wait.max.ms.
 p.produce("empty", value="wake", partition=0)
-p.flush(5)
+p.flush(10)
 m = None
-while time.time() - t0 < 10:
+# A guard only, longer than fetch.wait.max.ms: a fetch that waited it out
+# shows in meshwrap's events, which the test checks.
+deadline = time.time() + 50
+while time.time() < deadline:
     m = c.poll(0.2)
     if m is not None and not m.error():
         break
-print(json.dumps({"value": m.value().decode(), "waited": time.time() - t0}))
+c.close()
+print(json.dumps({"value": m.value().decode() if m is not None and not m.error() else None}))
 """))
     out = res.json_out()
-    assert out["value"] == "wake"
-    assert out["waited"] < 3, out
+    assert out["value"] == "wake", res.describe()
+    ev = [e for e in kafka_events(res) if e["api"] in ("fetch", "produce")]
+    produced = [i for i, e in enumerate(ev) if e["api"] == "produce" and e["value"] == "wake"]
+    answered = [i for i, e in enumerate(ev) if e["api"] == "fetch"
+                and (e["topic"], e["partition"]) == ("empty", 0) and e["error_code"] == 0]
+    assert produced and answered, res.describe()
+    # the fetch that carried "wake" came after its produce...
+    assert answered[0] > produced[0], ev
+    # ...and every fetch until then was still waiting: none was answered
+    # empty (a fetch records one empty answer when its wait runs out)
+    empty = [e for e in ev[:answered[0]] if e["api"] == "fetch" and e["topic"] is None]
+    assert empty == [], ev
 
 
 @need_ck

@@ -7,6 +7,7 @@ OP_QUERY handshake and malformed messages. Every name is under .test;
 nothing leaves the jail.
 """
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -392,7 +393,9 @@ def test_expectations(jail):
 c = MongoClient("mongodb://mongo.test:27017/", serverSelectionTimeoutMS=5000)
 c.app.orders.insert_one({"sku": "x"})
 """
-    ok(pyrun(jail, rules("expect.yaml"), code))
+    good = ok(pyrun(jail, rules("expect.yaml"), code))
+    assert "expectations: 2 of 2 met" in good.stderr, good.describe()
+    assert "FAIL" not in good.stderr, good.describe()
     bad = """
 services:
   - name: db
@@ -401,21 +404,33 @@ services:
 expect:
   - { service: db, command: insert, collection: app.invoices, at_least: 1 }
 """
-    res = pyrun(jail, bad, code)
-    assert res.returncode != 0
-    assert "app.invoices" in res.stderr
+    # The command succeeds: exit code 1 is meshwrap's, for the unmet
+    # expectation, which the report names with the calls the service got.
+    res = ok(pyrun(jail, bad, code), 1)
+    err = res.stderr
+    assert "expectations: 0 of 1 met" in err, res.describe()
+    assert re.search(r"FAIL db / INSERT\b.*\bapp\.invoices: expected at least 1 time, "
+                     r"called 0 times", err), res.describe()
+    assert re.search(r"^\s*insert app\.orders -> ok$", err, re.M), res.describe()
 
 
 def test_rules_errors_are_positioned(jail):
-    res = jail.run(["true"], rules="""
+    path = jail.write("typo.yaml", """
 services:
   - name: db
     match: { host: mongo.test }
     mongo:
       colections: {}
 """)
-    assert res.returncode != 0
-    assert "colections" in res.stderr
+    marker = jail.workdir / "sut-ran"
+    res = jail.run(["touch", str(marker)], rules=path)
+    assert res.returncode == 2, res.describe()
+    assert not marker.exists(), "the SUT ran although the rules file is invalid"
+    # file:line:column of the misspelled key, its path in the document and
+    # the field name, with the names that are allowed there
+    assert re.search(re.escape(path) + r":6:7: services\[0\]\.mongo\.colections: "
+                     r"unknown field `colections`, expected one of .*`collections`",
+                     res.stderr), res.describe()
 
 
 @pytest.mark.skipif(not HAVE_NODE_MONGO, reason="node `mongodb` driver not installed in tests/node")

@@ -140,15 +140,19 @@ r = redis.Redis(host="redis.test", port=6379, decode_responses=True, protocol=pr
 out = {}
 out["hello"] = r.get("greeting")
 out["set_nx"] = [r.set("s", "1", nx=True), r.set("s", "2", nx=True), r.set("s", "3", xx=True, get=True)]
-out["set_px"] = r.set("tmp", "v", px=150)
-out["pttl_ok"] = 0 < r.pttl("tmp") <= 150
+out["set_px"] = r.set("tmp", "v", px=150)  # expires during the sleep below
+# A TTL long enough that no pause of the machine can run it out before
+# PTTL reads it: what is checked is that PX set milliseconds (not seconds),
+# that the key still has a TTL, and that it never grew.
+r.set("ttl", "v", px=100000)
+out["pttl"] = r.pttl("ttl")
 out["incr"] = [r.incr("n"), r.incrby("n", 10), r.decr("n"), r.decrby("n", 5), r.incrbyfloat("n", 0.5)]
 out["append"] = [r.append("ap", "ab"), r.append("ap", "cd"), r.strlen("ap"), r.getrange("ap", 1, 2)]
 out["setrange"] = [r.setrange("ap", 1, "ZZ"), r.get("ap")]
 out["mset"] = [r.mset({"m1": "a", "m2": "b"}), r.mget("m1", "m2", "nope")]
 out["getdel"] = [r.getdel("m1"), r.exists("m1")]
-out["getex"] = [r.getex("m2", ex=100), r.ttl("m2")]
-out["setex"] = [r.setex("se", 50, "v"), r.ttl("se"), r.persist("se"), r.ttl("se")]
+out["getex"] = [r.getex("m2", ex=100), r.ttl("m2"), r.pttl("m2")]
+out["setex"] = [r.setex("se", 50, "v"), r.ttl("se"), r.pttl("se"), r.persist("se"), r.ttl("se")]
 out["hash"] = [r.hset("h", mapping={"a": "1", "b": "2"}), r.hget("h", "a"), r.hmget("h", "a", "zz"),
                r.hgetall("h"), r.hincrby("h", "a", 5), r.hincrbyfloat("h", "b", 1.5),
                r.hexists("h", "a"), r.hdel("h", "a"), r.hkeys("h"), r.hvals("h"), r.hlen("h"),
@@ -174,7 +178,7 @@ out["zset"] = [r.zadd("z", {"a": 1, "b": 2, "c": 3}), r.zadd("z", {"a": 5}, nx=T
                r.zrange("z", "-inf", 2.5, byscore=True, offset=0, num=1),
                r.zrem("z", "a"), r.zpopmin("z"), r.zpopmax("z", 1), r.zcard("z")]
 out["keys"] = [r.type("h"), r.type("l"), r.type("nope"), r.rename("h", "h2"), r.exists("h", "h2"),
-               r.expire("h2", 100), 90 < r.ttl("h2") <= 100, r.ttl("nope"), r.ttl("greeting"),
+               r.expire("h2", 100), 0 < r.ttl("h2") <= 100, r.ttl("nope"), r.ttl("greeting"),
                sorted(r.keys("user:*")), sorted(r.scan_iter(match="m*")), sorted(r.scan_iter(_type="zset"))]
 errs = {}
 for name, f in [("wrongtype", lambda: r.lpush("greeting", "x")),
@@ -208,14 +212,19 @@ def test_python_client_data_types(jail, proto):
     out = res.json_out()
     assert out["hello"] == "hello"
     assert out["set_nx"] == [True, None, "1"]
-    assert out["pttl_ok"] is True
+    assert 0 < out["pttl"] <= 100000, out["pttl"]
     assert out["incr"] == [1, 11, 10, 5, 5.5]
     assert out["append"] == [2, 4, 4, "bc"]
     assert out["setrange"] == [4, "aZZd"]
     assert out["mset"] == [True, ["a", "b", None]]
     assert out["getdel"] == ["a", 0]
-    assert out["getex"] == ["b", 100]
-    assert out["setex"] == [True, 50, True, -1]
+    # TTLs count down from what was set, in seconds (PTTL in milliseconds
+    # above a second's worth proves EX was not taken as milliseconds).
+    getex_val, getex_ttl, getex_pttl = out["getex"]
+    assert getex_val == "b" and 0 < getex_ttl <= 100 and 1000 < getex_pttl <= 100000, out["getex"]
+    setex_ok, setex_ttl, setex_pttl, persisted, after_persist = out["setex"]
+    assert setex_ok is True and 0 < setex_ttl <= 50 and 1000 < setex_pttl <= 50000, out["setex"]
+    assert [persisted, after_persist] == [True, -1], out["setex"]
     h = out["hash"]
     assert h[:4] == [2, "1", ["1", None], {"a": "1", "b": "2"}]
     assert h[4:] == [6, 3.5, True, 1, ["b"], ["3.5"], 1, 0, 1]
@@ -376,35 +385,63 @@ print(json.dumps({"confirm": got, "n": [n1, n2, n3], "msgs": msgs, "numsub": num
 
 @need_py
 def test_blocking_pop_is_woken_by_another_client(jail):
+    """Each blocking command is seen blocked (INFO's blocked_clients, from
+    another connection) before anything is pushed, so the answer can only
+    come from the wake-up, or, with nothing pushed, from the timeout."""
     res = ok(pyrun(jail, rules("basic.yaml"), r'''
 r = redis.Redis(host="redis.test", decode_responses=True)
 pusher = redis.Redis(host="redis.test", decode_responses=True)
-def push():
-    time.sleep(0.5)
-    pusher.rpush("jobs", "job1")
-threading.Thread(target=push).start()
-t0 = time.monotonic()
-got = r.blpop(["nothing", "jobs"], timeout=10)
-waited = time.monotonic() - t0
-t0 = time.monotonic()
-none = r.brpop("empty", timeout=0.3)
-timed = time.monotonic() - t0
-def push2():
-    time.sleep(0.3)
-    pusher.lpush("src", "m")
-threading.Thread(target=push2).start()
-moved = r.blmove("src", "dst", 10, "RIGHT", "LEFT")
-blocked = pusher.info("clients")["blocked_clients"]
-print(json.dumps({"got": got, "waited": waited, "none": none, "timed": timed,
-                  "moved": moved, "dst": r.lrange("dst", 0, -1), "blocked": blocked}))
+def blocked():
+    return pusher.info("clients")["blocked_clients"]
+def wait_blocked(seen, done):
+    # Polls until the other connection is blocked; `done` ends the wait if
+    # the blocking command came back without blocking (a bug: seen stays
+    # empty and the test fails on it).
+    while not done.is_set():
+        n = blocked()
+        if n:
+            seen.append(n)
+            return True
+        time.sleep(0.01)
+    return False
+def push_when_blocked(seen, done, cmd, *args):
+    if wait_blocked(seen, done):
+        getattr(pusher, cmd)(*args)
+def run(target):
+    done, seen, result = threading.Event(), [], {}
+    def call():
+        try:
+            result["v"] = target()
+        finally:
+            done.set()
+    t = threading.Thread(target=call)
+    t.start()
+    return t, done, seen, result
+# BLPOP on two keys, woken by a push on the second one.
+t, done, seen_pop, got = run(lambda: r.blpop(["nothing", "jobs"], timeout=30))
+push_when_blocked(seen_pop, done, "rpush", "jobs", "job1")
+t.join()
+# BRPOP on a key nobody pushes to: blocked, then its timeout answers nil.
+t, done, seen_timeout, none = run(lambda: r.brpop("empty", timeout=2))
+wait_blocked(seen_timeout, done)
+t.join()
+# BLMOVE woken by a push to its source.
+t, done, seen_move, moved = run(lambda: r.blmove("src", "dst", 30, "RIGHT", "LEFT"))
+push_when_blocked(seen_move, done, "lpush", "src", "m")
+t.join()
+print(json.dumps({"got": got.get("v"), "seen_pop": seen_pop,
+                  "none": none.get("v", "no answer"), "seen_timeout": seen_timeout,
+                  "moved": moved.get("v"), "seen_move": seen_move,
+                  "dst": r.lrange("dst", 0, -1), "blocked": blocked()}))
 '''))
     out = res.json_out()
-    assert out["got"] == ["jobs", "job1"]
-    assert 0.3 < out["waited"] < 5
-    assert out["none"] is None
-    assert 0.25 < out["timed"] < 3
-    assert out["moved"] == "m" and out["dst"] == ["m"]
-    assert out["blocked"] == 0
+    assert out["seen_pop"] == [1], out
+    assert out["got"] == ["jobs", "job1"], out
+    assert out["seen_timeout"] == [1], out
+    assert out["none"] is None, out
+    assert out["seen_move"] == [1], out
+    assert out["moved"] == "m" and out["dst"] == ["m"], out
+    assert out["blocked"] == 0, out
 
 
 @need_py
@@ -438,9 +475,15 @@ print(json.dumps(out))
     assert out["good"] == "v" and out["good3"] == "v"
 
 
+# faults.yaml with a latency long enough that the order checked below cannot
+# be turned around by a pause of a loaded machine.
+SLOW_FAULTS = (RULES / "faults.yaml").read_text().replace("latency: 300ms", "latency: 2s")
+
+
 @need_py
 def test_faults(jail):
-    res = ok(pyrun(jail, rules("faults.yaml"), r'''
+    assert "latency: 2s" in SLOW_FAULTS
+    res = ok(pyrun(jail, SLOW_FAULTS, r'''
 r = redis.Redis(host="flaky.redis.test", decode_responses=True)
 out = {}
 for name, f in [("loading", lambda: r.get("loading:x")), ("readonly", lambda: r.set("a", "b"))]:
@@ -451,8 +494,31 @@ for name, f in [("loading", lambda: r.get("loading:x")), ("readonly", lambda: r.
     except redis.exceptions.BusyLoadingError as e:
         out[name] = "BusyLoadingError:" + str(e)
 out["ok"] = r.get("ok")
-t0 = time.monotonic(); r.get("slow:1"); out["slow"] = time.monotonic() - t0
-t0 = time.monotonic(); r.get("ok"); out["fast"] = time.monotonic() - t0
+# The latency fault: GET slow:1 is sent first on one connection, GET ok
+# right after on another. The delayed answer must come after the other one,
+# which it does not hold up.
+import select, socket
+def conn():
+    s = socket.create_connection(("flaky.redis.test", 6379))
+    s.sendall(b"PING\r\n")
+    assert s.recv(100) == b"+PONG\r\n"
+    return s
+def reply(s):
+    d = b""
+    while d.count(b"\r\n") < 2:
+        c = s.recv(100)
+        if not c:
+            break
+        d += c
+    return d.decode()
+slow, fast = conn(), conn()
+slow.sendall(b"*2\r\n$3\r\nGET\r\n$6\r\nslow:1\r\n")
+fast.sendall(b"*2\r\n$3\r\nGET\r\n$2\r\nok\r\n")
+order = [["fast", reply(fast)]]
+# the slow answer must not be there yet when the fast one has come
+order.append(["slow pending", not select.select([slow], [], [], 0)[0]])
+order.append(["slow", reply(slow)])
+out["order"] = order
 try:
     r2 = redis.Redis(host="flaky.redis.test", decode_responses=True, retry_on_timeout=False)
     r2.hget("h", "f")
@@ -466,7 +532,8 @@ print(json.dumps(out))
     assert "Redis is loading the dataset in memory" in out["loading"]
     assert out["readonly"].endswith("You can't write against a read only replica.")
     assert out["ok"] == "fine"
-    assert out["slow"] >= 0.29 and out["fast"] < 0.25
+    assert out["order"] == [["fast", "$4\r\nfine\r\n"], ["slow pending", True],
+                            ["slow", "$1\r\nx\r\n"]], out["order"]
     assert out["reset"] == "ConnectionError"
     assert out["after"] == "fine"
     faults = {e.get("fault") for e in redis_events(res) if e.get("fault")}

@@ -137,13 +137,61 @@ mod tests {
         }
     }
 
-    /// Pieces that decoders read as counts and lengths: the largest i32,
-    /// a large unsigned varint (compact arrays and strings), null and
-    /// empty markers, a plain byte.
-    fn field() -> impl Strategy<Value = Vec<u8>> {
+    /// Pieces that decoders read as counts and lengths, each claiming a huge
+    /// one: the largest i32 (an int16 length of 32767 when read as two
+    /// bytes) and an unsigned varint of 2^31 (compact arrays and strings).
+    fn huge() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             Just(vec![0x7f, 0xff, 0xff, 0xff]),
             Just(vec![0x80, 0x80, 0x80, 0x80, 0x08]),
+        ]
+    }
+
+    /// A well-formed header of `key` at `version`, without a body.
+    fn header(key: ApiKey, version: i16) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&(key as i16).to_be_bytes());
+        f.extend_from_slice(&version.to_be_bytes());
+        f.extend_from_slice(&7i32.to_be_bytes());
+        f.extend_from_slice(&(-1i16).to_be_bytes()); // client_id: null
+        if key.request_header_version(version) >= 2 {
+            f.push(0); // no tagged fields
+        }
+        f
+    }
+
+    proptest! {
+        /// A well-formed header of every supported API and version, then a
+        /// body made only of fields claiming huge counts, shorter than any
+        /// of them: the decoders must refuse it (not reserve memory for the
+        /// claim, which aborts the process, nor accept it). Bodies that
+        /// are complete with nothing in them (ApiVersions, ListGroups at
+        /// their oldest versions) are left out: nothing there reads a
+        /// count.
+        #[test]
+        fn huge_claimed_counts_are_refused(
+            api in 0usize..SUPPORTED.len(),
+            version_pick in 0i16..32,
+            fields in proptest::collection::vec(huge(), 1..24),
+        ) {
+            let (key, lo, hi) = SUPPORTED[api];
+            let version = lo + version_pick % (hi - lo + 1);
+            let f = header(key, version);
+            prop_assume!(decode(Bytes::from(f.clone())).is_err());
+            let mut f = f;
+            for part in fields {
+                f.extend_from_slice(&part);
+            }
+            prop_assert_eq!(decode(Bytes::from(f)).unwrap_err(), DecodeError::Close);
+        }
+    }
+
+    /// Mixed pieces: huge claims, null and empty markers, small counts,
+    /// plain bytes. Whatever they make of a body, decoding ends with an
+    /// answer, never an abort.
+    fn field() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            huge(),
             Just(vec![0xff, 0xff]),
             Just(vec![0x00]),
             Just(vec![0x00, 0x00, 0x00, 0x01]),
@@ -152,30 +200,54 @@ mod tests {
     }
 
     proptest! {
-        /// A well-formed header of every supported API and version, then
-        /// fields claiming huge counts: the decoders must refuse them, not
-        /// reserve memory for them (that aborts the process).
         #[test]
-        fn huge_claimed_counts_are_refused(
+        fn mixed_claims_never_abort(
             api in 0usize..SUPPORTED.len(),
             version_pick in 0i16..32,
             fields in proptest::collection::vec(field(), 1..24),
         ) {
             let (key, lo, hi) = SUPPORTED[api];
             let version = lo + version_pick % (hi - lo + 1);
-            let mut f = Vec::new();
-            f.extend_from_slice(&(key as i16).to_be_bytes());
-            f.extend_from_slice(&version.to_be_bytes());
-            f.extend_from_slice(&7i32.to_be_bytes());
-            f.extend_from_slice(&(-1i16).to_be_bytes()); // client_id: null
-            if key.request_header_version(version) >= 2 {
-                f.push(0); // no tagged fields
-            }
+            let mut f = header(key, version);
             for part in fields {
                 f.extend_from_slice(&part);
             }
             let _ = decode(Bytes::from(f));
         }
+    }
+
+    /// Every API and version of the table, each huge claim: refused. The
+    /// property above samples; this walks them all once.
+    #[test]
+    fn every_api_refuses_a_huge_first_claim() {
+        let mut checked = 0;
+        for &(key, lo, hi) in SUPPORTED {
+            for version in lo..=hi {
+                let f = header(key, version);
+                if decode(Bytes::from(f.clone())).is_ok() {
+                    continue; // an empty body is complete: no count to claim
+                }
+                for claim in [
+                    &[0x7f, 0xff, 0xff, 0xff][..],
+                    &[0x80, 0x80, 0x80, 0x80, 0x08][..],
+                ] {
+                    let mut g = f.clone();
+                    for _ in 0..8 {
+                        g.extend_from_slice(claim);
+                    }
+                    assert_eq!(
+                        decode(Bytes::from(g)).unwrap_err(),
+                        DecodeError::Close,
+                        "{key:?} v{version} with {claim:02x?} repeated"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(
+            checked > 2 * SUPPORTED.len(),
+            "only {checked} cases checked"
+        );
     }
 
     #[test]
