@@ -382,10 +382,28 @@ pub(super) async fn start(
 /// The data plane's runtime: one thread, as DESIGN.md decides (the stack
 /// task owns the TUN and every flow lives on the same thread).
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
+    raise_open_files_limit();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// Raises the soft limit of open files to the hard one (at most 2^20):
+/// every passed flow holds a host socket, and the common soft limit of
+/// 1,024 runs out long before memory does. Called when the runtime
+/// starts, after the jail is forked, so the SUT keeps the limits it was
+/// given.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(1 << 20);
+        if soft < want {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+                tracing::debug!("cannot raise the open files limit to {want}: {e}");
+            }
+        }
+    }
 }
 
 /// Lets flows that were closing finish, so their events are complete.

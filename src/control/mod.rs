@@ -193,6 +193,20 @@ async fn refuse_jailed_peer(mut s: tokio::net::UnixStream) {
     let _ = s.shutdown().await;
 }
 
+/// An accept that failed ends that one connection, never the API: with
+/// descriptors exhausted (EMFILE, e.g. by many passed flows) accept fails
+/// until some come back, and /healthz must answer again then. A short
+/// pause keeps the loop from spinning meanwhile.
+async fn accept_failed(e: std::io::Error) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!("admin API: accept failed ({e}); retrying");
+    } else {
+        tracing::debug!("admin API: accept failed ({e}); retrying");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
 impl Control {
     /// Serves the API until the process ends.
     pub async fn serve(self: Arc<Self>, addr: AdminAddr) -> Result<(), ControlError> {
@@ -208,8 +222,13 @@ impl Control {
                     }
                 })?;
                 tokio::spawn(async move {
-                    while let Ok((s, _)) = l.accept().await {
-                        tokio::spawn(self.clone().connection(s));
+                    loop {
+                        match l.accept().await {
+                            Ok((s, _)) => {
+                                tokio::spawn(self.clone().connection(s));
+                            }
+                            Err(e) => accept_failed(e).await,
+                        }
                     }
                 });
             }
@@ -221,11 +240,15 @@ impl Control {
                         source,
                     })?;
                 tokio::spawn(async move {
-                    while let Ok((s, _)) = l.accept().await {
-                        if peer_outside_jail(&s) {
-                            tokio::spawn(self.clone().connection(s));
-                        } else {
-                            tokio::spawn(refuse_jailed_peer(s));
+                    loop {
+                        match l.accept().await {
+                            Ok((s, _)) if peer_outside_jail(&s) => {
+                                tokio::spawn(self.clone().connection(s));
+                            }
+                            Ok((s, _)) => {
+                                tokio::spawn(refuse_jailed_peer(s));
+                            }
+                            Err(e) => accept_failed(e).await,
                         }
                     }
                 });

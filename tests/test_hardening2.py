@@ -1,0 +1,235 @@
+"""Hardening, second round (#35): no client stalls the others, and the
+control plane survives the SUT.
+
+Network safety: names under .test answered by meshwrap's mocks, and
+servers the tests start on host loopback.
+"""
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import urllib.request
+
+from conftest import PYTHON, jail_env, wait_for
+
+RULES = """
+services:
+  - name: stall
+    match: { host: "*.stall.test" }
+    http:
+      routes:
+        - when: { path: "/item/{n}" }
+          respond: { json: { item: "{{ path.n }}", padding: "..........................................." } }
+"""
+
+# Fresh connections (a flow event and an HTTP event each), then a name
+# never resolved before and a request to it: DNS and HTTP after the
+# events pipe is long full.
+SCRIPT = r"""
+import json, socket, urllib.request
+ok = 0
+for i in range(400):
+    with urllib.request.urlopen(f"http://api.stall.test/item/{i}", timeout=30) as r:
+        ok += r.status == 200 and json.load(r)["item"] == str(i)
+socket.getaddrinfo("late.stall.test", 80)
+with urllib.request.urlopen("http://late.stall.test/item/last", timeout=30) as r:
+    late = r.status
+print(json.dumps({"ok": ok, "late": late}))
+"""
+
+
+def test_a_stalled_events_reader_does_not_hold_up_the_jail(jail):
+    """Item 6. `--events fd:3` into a pipe whose reader has stopped (a
+    paused log shipper, a stalled `jq`): the pipe's buffer fills, and
+    before the events had a writer of their own the next event blocked
+    the data plane, so DNS and every flow stopped until the reader went
+    away. Now the lines go through a bounded queue (`--events-queue`,
+    small here), and what does not fit is dropped and counted."""
+    args, _ = jail.command([PYTHON, "-c", SCRIPT], rules=RULES, events=False,
+                           opts=["--events", "fd:3", "--events-queue", "64K"])
+    r, w = os.pipe()
+    try:
+        # The reader end stays open and is never read: writes block once
+        # the pipe's 64 KiB are full, as with a reader that stopped.
+        res = subprocess.run(["bash", "-c", f'exec "$@" 3>&{w}', "bash", *args], pass_fds=(w,),
+                             capture_output=True, text=True, env=jail_env(),
+                             stdin=subprocess.DEVNULL, timeout=300)
+        os.close(w)
+        w = None
+        os.set_blocking(r, False)
+        written = os.read(r, 1 << 20).decode(errors="replace")
+    finally:
+        if w is not None:
+            os.close(w)
+        os.close(r)
+    where = f"exit {res.returncode}\n--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr[-4000:]}"
+    assert res.returncode == 0, where
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == {"ok": 400, "late": 200}, where
+    # What did reach the pipe is whole JSON lines, from the start of the run.
+    lines = written.split("\n")
+    assert len(lines) > 10, written[:500]
+    for line in lines[:-1]:
+        assert json.loads(line)["kind"], line
+    # The rest was dropped and counted, and the summary says so.
+    note = [l for l in res.stderr.splitlines() if l.strip().startswith("events file:")]
+    assert len(note) == 1, where
+    dropped = int(note[0].split()[2])
+    assert note[0].strip() == (f"events file: {dropped} events not written: its reader fell behind "
+                               f"(they were dropped rather than waited for)"), where
+    # 400 exchanges, 400 flows and the DNS answers did not fit in
+    # 64 KiB of pipe and 64 KiB of queue.
+    assert dropped > 400, where
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthz(port, timeout):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as r:
+        return r.status, r.read().decode()
+
+
+class Upstream:
+    """A host server that accepts connections, never answers them, and
+    closes them all when told."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(c)
+
+    def close_all(self):
+        with self.lock:
+            for c in self.conns:
+                c.close()
+            self.conns.clear()
+
+    def close(self):
+        self.sock.close()
+        self.close_all()
+
+
+# Holds as many connections as it can get to a host server that never
+# answers (passed out through the gateway), says so, and lets them go when
+# the test says; then waits to be told to finish.
+HOLD_SCRIPT = r"""
+import json, os, socket, sys, time
+port, flag = int(sys.argv[1]), sys.argv[2]
+def wait(name):
+    while not os.path.exists(f"{flag}.{name}"):
+        time.sleep(0.02)
+held, failed = [], 0
+for _ in range(40):
+    try:
+        held.append(socket.create_connection(("10.0.2.2", port), timeout=10))
+    except OSError:
+        failed += 1
+open(f"{flag}.held", "w").close()
+wait("release")
+for s in held:
+    s.close()
+open(f"{flag}.released", "w").close()
+wait("finish")
+print(json.dumps({"held": len(held), "failed": failed}))
+"""
+
+
+def test_the_admin_api_outlives_running_out_of_descriptors(jail):
+    """Item 8. With few descriptors (a hard limit of 40 here, the common
+    soft limit of 1,024 in life), connections passed to a server that never
+    answers use them all up, and the admin API's accept fails with EMFILE.
+    That used to end its accept loop for the rest of the run (in a pod:
+    failed probes, restarts). Now it keeps accepting once descriptors come
+    back: the request made while none were left is answered then, and so
+    is the next one."""
+    upstream = Upstream()
+    admin = free_port()
+    flag = str(jail.workdir / "hold")
+    args, _ = jail.command([PYTHON, "-c", HOLD_SCRIPT, str(upstream.port), flag],
+                           opts=["--admin", f"127.0.0.1:{admin}"])
+    proc = subprocess.Popen(["prlimit", "--nofile=40:40", "--", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=jail_env(), start_new_session=True)
+    pending, err_lines, refused = {}, [], threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if re.search(r"admin API: accept failed \(Too many open files", line):
+                refused.set()
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: os.path.exists(flag + ".held") or proc.poll() is not None, 120)
+        assert proc.poll() is None, "".join(err_lines)
+        # Asked while meshwrap has no descriptor left: its accept fails
+        # (and says so once).
+        asker = threading.Thread(target=lambda: pending.update(answer=healthz(admin, 120)))
+        asker.start()
+        assert refused.wait(60), "".join(err_lines)[-3000:]
+        # Both ends close: meshwrap's host sockets go.
+        upstream.close_all()
+        open(flag + ".release", "w").close()
+        assert wait_for(lambda: os.path.exists(flag + ".released"), 60)
+        asker.join(130)
+        assert pending.get("answer") == (200, "ok\n"), pending
+        assert healthz(admin, 30) == (200, "ok\n")
+        open(flag + ".finish", "w").close()
+        out = proc.stdout.read()
+        proc.wait(120)
+        reader.join(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        upstream.close()
+    assert proc.returncode == 0, "".join(err_lines)[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    # Descriptors did run out: the passes past the limit failed.
+    assert result["failed"] > 0 and result["held"] + result["failed"] == 40, result
+
+
+def test_meshwrap_raises_its_open_files_limit_but_not_the_suts(jail):
+    """Item 8. meshwrap takes the hard limit of open files as its soft one
+    (each passed flow holds a host socket); the SUT keeps the limits it
+    was started with."""
+    args, _ = jail.command(["sh", "-c", "ulimit -Sn; ulimit -Hn; sleep 30"], events=False)
+    proc = subprocess.Popen(["prlimit", "--nofile=256:4096", "--", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=jail_env(), start_new_session=True)
+    try:
+        seen = []
+
+        def raised():
+            # prlimit sets 256:4096 on itself, then execs meshwrap, which
+            # raises the soft limit once the jail has started.
+            try:
+                text = open(f"/proc/{proc.pid}/limits").read()
+            except OSError:
+                return False
+            line = next(l for l in text.splitlines() if l.startswith("Max open files"))
+            seen.append(tuple(line.split()[3:5]))
+            return seen[-1] == ("4096", "4096")
+        assert wait_for(raised, 60), seen[-5:]
+    finally:
+        os.killpg(proc.pid, 15)
+        out, err = proc.communicate(timeout=60)
+    assert out.split() == ["256", "4096"], (out, err)
