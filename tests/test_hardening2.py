@@ -7,10 +7,14 @@ servers the tests start on host loopback.
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
 import urllib.request
+import uuid
+
+import pytest
 
 from conftest import PYTHON, jail_env, wait_for
 
@@ -233,3 +237,62 @@ def test_meshwrap_raises_its_open_files_limit_but_not_the_suts(jail):
         os.killpg(proc.pid, 15)
         out, err = proc.communicate(timeout=60)
     assert out.split() == ["256", "4096"], (out, err)
+
+
+# Traps SIGTERM and SIGINT, says so, and goes on: a SUT that will not stop.
+STUBBORN = r"""
+import os, signal, sys, time
+def note(sig, _):
+    print(f"ignored {signal.Signals(sig).name}", flush=True)
+signal.signal(signal.SIGTERM, note)
+signal.signal(signal.SIGINT, note)
+print(f"ready {os.getpid()}", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("first,second", [(signal.SIGTERM, signal.SIGTERM),
+                                          (signal.SIGINT, signal.SIGTERM)])
+def test_a_second_stop_signal_kills_a_sut_that_ignores_the_first(jail, first, second):
+    """Item 10. The first SIGTERM (or SIGINT) is passed on; a SUT that
+    ignores it used to keep meshwrap running for as long as it liked. The
+    second kills the jail, as container runtimes do past their grace
+    period: meshwrap exits 137 with its summary, and nothing of the jail
+    is left."""
+    marker = f"stubborn-{uuid.uuid4().hex}"
+    args, _ = jail.command([PYTHON, "-c", STUBBORN, marker], events=False)
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=jail_env(),
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith("ready"), proc.stderr.read()
+        os.kill(proc.pid, first)
+        # The SUT got it, through the init, and ignored it.
+        assert proc.stdout.readline() == f"ignored {first.name}\n"
+        assert proc.poll() is None
+        os.kill(proc.pid, second)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 137, err
+    assert out == "", out  # the second signal was not passed on: it killed
+    assert (f"meshwrap: {second.name} after {first.name}, and the SUT is still running: "
+            f"killing the jail") in err, err
+    assert "meshwrap summary" in err, err
+    assert wait_for(lambda: not host_processes_with(marker), 10), host_processes_with(marker)
+
+
+def host_processes_with(marker):
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        pids.append(int(d))
+            except OSError:
+                pass
+    return pids

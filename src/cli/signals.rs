@@ -39,10 +39,28 @@ fn spawn(on_signal: impl FnMut(Signal) + Send + 'static) -> Result<()> {
 }
 
 /// `meshwrap -- CMD`: each signal goes to the jail's init, which passes it
-/// on to the SUT; meshwrap itself exits when the SUT does.
+/// on to the SUT; meshwrap itself exits when the SUT does. A second SIGINT
+/// or SIGTERM while the SUT still runs (it ignored or outlived the first)
+/// kills the jail, as a container runtime does past its grace period and
+/// as a second Ctrl-C does in most tools.
 pub(super) fn forward_to(init: Pid) -> Result<()> {
+    let mut asked_to_stop: Option<Signal> = None;
     spawn(move |sig| {
-        let _ = kill(init, sig);
+        let stops = matches!(sig, Signal::SIGINT | Signal::SIGTERM);
+        match asked_to_stop {
+            Some(first) if stops => {
+                eprintln!(
+                    "meshwrap: {sig} after {first}, and the SUT is still running: killing the jail"
+                );
+                let _ = kill(init, Signal::SIGKILL);
+            }
+            _ => {
+                if stops {
+                    asked_to_stop = Some(sig);
+                }
+                let _ = kill(init, sig);
+            }
+        }
     })
 }
 
