@@ -296,3 +296,42 @@ def host_processes_with(marker):
             except OSError:
                 pass
     return pids
+
+
+DNS_TCP_IDLE = r"""
+import json, socket, struct
+def query(name):
+    q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    return struct.pack(">H", len(q)) + q
+def until_closed(s):
+    got = b""
+    while True:
+        chunk = s.recv(4096)  # the guard below only ends a hang
+        if not chunk:
+            return got
+        got += chunk
+out = {}
+# One query answered, then silence.
+a = socket.create_connection(("10.0.2.3", 53), timeout=120)
+a.sendall(query("idle.dnstcp.test"))
+reply = until_closed(a)
+out["answered"] = len(reply) > 2 and reply[2:4] == b"\0\7"
+# Half a message, then silence.
+b = socket.create_connection(("10.0.2.3", 53), timeout=120)
+b.sendall(query("half.dnstcp.test")[:9])
+out["half"] = until_closed(b)
+print(json.dumps({"answered": out["answered"], "half": out["half"].hex()}))
+"""
+
+
+def test_idle_dns_over_tcp_connections_are_closed(jail):
+    """Item 4. A DNS-over-TCP connection left idle after its query, or
+    with a message half sent, is closed by meshwrap (RFC 7766), not held
+    open for the run; the flow's event says why."""
+    res = jail.run([PYTHON, "-c", DNS_TCP_IDLE], timeout=300)
+    assert res.returncode == 0, res.describe()
+    assert res.json_out() == {"answered": True, "half": ""}, res.describe()
+    dns_flows = res.flows(protocol="dns")
+    assert [f["error"] for f in dns_flows] == ["closed after 10 s without a query"] * 2, res.describe()

@@ -24,6 +24,20 @@ pub use table::{NameTable, PoolExhausted};
 
 const TTL: u32 = 30;
 
+/// How long a DNS-over-TCP connection may wait for its next message (or
+/// the rest of one) before meshwrap closes it (RFC 7766 §6.2.3; unbound
+/// and BIND wait 30 s by default, less when busy).
+pub const TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a DNS-over-TCP connection ended other than by the client closing.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpDnsError {
+    #[error("closed after {} s without a query", TCP_IDLE.as_secs())]
+    Idle,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Top-level names that never exist on the internet (RFC 6761, 2606):
 /// answered locally, never asked of the host's resolver.
 const RESERVED_TLDS: &[&str] = &["test", "example", "invalid", "internal", "local"];
@@ -270,20 +284,25 @@ impl Resolver {
     }
 
     /// Serves DNS over TCP (two-byte length prefix per message) until the
-    /// client closes.
+    /// client closes, or leaves a connection idle (or a message half sent)
+    /// for `TCP_IDLE`, as RFC 7766 asks of servers: otherwise a client's
+    /// idle connections would hold their buffers for the whole run.
     pub async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         mut stream: S,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), TcpDnsError> {
         loop {
             let mut len = [0u8; 2];
-            match stream.read_exact(&mut len).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e),
+            match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+                Err(_) => return Err(TcpDnsError::Idle),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(e)) => return Err(e.into()),
             }
             let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            stream.read_exact(&mut msg).await?;
+            tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut msg))
+                .await
+                .map_err(|_| TcpDnsError::Idle)??;
             if let Some(reply) = self.answer(&msg, "tcp").await {
                 let n = u16::try_from(reply.len()).unwrap_or(u16::MAX);
                 stream.write_all(&n.to_be_bytes()).await?;
