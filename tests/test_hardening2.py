@@ -335,3 +335,68 @@ def test_idle_dns_over_tcp_connections_are_closed(jail):
     assert res.json_out() == {"answered": True, "half": ""}, res.describe()
     dns_flows = res.flows(protocol="dns")
     assert [f["error"] for f in dns_flows] == ["closed after 10 s without a query"] * 2, res.describe()
+
+
+UDP_MANY_PORTS = r"""
+import json, socket, sys
+port = int(sys.argv[1])
+ports = []
+for i in range(1100):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 30000 + i))  # the jail's own: every port distinct
+    s.settimeout(2)
+    ports.append(s.getsockname()[1])
+    for attempt in range(30):  # UDP may drop a datagram: again until echoed
+        s.sendto(b"d%d" % i, ("10.0.2.2", port))
+        try:
+            if s.recv(64) == b"d%d" % i:
+                break
+        except socket.timeout:
+            pass
+    else:
+        sys.exit(f"d{i} was never echoed")
+    s.close()
+print(json.dumps(ports))
+"""
+
+
+def test_udp_pass_out_keeps_a_bounded_table(jail):
+    """Item 4. Every source port of the SUT is an association, each with
+    a host socket; a SUT sending from 1,100 ports used to hold 1,100 of
+    them for a minute. At most 1,024 are kept: the one used the longest
+    ago is closed to make room, and its event says so. Every datagram
+    still goes out."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    got = set()
+
+    def echo():
+        while True:
+            try:
+                data, peer = sink.recvfrom(64)
+                sink.sendto(data, peer)
+            except OSError:
+                return
+            got.add(data)
+    threading.Thread(target=echo, daemon=True).start()
+    try:
+        res = jail.run([PYTHON, "-c", UDP_MANY_PORTS, str(sink.getsockname()[1])], timeout=600)
+        assert res.returncode == 0, res.describe()
+        ports = res.json_out()
+        assert len(got) == 1100, len(got)
+    finally:
+        sink.close()
+    udp = [f for f in res.flows(transport="udp", decision="pass") if f["src_port"] in ports]
+    assert sorted(f["src_port"] for f in udp) == sorted(ports), res.describe()
+    made_room = [f for f in udp if f["error"] is not None]
+    assert {f["error"] for f in made_room} == {
+        "closed to make room: at most 1024 UDP associations are kept"}, res.describe()
+    assert len(made_room) == 1100 - 1024
+    # The ones closed are those used the longest ago: the first ports.
+    assert {f["src_port"] for f in made_room} <= set(ports[:100])
+    # Each carried its datagram (more than once, where one was dropped)
+    # and the echo back.
+    for f in udp:
+        size = len(b"d%d" % ports.index(f["src_port"]))
+        assert f["bytes_up"] % size == 0 and f["bytes_down"] % size == 0 and f["bytes_up"] > 0, f

@@ -1,5 +1,8 @@
 //! UDP pass-out, NAT style: one host socket per (SUT address, destination)
-//! pair, forgotten after a minute without traffic.
+//! pair, forgotten after a minute without traffic. Bounded as a NAT's
+//! table is: at most `MAX_ASSOCIATIONS` sockets (the one used the longest
+//! ago makes room for a new one), at most `QUEUE` datagrams waiting for
+//! each (more are dropped, as a full socket buffer drops them).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,12 +16,21 @@ use tokio::sync::mpsc;
 use crate::stack::StackHandle;
 
 const IDLE: Duration = Duration::from_secs(60);
+/// Host sockets kept for UDP pass-out at most (a SUT sending from 28k
+/// source ports once held 12k of them).
+pub const MAX_ASSOCIATIONS: usize = 1024;
+/// Datagrams waiting for one association's host socket, at most.
+const QUEUE: usize = 256;
+
+/// Orders associations by use, for the one to close when the table is
+/// full: a datagram through one takes the next number.
+static USE: AtomicU64 = AtomicU64::new(0);
 
 /// (SUT address, address the SUT sent to) → the association's task.
 type Associations = HashMap<(SocketAddr, SocketAddr), Association>;
 
 struct Association {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
+    tx: mpsc::Sender<Vec<u8>>,
     end: Arc<Ending>,
 }
 
@@ -28,10 +40,17 @@ struct Association {
 struct Ending {
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    /// `USE` at its last datagram from the SUT.
+    last_used: AtomicU64,
     on_end: Mutex<Option<OnEnd>>,
 }
 
 impl Ending {
+    fn touch(&self) {
+        self.last_used
+            .store(USE.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     fn report(&self, error: Option<String>) {
         let on_end = self.on_end.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(f) = on_end {
@@ -78,19 +97,34 @@ impl UdpNat {
         let key = (src, seen_dst);
         let mut map = self.assoc.lock().unwrap_or_else(|e| e.into_inner());
         let payload = match map.get(&key) {
-            Some(a) => match a.tx.send(payload) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(p)) => p,
-            },
+            Some(a) => {
+                a.end.touch();
+                match a.tx.try_send(payload) {
+                    // Full: dropped, as a full socket buffer drops it.
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => return,
+                    Err(mpsc::error::TrySendError::Closed(p)) => p,
+                }
+            }
             None => payload,
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(payload);
+        let evicted = if map.len() >= MAX_ASSOCIATIONS {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, a)| a.end.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| *k);
+            oldest.and_then(|k| map.remove(&k))
+        } else {
+            None
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let _ = tx.try_send(payload);
         let end = Arc::new(Ending {
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            last_used: AtomicU64::new(0),
             on_end: Mutex::new(Some(on_end)),
         });
+        end.touch();
         map.insert(
             key,
             Association {
@@ -98,6 +132,14 @@ impl UdpNat {
                 end: end.clone(),
             },
         );
+        drop(map);
+        if let Some(old) = evicted {
+            // Its task ends when `old.tx` is dropped; the report is made
+            // here, with the reason.
+            old.end.report(Some(format!(
+                "closed to make room: at most {MAX_ASSOCIATIONS} UDP associations are kept"
+            )));
+        }
         let this = self.clone();
         let stack = stack.clone();
         tokio::spawn(async move {
@@ -131,7 +173,7 @@ impl UdpNat {
 }
 
 async fn associate(
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
     stack: &StackHandle,
     src: SocketAddr,
     seen_dst: SocketAddr,
