@@ -400,3 +400,83 @@ def test_udp_pass_out_keeps_a_bounded_table(jail):
     for f in udp:
         size = len(b"d%d" % ports.index(f["src_port"]))
         assert f["bytes_up"] % size == 0 and f["bytes_down"] % size == 0 and f["bytes_up"] > 0, f
+
+
+ROUNDS_SUT = r"""
+import os, socket, sys, time
+flag, n = sys.argv[1], int(sys.argv[2])
+def mark(name):
+    open(f"{flag}.{name}", "w").close()
+    while not os.path.exists(f"{flag}.{name}.ok"):
+        time.sleep(0.01)
+mark("start")
+for r in range(3):
+    conns = [socket.create_connection(("redis.mem.test", 6379), timeout=60) for _ in range(n)]
+    for s in conns:
+        s.sendall(b"PING\r\n")
+    for s in conns:
+        assert s.recv(64) == b"+PONG\r\n"
+    mark(f"held{r}")
+    for s in conns:
+        s.close()
+    mark(f"closed{r}")
+"""
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_comes_back_after_rounds_of_connections(jail):
+    """Item 1. Three rounds of 1,500 connections opened and closed: the
+    resident memory of a round does not grow with the rounds (it was
+    63 MB, then 470 MB, then 3 GB: each flow's two 1 MiB buffers came
+    from the heap, zeroed by hand, and were never given back), and once
+    the flows are gone it goes back near where it started.
+
+    Measured on the first machine (MB): start 11, held 64, 98, 139;
+    after each round's flows are gone 13-17."""
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    flag = str(jail.workdir / "rounds")
+    args, _ = jail.command([PYTHON, "-c", ROUNDS_SUT, flag, "1500"], events=False, quiet=True,
+                           rules="""
+services:
+  - name: cache
+    match: { host: redis.mem.test, port: 6379 }
+    redis: {}
+""")
+    proc = subprocess.Popen(["prlimit", f"--nofile={hard}:{hard}", "--", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=jail_env(),
+                            start_new_session=True)
+    rss = {}
+    try:
+        for name in ["start"] + [f"{k}{r}" for r in range(3) for k in ("held", "closed")]:
+            assert wait_for(lambda: os.path.exists(f"{flag}.{name}") or proc.poll() is not None,
+                            120), name
+            assert proc.poll() is None, proc.communicate()
+            rss[name] = rss_mb(proc.pid)
+            if name.startswith("closed"):
+                # Freed memory goes back to the kernel within a few
+                # seconds of the flows ending (a trim off the data plane).
+                held = rss["held0"] - rss["start"]
+                came_back = wait_for(
+                    lambda: rss_mb(proc.pid) - rss["start"] <= 0.6 * held, 60, interval=0.5)
+                rss[f"after{name[-1]}"] = rss_mb(proc.pid)
+                assert came_back, rss
+            open(f"{flag}.{name}.ok", "w").close()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    # A later round may land on a fragmented heap and take more pages
+    # than the first (2.4 times, measured), not 55 times as it did.
+    held = rss["held0"] - rss["start"]
+    assert rss["held2"] - rss["start"] <= 4 * held, rss

@@ -383,6 +383,7 @@ pub(super) async fn start(
 /// task owns the TUN and every flow lives on the same thread).
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     raise_open_files_limit();
+    crate::stack::map_flow_buffers_lazily();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -75,7 +75,7 @@ impl Control {
         };
         let Some(flow) = self
             .events
-            .recent_flows(crate::events::JOURNAL_LIMIT)
+            .recent_flows(crate::events::FLOWS_KEPT)
             .into_iter()
             .rev()
             .find(|f| f.flow_id == id)

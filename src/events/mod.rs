@@ -114,6 +114,8 @@ const RECENT_EVENTS: usize = 10_000;
 /// How many HTTP requests the journal keeps (the oldest are dropped), so a
 /// long-running sidecar does not grow without bound.
 pub const JOURNAL_LIMIT: usize = 100_000;
+/// Finished flows kept for `GET /flows` and the flow inspector.
+pub const FLOWS_KEPT: usize = 10_000;
 
 /// Cuts `text` to at most `max` bytes (at a character boundary) and marks
 /// the cut with `…`: how the journal keeps what a client sent bounded.
@@ -147,7 +149,8 @@ struct Inner {
     observers: Vec<Arc<dyn Observer>>,
     /// Off with `--no-journal`: exchanges are written but not kept.
     journal_off: bool,
-    /// The last `JOURNAL_LIMIT` finished flows, for `GET /flows`.
+    /// The last `FLOWS_KEPT` finished flows, for `GET /flows` (kept only
+    /// once the control API is enabled).
     flows: std::collections::VecDeque<FlowEvent>,
     /// Every finished flow, counted per destination for the exit summary
     /// (a sidecar may run for weeks: flows are not all kept).
@@ -232,10 +235,14 @@ impl EventSink {
         match event {
             Event::Flow(f) => {
                 inner.flow_summary.add_flow(&f);
-                if inner.flows.len() == JOURNAL_LIMIT {
-                    inner.flows.pop_front();
+                // Kept for `GET /flows` only: without the control API
+                // nobody reads them (a sidecar's flows would pile up).
+                if inner.recent.is_some() {
+                    if inner.flows.len() == FLOWS_KEPT {
+                        inner.flows.pop_front();
+                    }
+                    inner.flows.push_back(f);
                 }
-                inner.flows.push_back(f);
             }
             Event::Dns(_) => inner.dns_count += 1,
             Event::Exchange(x) => {

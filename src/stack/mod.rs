@@ -10,6 +10,7 @@
 mod bridge;
 mod device;
 mod flow;
+mod memory;
 pub(crate) mod packet;
 
 use std::collections::{BTreeSet, HashMap};
@@ -31,11 +32,15 @@ use flow::{DirtyQueue, FlowShared, Pipe};
 use packet::Parsed;
 
 pub use flow::{Flow, FlowHandle};
+pub use memory::map_flow_buffers_lazily;
 
 /// smoltcp socket buffers. The receive size fixes the window scale at
 /// socket creation; 1 MiB lets a 64 KiB segment stream without stalls.
+/// They cost what a flow writes into them, not 2 MiB each: see
+/// `memory::map_flow_buffers_lazily`.
 const SOCKET_RX: usize = 1024 * 1024;
 const SOCKET_TX: usize = 1024 * 1024;
+
 /// Packets read from the TUN per wake-up before servicing flows.
 const RX_BATCH: usize = 64;
 
@@ -97,6 +102,8 @@ pub struct StackStats {
     pub packets_out: AtomicU64,
     pub packets_dropped: AtomicU64,
     pub flows_active: AtomicU64,
+    /// TCP flows ended since the start (the trimmer's cue).
+    pub flows_ended: AtomicU64,
 }
 
 /// Cheap handle for other tasks: resolve held SYNs, send UDP, read stats.
@@ -204,6 +211,7 @@ impl Stack {
             stats: Arc::new(StackStats::default()),
             stopped: Arc::new(AtomicBool::new(false)),
         };
+        memory::spawn_trimmer(Arc::downgrade(&handle.stats));
         Stack {
             dev,
             iface,
@@ -532,10 +540,9 @@ impl Stack {
             let tuple = entry.tuple;
             self.flows.remove(&id);
             self.by_tuple.remove(&tuple);
-            self.handle
-                .stats
-                .flows_active
-                .fetch_sub(1, Ordering::Relaxed);
+            let stats = &self.handle.stats;
+            stats.flows_active.fetch_sub(1, Ordering::Relaxed);
+            stats.flows_ended.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let next = self.iface.poll_at(now, &entry.set).map(|t| {
