@@ -480,3 +480,54 @@ services:
     # than the first (2.4 times, measured), not 55 times as it did.
     held = rss["held0"] - rss["start"]
     assert rss["held2"] - rss["start"] <= 4 * held, rss
+
+
+DNS_FLOOD = r"""
+import json, socket, struct, sys
+def query(qid, name):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return q + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("10.0.2.3", 53))
+s.settimeout(10)
+n, window, sent, got, rcodes = int(sys.argv[1]), 64, 0, 0, {}
+while got < n:
+    while sent < n and sent - got < window:
+        s.send(query(sent & 0xffff, f"n{sent}.flood.test"))
+        sent += 1
+    r = s.recv(512)
+    got += 1
+    rcodes[r[3] & 0xf] = rcodes.get(r[3] & 0xf, 0) + 1
+def one(name):
+    s.send(query(1, name))
+    r = s.recv(512)
+    return [r[3] & 0xf, struct.unpack(">H", r[6:8])[0], socket.inet_ntoa(r[-4:])]
+print(json.dumps({"rcodes": rcodes, "claimed": one("api.claimed.test"),
+                  "hosts": one("db.claimed.test"), "other": one("late.flood.test")}))
+"""
+
+
+def test_names_the_rules_claim_are_answered_after_the_pool_runs_out(jail):
+    """Item 9. A SUT asking for ever new names (131,100 here, as a crawler
+    or random subdomains do) used to take every fake address: after that
+    every new name got SERVFAIL, the mocked ones too. The pool keeps its
+    last 4,096 addresses for the names the rules claim or `hosts:` gives;
+    other names wait for an address unused for 5 minutes (unit-tested in
+    dns/table.rs: the one used the longest ago is given again)."""
+    rules = """
+hosts:
+  db.claimed.test: 127.0.0.1
+services:
+  - name: api
+    match: { host: api.claimed.test }
+    http: {}
+"""
+    res = jail.run([PYTHON, "-c", DNS_FLOOD, "131100"], rules=rules, events=False, timeout=600)
+    assert res.returncode == 0, res.describe()
+    out = res.json_out()
+    assert out["rcodes"] == {"0": 131072 - 9 - 4096, "2": 131100 - (131072 - 9 - 4096)}, out
+    for name in ("claimed", "hosts"):
+        rcode, answers, addr = out[name]
+        assert (rcode, answers) == (0, 1) and addr.startswith("198.1"), out
+    assert out["other"][:2] == [2, 0], out  # SERVFAIL, no answer

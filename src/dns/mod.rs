@@ -229,7 +229,7 @@ impl Resolver {
         let in_hosts = policy.rules.host_address(name).is_some();
         let claimed = policy.rules.claims_host(name);
         if in_hosts || claimed || policy.unmatched == Unmatched::Refuse {
-            return match self.table().fake_for(name) {
+            return match self.table().fake_for(name, in_hosts || claimed) {
                 Ok((v4, v6)) => (
                     if in_hosts {
                         Source::Hosts
