@@ -8,6 +8,14 @@ use super::{ExchangeEvent, FlowEvent, NearMiss, ProtocolInfo, SummaryStyle};
 /// How many requests no rule answered the summary shows, with their near
 /// misses; the rest are counted.
 const MISSES_SHOWN: usize = 5;
+/// Rows of the destination table, at most (one per destination and
+/// decision); the flows of any other destination are folded into one row
+/// per decision. A SUT dialling 20k names once printed 20k rows.
+const ROWS_SHOWN: usize = 200;
+/// Refused destinations that get a rules snippet, at most.
+const REFUSED_SHOWN: usize = 20;
+/// Folded destinations counted one by one, at most ("more than N" past it).
+const FOLDED_COUNTED: usize = 100_000;
 
 /// A request no rule answered: its service, one line for it, and the
 /// rules that came closest.
@@ -43,6 +51,12 @@ pub struct Summary {
     /// The first `MISSES_SHOWN` requests no rule answered.
     misses: Vec<Miss>,
     miss_count: u64,
+    /// Flows to destinations past `ROWS_SHOWN`, by decision.
+    folded: BTreeMap<&'static str, Row>,
+    /// Hashes of the folded destinations, to count them.
+    folded_destinations: std::collections::HashSet<u64>,
+    /// Refused destinations past `REFUSED_SHOWN`.
+    refused_more: std::collections::HashSet<u64>,
     /// What became of the events file's lines.
     events_file: super::WriterReport,
 }
@@ -105,7 +119,15 @@ impl Summary {
         } else {
             format!("{host}:{}", f.dst_port)
         };
-        let row = self.rows.entry((dest.clone(), f.decision)).or_default();
+        let key = (dest, f.decision);
+        let row = if self.rows.len() < ROWS_SHOWN || self.rows.contains_key(&key) {
+            self.rows.entry(key.clone()).or_default()
+        } else {
+            if self.folded_destinations.len() < FOLDED_COUNTED {
+                self.folded_destinations.insert(hash_of(&key.0));
+            }
+            self.folded.entry(f.decision).or_default()
+        };
         row.flows += 1;
         row.bytes_up += f.bytes_up;
         row.bytes_down += f.bytes_down;
@@ -116,9 +138,14 @@ impl Summary {
         // Only flows refused for want of a rule get a snippet; a rule's
         // own `refuse` or an impossible address needs none.
         if f.decision == "refuse" && f.reason.starts_with("unmatched") {
-            self.refused
-                .entry(dest)
-                .or_insert((f.host.clone(), f.dst_port, f.protocol));
+            let dest = key.0;
+            if self.refused.len() < REFUSED_SHOWN || self.refused.contains_key(&dest) {
+                self.refused
+                    .entry(dest)
+                    .or_insert((f.host.clone(), f.dst_port, f.protocol));
+            } else if self.refused_more.len() < FOLDED_COUNTED {
+                self.refused_more.insert(hash_of(&dest));
+            }
         }
     }
 
@@ -253,6 +280,31 @@ impl fmt::Display for Summary {
                 dest, decision, row.protocol, row.flows, row.bytes_up, row.bytes_down, row.errors
             )?;
         }
+        if !self.folded.is_empty() {
+            let n = self.folded_destinations.len();
+            let more = if n >= FOLDED_COUNTED {
+                "more than "
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "  and {more}{n} other destinations (every flow is in the events):"
+            )?;
+            for (decision, row) in &self.folded {
+                writeln!(
+                    f,
+                    "  {:<width$}  {:<8} {:<8} {:>6} {:>12} {:>12} {:>6}",
+                    "  (others)",
+                    decision,
+                    "-",
+                    row.flows,
+                    row.bytes_up,
+                    row.bytes_down,
+                    row.errors
+                )?;
+            }
+        }
         self.fmt_per_route(f)?;
         self.fmt_per_service(f)?;
         self.fmt_misses(f)?;
@@ -270,6 +322,13 @@ impl fmt::Display for Summary {
                 for line in entry.lines() {
                     writeln!(f, "    {line}")?;
                 }
+            }
+            if !self.refused_more.is_empty() {
+                writeln!(
+                    f,
+                    "    # … and {} more refused destinations (in the events)",
+                    self.refused_more.len()
+                )?;
             }
         }
         Ok(())
@@ -375,6 +434,15 @@ impl Summary {
         }
         Ok(())
     }
+}
+
+/// A destination's hash, to count folded ones without keeping their text.
+fn hash_of(dest: &str) -> u64 {
+    use std::hash::Hasher;
+    // Fixed keys: the same destination always gives the same hash.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(dest.as_bytes());
+    h.finish()
 }
 
 #[cfg(test)]
