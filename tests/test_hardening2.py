@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 import uuid
 
@@ -559,3 +560,55 @@ def test_the_summary_folds_destinations_past_its_limit(jail):
     assert len([l for l in lines if l.startswith("    - name: h")]) == 20
     assert "    # … and 240 more refused destinations (in the events)" in lines
     assert len({(f["host"]) for f in res.flows(decision="refuse")}) == 260
+
+
+PAGED_SUT = r"""
+import os, sys, time, urllib.request
+flag = sys.argv[1]
+for i in range(30):
+    urllib.request.urlopen(f"http://api.stall.test/item/{i}", timeout=30).read()
+open(flag + ".done", "w").close()
+while not os.path.exists(flag + ".finish"):
+    time.sleep(0.02)
+"""
+
+
+def test_the_journal_pages_through_offset_and_limit(jail):
+    """Item 7. `GET /requests` built the whole journal's JSON on the data
+    plane (621 MB for a large one, and a DNS timeout): it is built off it
+    now, and `offset`/`limit` page through it."""
+    admin = free_port()
+    flag = str(jail.workdir / "paged")
+    args, _ = jail.command([PYTHON, "-c", PAGED_SUT, flag], rules=RULES, events=False,
+                           opts=["--admin", f"127.0.0.1:{admin}"])
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=jail_env(),
+                            start_new_session=True)
+
+    def get(query):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/requests{query}",
+                                        timeout=30) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+    try:
+        assert wait_for(lambda: os.path.exists(flag + ".done") or proc.poll() is not None, 120)
+        assert proc.poll() is None, proc.communicate()
+        status, page = get("?offset=5&limit=10")
+        assert status == 200
+        assert [r["path"] for r in page["requests"]] == [f"/item/{i}" for i in range(5, 15)]
+        status, whole = get("")
+        assert [r["path"] for r in whole["requests"]] == [f"/item/{i}" for i in range(30)]
+        assert get("?service=stall&offset=28")[1]["requests"][0]["path"] == "/item/28"
+        assert get("?offset=30")[1]["requests"] == []
+        assert get("/unmatched?limit=5") == (200, {"requests": []})
+        status, body = get("?limit=ten")
+        assert (status, body) == (400, {"error": "limit=ten: a whole number from 0 up"})
+        open(flag + ".finish", "w").close()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0

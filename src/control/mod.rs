@@ -329,8 +329,10 @@ impl Control {
                     .is_some_and(|v| v.contains("text/event-stream"));
                 self.events_stream(&query_pairs(&req), sse)
             }
-            (Method::GET, "/requests") => self.requests(&query_pairs(&req), false),
-            (Method::GET, "/requests/unmatched") => self.requests(&query_pairs(&req), true),
+            (Method::GET, "/requests") => self.requests(&query_pairs(&req), false).await,
+            (Method::GET, "/requests/unmatched") => {
+                self.requests(&query_pairs(&req), true).await
+            }
             (Method::GET, "/rules") => self.get_rules(),
             (Method::PUT, "/rules") => match body_text(req).await {
                 // Parsing and building thousands of services takes long:
@@ -448,29 +450,58 @@ impl Control {
 
     /// The journal: each protocol's exchanges under its own key
     /// (`requests` for HTTP), or the exchanges no rule answered.
-    fn requests(&self, q: &[(String, String)], unmatched: bool) -> Response<Body> {
-        let service = param(q, "service");
+    /// `GET /requests` and `/requests/unmatched`. The journal may hold
+    /// 100,000 exchanges: the snapshot is a pointer per entry, and the
+    /// JSON is built on a blocking thread, off the data plane; `offset`
+    /// and `limit` page through it.
+    async fn requests(&self, q: &[(String, String)], unmatched: bool) -> Response<Body> {
+        let count = |key: &str| -> Result<Option<usize>, String> {
+            param(q, key)
+                .map(|v| {
+                    v.parse::<usize>()
+                        .map_err(|_| format!("{key}={v}: a whole number from 0 up"))
+                })
+                .transpose()
+        };
+        let (offset, limit) = match (count("offset"), count("limit")) {
+            (Ok(o), Ok(l)) => (o.unwrap_or(0), l.unwrap_or(usize::MAX)),
+            (Err(msg), _) | (_, Err(msg)) => return error(StatusCode::BAD_REQUEST, msg),
+        };
+        let service = param(q, "service").map(str::to_string);
         let journal = self.events.journal();
-        let entries = journal
-            .iter()
-            .filter(|e| service.is_none_or(|s| e.service == s))
-            .filter(|e| !unmatched || e.outcome == crate::events::Outcome::Unmatched);
-        if unmatched {
-            let list: Vec<Value> = entries
-                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+        let built = tokio::task::spawn_blocking(move || {
+            let selected: Vec<&crate::events::ExchangeEvent> = journal
+                .iter()
+                .map(|e| &**e)
+                .filter(|e| service.as_deref().is_none_or(|s| e.service == s))
+                .filter(|e| !unmatched || e.outcome == crate::events::Outcome::Unmatched)
+                .skip(offset)
+                .take(limit)
                 .collect();
-            return json_response(StatusCode::OK, &json!({ "requests": list }));
+            let value = if unmatched {
+                json!({ "requests": selected })
+            } else {
+                let mut by_key = serde_json::Map::new();
+                for p in crate::protocols::INFOS {
+                    by_key.insert(p.journal_key.to_string(), Value::Array(Vec::new()));
+                }
+                for e in selected {
+                    if let Some(Value::Array(list)) = by_key.get_mut(e.protocol.journal_key) {
+                        list.push(serde_json::to_value(e).unwrap_or(Value::Null));
+                    }
+                }
+                Value::Object(by_key)
+            };
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        })
+        .await;
+        match built {
+            Ok(body) => text_response(StatusCode::OK, "application/json", body),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot list: {e}"),
+            ),
         }
-        let mut by_key = serde_json::Map::new();
-        for p in crate::protocols::INFOS {
-            by_key.insert(p.journal_key.to_string(), Value::Array(Vec::new()));
-        }
-        for e in entries {
-            if let Some(Value::Array(list)) = by_key.get_mut(e.protocol.journal_key) {
-                list.push(serde_json::to_value(e).unwrap_or(Value::Null));
-            }
-        }
-        json_response(StatusCode::OK, &Value::Object(by_key))
     }
 
     fn get_rules(&self) -> Response<Body> {

@@ -157,7 +157,8 @@ struct Inner {
     flow_summary: summary::Summary,
     /// The exchange journal of every protocol, oldest first, at most
     /// `JOURNAL_LIMIT` entries.
-    journal: std::collections::VecDeque<ExchangeEvent>,
+    /// Shared so that a snapshot (`journal()`) costs a pointer per entry.
+    journal: std::collections::VecDeque<Arc<ExchangeEvent>>,
     /// Every route of every service answered by routes, to list those
     /// never called.
     routes: Vec<summary::DeclaredRoute>,
@@ -260,7 +261,7 @@ impl EventSink {
                     if inner.journal.len() == JOURNAL_LIMIT {
                         inner.journal.pop_front();
                     }
-                    inner.journal.push_back(x);
+                    inner.journal.push_back(Arc::new(x));
                 }
             }
             Event::Reload(_) => {}
@@ -393,7 +394,7 @@ impl EventSink {
     }
 
     /// The exchanges recorded so far with full events, oldest first.
-    pub fn journal(&self) -> Vec<ExchangeEvent> {
+    pub fn journal(&self) -> Vec<Arc<ExchangeEvent>> {
         self.lock().journal.iter().cloned().collect()
     }
 

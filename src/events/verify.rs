@@ -3,6 +3,7 @@
 //! rules gave it); this file only counts and reports.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::ExchangeEvent;
 use crate::rules::ExpectSpec;
@@ -18,12 +19,13 @@ pub struct ExpectResult {
 }
 
 /// Evaluates every expectation against the journal.
-pub fn check(expects: &[ExpectSpec], journal: &[ExchangeEvent]) -> Vec<ExpectResult> {
+pub fn check(expects: &[ExpectSpec], journal: &[Arc<ExchangeEvent>]) -> Vec<ExpectResult> {
     expects
         .iter()
         .map(|e| {
             let relevant: Vec<&ExchangeEvent> = journal
                 .iter()
+                .map(|c| &**c)
                 .filter(|c| c.service == e.service)
                 .filter(|c| e.matcher.as_ref().is_none_or(|m| m.relevant(*c)))
                 .collect();
