@@ -201,18 +201,15 @@ impl ServeArgs {
                     .try_clone_to_owned()
                     .context("cannot write events to stdout")?,
                 self.events_queue,
-            )
-            .context("cannot start the events writer")?,
+            ),
             Some(EventsTarget::Stderr) => EventSink::with_fd(
                 std::io::stderr()
                     .as_fd()
                     .try_clone_to_owned()
                     .context("cannot write events to stderr")?,
                 self.events_queue,
-            )
-            .context("cannot start the events writer")?,
-            Some(EventsTarget::Fd(n)) => EventSink::with_fd(take_fd(*n)?, self.events_queue)
-                .context("cannot start the events writer")?,
+            ),
+            Some(EventsTarget::Fd(n)) => EventSink::with_fd(take_fd(*n)?, self.events_queue),
             Some(EventsTarget::File(p)) => EventSink::with_file(p, self.events_queue)
                 .with_context(|| format!("cannot write events to {}", p.display()))?,
             None => EventSink::new(),
@@ -248,7 +245,12 @@ impl ServeArgs {
         }))
     }
 
+    /// Wires the appliance; called once the jail (if any) is forked, so
+    /// the events writer's thread starts here.
     pub(super) fn appliance(&self, net: JailNet, loaded: Loaded) -> (Appliance, EventSink) {
+        if let Err(e) = loaded.events.start_writer() {
+            tracing::error!("cannot start the events writer, no events will be written: {e}");
+        }
         let appliance = Appliance::new(ApplianceConfig {
             net,
             rules: loaded.rules,

@@ -20,6 +20,9 @@ const CAUGHT: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 /// without it: long enough for the drain and the exit summary.
 pub(super) const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// Stop signals this close together are one request, not an insistence.
+const ONE_REQUEST: Duration = Duration::from_secs(1);
+
 /// Blocks the caught signals in the calling thread and everything it
 /// starts from now on, and starts the thread that takes them.
 fn spawn(on_signal: impl FnMut(Signal) + Send + 'static) -> Result<()> {
@@ -44,19 +47,22 @@ fn spawn(on_signal: impl FnMut(Signal) + Send + 'static) -> Result<()> {
 /// kills the jail, as a container runtime does past its grace period and
 /// as a second Ctrl-C does in most tools.
 pub(super) fn forward_to(init: Pid) -> Result<()> {
-    let mut asked_to_stop: Option<Signal> = None;
+    let mut asked_to_stop: Option<(Signal, std::time::Instant)> = None;
     spawn(move |sig| {
         let stops = matches!(sig, Signal::SIGINT | Signal::SIGTERM);
         match asked_to_stop {
-            Some(first) if stops => {
+            // A second within `ONE_REQUEST` is the same request sent twice
+            // (one Ctrl-C reaches meshwrap from the terminal and again from
+            // a wrapper that forwards it, as npm does): passed on again.
+            Some((first, at)) if stops && at.elapsed() >= ONE_REQUEST => {
                 eprintln!(
                     "meshwrap: {sig} after {first}, and the SUT is still running: killing the jail"
                 );
                 let _ = kill(init, Signal::SIGKILL);
             }
             _ => {
-                if stops {
-                    asked_to_stop = Some(sig);
+                if stops && asked_to_stop.is_none() {
+                    asked_to_stop = Some((sig, std::time::Instant::now()));
                 }
                 let _ = kill(init, sig);
             }

@@ -25,7 +25,8 @@ const RESERVED_FOR_CLAIMED: u32 = 4096;
 /// An address unused (not answered, no new flow) this long may be given
 /// to another name once the pool is full: far past the answers' TTL (30
 /// s), so a client's cache has let go of it.
-pub const RECYCLE_AFTER: Duration = Duration::from_secs(300);
+pub const RECYCLE_AFTER: Duration = Duration::from_secs(RECYCLE_SECS as u64);
+const RECYCLE_SECS: u32 = 300;
 /// Real addresses remembered for passed flows' names, at most.
 const REAL_NAMES_KEPT: usize = 65_536;
 
@@ -39,6 +40,11 @@ pub struct NameTable {
     /// `epoch`.
     last_used: Vec<u32>,
     epoch: Instant,
+    /// Seconds added to the clock (tests move time on with it).
+    skew: u32,
+    /// No address can be recycled before this time (seconds from `epoch`):
+    /// spares a scan per query while the pool is full of recent names.
+    no_recycle_before: u32,
     /// Indexes handed out, at most (smaller in tests).
     pool: u32,
     /// Of them, the last ones kept for claimed names.
@@ -61,6 +67,8 @@ impl NameTable {
             names: Vec::new(),
             last_used: Vec::new(),
             epoch: Instant::now(),
+            skew: 0,
+            no_recycle_before: 0,
             pool,
             reserved,
             real: HashMap::new(),
@@ -68,7 +76,9 @@ impl NameTable {
     }
 
     fn now(&self) -> u32 {
-        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+        u32::try_from(self.epoch.elapsed().as_secs())
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.skew)
     }
 
     /// The fake pair (v4, v6) for `name`, allocated on first use. `claimed`:
@@ -94,7 +104,16 @@ impl NameTable {
                     self.last_used.push(now);
                     self.names.len() as u32
                 } else {
-                    let i = self.least_recently_used(limit, now).ok_or(PoolExhausted)?;
+                    if now < self.no_recycle_before {
+                        return Err(PoolExhausted);
+                    }
+                    let i = match self.least_recently_used(limit, now) {
+                        Ok(i) => i,
+                        Err(oldest) => {
+                            self.no_recycle_before = oldest.saturating_add(RECYCLE_SECS);
+                            return Err(PoolExhausted);
+                        }
+                    };
                     let old = std::mem::replace(&mut self.names[i as usize - 1], name.to_string());
                     self.by_name.remove(&old);
                     i
@@ -111,14 +130,20 @@ impl NameTable {
     }
 
     /// The index among the first `limit` used the longest ago, if that was
-    /// at least `RECYCLE_AFTER` before `now`. A scan: it runs only once
-    /// the pool is full, over at most its 131k entries.
-    fn least_recently_used(&self, limit: u32, now: u32) -> Option<u32> {
+    /// at least `RECYCLE_AFTER` before `now`; else when it was used. A
+    /// scan: it runs only once the pool is full, over at most its 131k
+    /// entries, and not again before something can be recycled.
+    fn least_recently_used(&self, limit: u32, now: u32) -> Result<u32, u32> {
         let (i, &t) = self.last_used[..limit as usize]
             .iter()
             .enumerate()
-            .min_by_key(|(_, &t)| t)?;
-        (u64::from(now - t.min(now)) >= RECYCLE_AFTER.as_secs()).then_some(i as u32 + 1)
+            .min_by_key(|(_, &t)| t)
+            .ok_or(now)?;
+        if now.saturating_sub(t) >= RECYCLE_SECS {
+            Ok(i as u32 + 1)
+        } else {
+            Err(t)
+        }
     }
 
     /// Whether `ip` lies in one of the fake ranges: all of 198.18.0.0/15
@@ -145,7 +170,10 @@ impl NameTable {
 
     pub fn remember_real(&mut self, ip: IpAddr, name: &str) {
         if self.real.len() >= REAL_NAMES_KEPT && !self.real.contains_key(&ip) {
-            self.real.clear();
+            // One makes room (any: the map keeps no order), not all.
+            if let Some(old) = self.real.keys().next().copied() {
+                self.real.remove(&old);
+            }
         }
         self.real.insert(ip, name.to_string());
     }
@@ -207,8 +235,8 @@ mod tests {
     }
 
     /// Moves the table's clock `secs` ahead.
-    fn later(t: &mut NameTable, secs: u64) {
-        t.epoch = t.epoch.checked_sub(Duration::from_secs(secs)).unwrap();
+    fn later(t: &mut NameTable, secs: u32) {
+        t.skew += secs;
     }
 
     #[test]
@@ -221,7 +249,7 @@ mod tests {
         // Three unclaimed names fill the unreserved part; a fourth must wait
         // until one of them has not been used for RECYCLE_AFTER.
         assert!(t.fake_for("d.test", false).is_err());
-        later(&mut t, RECYCLE_AFTER.as_secs() - 50);
+        later(&mut t, RECYCLE_SECS - 50);
         // a.test was used 350 s ago, b and c 250 s ago: not yet for them.
         let d = t.fake_for("d.test", false).unwrap().0;
         assert_eq!(d, a);

@@ -107,7 +107,8 @@ impl UdpNat {
             }
             None => payload,
         };
-        let evicted = if map.len() >= MAX_ASSOCIATIONS {
+        // An ended association's entry is replaced, not made room for.
+        let evicted = if map.len() >= MAX_ASSOCIATIONS && !map.contains_key(&key) {
             let oldest = map
                 .iter()
                 .min_by_key(|(_, a)| a.end.last_used.load(Ordering::Relaxed))

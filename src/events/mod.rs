@@ -188,18 +188,18 @@ impl EventSink {
     /// A sink that also appends JSON lines to `path` (truncated first);
     /// at most `queue_bytes` of them wait for the writer.
     pub fn with_file(path: &Path, queue_bytes: usize) -> std::io::Result<Self> {
-        Self::with_fd(File::create(path)?.into(), queue_bytes)
+        Ok(Self::with_fd(File::create(path)?.into(), queue_bytes))
     }
 
     /// A sink that also writes JSON lines to an open descriptor: stdout
     /// (`--events -`, for `kubectl logs` of a sidecar), stderr or `fd:N`.
-    /// Fails only when the writer thread cannot be started.
-    pub fn with_fd(fd: std::os::fd::OwnedFd, queue_bytes: usize) -> std::io::Result<Self> {
+    /// Lines wait in the queue until `start_writer`.
+    pub fn with_fd(fd: std::os::fd::OwnedFd, queue_bytes: usize) -> Self {
         let sink = Self::default();
-        sink.lock().writer = Some(LineWriter::spawn(File::from(fd), queue_bytes)?);
+        sink.lock().writer = Some(LineWriter::new(File::from(fd), queue_bytes));
         sink.detail
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(sink)
+        sink
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -396,6 +396,16 @@ impl EventSink {
     /// The exchanges recorded so far with full events, oldest first.
     pub fn journal(&self) -> Vec<Arc<ExchangeEvent>> {
         self.lock().journal.iter().cloned().collect()
+    }
+
+    /// Starts the thread that writes the events file. Not before the jail
+    /// is forked: the fork must find no other thread (one could hold the
+    /// allocator's lock the child needs).
+    pub fn start_writer(&self) -> std::io::Result<()> {
+        match self.lock().writer.as_mut() {
+            Some(w) => w.start(),
+            None => Ok(()),
+        }
     }
 
     /// Lines of the events file dropped so far because its reader fell

@@ -5,7 +5,8 @@
 //! reader stopped (a paused log shipper, a stalled `jq`) blocks `write`.
 //! So the data plane only hands the formatted line over; when the queue is
 //! full the line is dropped and counted, never waited for. At exit the
-//! queue gets a bounded time to drain.
+//! queue gets a bounded time to drain (a second: the sidecar must be gone
+//! within two of SIGTERM).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -21,7 +22,7 @@ const QUEUE_LINES: usize = 16 * 1024;
 /// Bytes waiting for the writer by default (`--events-queue`).
 pub const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// How long the exit waits for the queue to reach the file.
-const DRAIN_AT_EXIT: Duration = Duration::from_secs(5);
+const DRAIN_AT_EXIT: Duration = Duration::from_secs(1);
 
 /// What the writer thread shares with the recording side.
 #[derive(Default)]
@@ -40,7 +41,9 @@ pub(super) struct LineWriter {
     tx: Option<SyncSender<Arc<str>>>,
     /// Bytes that may wait in the queue (large exchanges make long lines).
     queue_bytes: usize,
-    done: Receiver<()>,
+    /// The file and the queue's far end, until the thread is started.
+    unstarted: Option<(File, Receiver<Arc<str>>)>,
+    done: Option<Receiver<()>>,
     shared: Arc<Shared>,
 }
 
@@ -54,15 +57,30 @@ pub struct WriterReport {
 }
 
 impl LineWriter {
-    pub(super) fn spawn(file: File, queue_bytes: usize) -> std::io::Result<LineWriter> {
+    /// The queue, without its thread: lines pushed wait in it until
+    /// `start` (the jail is forked with no other thread alive).
+    pub(super) fn new(file: File, queue_bytes: usize) -> LineWriter {
         let (tx, rx) = mpsc::sync_channel::<Arc<str>>(QUEUE_LINES);
+        LineWriter {
+            tx: Some(tx),
+            queue_bytes,
+            unstarted: Some((file, rx)),
+            done: None,
+            shared: Arc::new(Shared::default()),
+        }
+    }
+
+    /// Starts the thread that writes the lines (once; later calls do
+    /// nothing).
+    pub(super) fn start(&mut self) -> std::io::Result<()> {
+        let Some((file, rx)) = self.unstarted.take() else {
+            return Ok(());
+        };
         let (done_tx, done) = mpsc::sync_channel(1);
-        let shared = Arc::new(Shared::default());
-        let theirs = shared.clone();
+        let theirs = self.shared.clone();
         // Signals are for the signal thread, which forwards them to the
-        // jail. This thread may start before the others block them, and a
-        // SIGTERM taken here would kill meshwrap: it is born with every
-        // signal blocked (a thread inherits its creator's mask).
+        // jail: this thread is born with every signal blocked (a thread
+        // inherits its creator's mask), whoever starts it and when.
         let mut before = SigSet::empty();
         let _ = pthread_sigmask(
             SigmaskHow::SIG_BLOCK,
@@ -77,12 +95,8 @@ impl LineWriter {
             });
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
         spawned?;
-        Ok(LineWriter {
-            tx: Some(tx),
-            queue_bytes,
-            done,
-            shared,
-        })
+        self.done = Some(done);
+        Ok(())
     }
 
     /// Queues one line (without its newline); never blocks.
@@ -93,7 +107,9 @@ impl LineWriter {
             return;
         };
         let len = line.len() + 1;
-        if s.queued_bytes.load(Ordering::Relaxed) + len > self.queue_bytes {
+        let queued = s.queued_bytes.load(Ordering::Relaxed);
+        // A line longer than the whole queue still goes when it is empty.
+        if queued > 0 && queued + len > self.queue_bytes {
             s.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -114,8 +130,19 @@ impl LineWriter {
     /// Closes the queue and waits (at most `DRAIN_AT_EXIT`) for what is in
     /// it to be written; what is still queued then counts as dropped.
     pub(super) fn close(&mut self) -> WriterReport {
-        if self.tx.take().is_some() && self.done.recv_timeout(DRAIN_AT_EXIT).is_err() {
-            let left = self.shared.queued_lines.swap(0, Ordering::Relaxed);
+        if let Err(e) = self.start() {
+            tracing::warn!("cannot start the events writer: {e}");
+        }
+        // Dropping the sender ends the queue: the thread writes what is in
+        // it, then says so.
+        let was_open = self.tx.take().is_some();
+        let drained = match &self.done {
+            Some(done) if was_open => done.recv_timeout(DRAIN_AT_EXIT).is_ok(),
+            _ => true,
+        };
+        if !drained {
+            // The line the thread holds, and those behind it.
+            let left = self.shared.queued_lines.load(Ordering::Relaxed) + 1;
             self.shared
                 .dropped
                 .fetch_add(left as u64, Ordering::Relaxed);
@@ -168,6 +195,12 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    fn started(w: File) -> LineWriter {
+        let mut writer = LineWriter::new(w, DEFAULT_QUEUE_BYTES);
+        writer.start().expect("start");
+        writer
+    }
+
     fn pipe() -> (File, File) {
         let (r, w) = nix::unistd::pipe().expect("pipe");
         (File::from(r), File::from(w))
@@ -176,7 +209,7 @@ mod tests {
     #[test]
     fn lines_reach_the_file_in_order() {
         let (mut r, w) = pipe();
-        let mut writer = LineWriter::spawn(w, DEFAULT_QUEUE_BYTES).expect("spawn");
+        let mut writer = started(w);
         for i in 0..100 {
             writer.push(Arc::from(format!("{{\"n\":{i}}}")));
         }
@@ -192,7 +225,7 @@ mod tests {
         // Nobody reads the pipe: its buffer fills, the writer thread blocks
         // in write, the queue fills behind it. Every push still returns.
         let (_r, w) = pipe();
-        let mut writer = LineWriter::spawn(w, DEFAULT_QUEUE_BYTES).expect("spawn");
+        let mut writer = started(w);
         let line: Arc<str> = Arc::from("x".repeat(1000));
         let n = 40_000u64;
         for _ in 0..n {
@@ -210,7 +243,7 @@ mod tests {
     fn a_closed_reader_is_an_error_and_the_rest_is_counted() {
         let (r, w) = pipe();
         drop(r);
-        let mut writer = LineWriter::spawn(w, DEFAULT_QUEUE_BYTES).expect("spawn");
+        let mut writer = started(w);
         for _ in 0..10 {
             writer.push(Arc::from("{}"));
         }
