@@ -4,6 +4,7 @@ control plane survives the SUT.
 Network safety: names under .test answered by meshwrap's mocks, and
 servers the tests start on host loopback.
 """
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,22 @@ import uuid
 import pytest
 
 from conftest import PYTHON, jail_env, wait_for
+
+
+@contextlib.contextmanager
+def in_background(args, prefix=()):
+    """meshwrap started with `args` (after `prefix`, e.g. prlimit), text
+    pipes, in a session of its own; killed with its jail at the end if
+    the test left it running."""
+    proc = subprocess.Popen([*prefix, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=jail_env(),
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 RULES = """
 services:
@@ -171,42 +188,38 @@ def test_the_admin_api_outlives_running_out_of_descriptors(jail):
     flag = str(jail.workdir / "hold")
     args, _ = jail.command([PYTHON, "-c", HOLD_SCRIPT, str(upstream.port), flag],
                            opts=["--admin", f"127.0.0.1:{admin}"])
-    proc = subprocess.Popen(["prlimit", "--nofile=40:40", "--", *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=jail_env(), start_new_session=True)
     pending, err_lines, refused = {}, [], threading.Event()
+    with in_background(args, prefix=["prlimit", "--nofile=40:40", "--"]) as proc:
 
-    def read_stderr():
-        for line in proc.stderr:
-            err_lines.append(line)
-            if re.search(r"admin API: accept failed \(Too many open files", line):
-                refused.set()
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    try:
-        assert wait_for(lambda: os.path.exists(flag + ".held") or proc.poll() is not None, 120)
-        assert proc.poll() is None, "".join(err_lines)
-        # Asked while meshwrap has no descriptor left: its accept fails
-        # (and says so once).
-        asker = threading.Thread(target=lambda: pending.update(answer=healthz(admin, 120)))
-        asker.start()
-        assert refused.wait(60), "".join(err_lines)[-3000:]
-        # Both ends close: meshwrap's host sockets go.
-        upstream.close_all()
-        open(flag + ".release", "w").close()
-        assert wait_for(lambda: os.path.exists(flag + ".released"), 60)
-        asker.join(130)
-        assert pending.get("answer") == (200, "ok\n"), pending
-        assert healthz(admin, 30) == (200, "ok\n")
-        open(flag + ".finish", "w").close()
-        out = proc.stdout.read()
-        proc.wait(120)
-        reader.join(60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-        upstream.close()
+        def read_stderr():
+            for line in proc.stderr:
+                err_lines.append(line)
+                if re.search(r"admin API: accept failed \(Too many open files", line):
+                    refused.set()
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        try:
+            assert wait_for(lambda: os.path.exists(flag + ".held") or proc.poll() is not None,
+                            120)
+            assert proc.poll() is None, "".join(err_lines)
+            # Asked while meshwrap has no descriptor left: its accept fails
+            # (and says so once).
+            asker = threading.Thread(target=lambda: pending.update(answer=healthz(admin, 120)))
+            asker.start()
+            assert refused.wait(60), "".join(err_lines)[-3000:]
+            # Both ends close: meshwrap's host sockets go.
+            upstream.close_all()
+            open(flag + ".release", "w").close()
+            assert wait_for(lambda: os.path.exists(flag + ".released"), 60)
+            asker.join(130)
+            assert pending.get("answer") == (200, "ok\n"), pending
+            assert healthz(admin, 30) == (200, "ok\n")
+            open(flag + ".finish", "w").close()
+            out = proc.stdout.read()
+            proc.wait(120)
+            reader.join(60)
+        finally:
+            upstream.close()
     assert proc.returncode == 0, "".join(err_lines)[-3000:]
     result = json.loads(out.strip().splitlines()[-1])
     # Descriptors did run out: the passes past the limit failed.
@@ -218,10 +231,7 @@ def test_meshwrap_raises_its_open_files_limit_but_not_the_suts(jail):
     (each passed flow holds a host socket); the SUT keeps the limits it
     was started with."""
     args, _ = jail.command(["sh", "-c", "ulimit -Sn; ulimit -Hn; sleep 30"], events=False)
-    proc = subprocess.Popen(["prlimit", "--nofile=256:4096", "--", *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=jail_env(), start_new_session=True)
-    try:
+    with in_background(args, prefix=["prlimit", "--nofile=256:4096", "--"]) as proc:
         seen = []
 
         def raised():
@@ -235,8 +245,7 @@ def test_meshwrap_raises_its_open_files_limit_but_not_the_suts(jail):
             seen.append(tuple(line.split()[3:5]))
             return seen[-1] == ("4096", "4096")
         assert wait_for(raised, 60), seen[-5:]
-    finally:
-        os.killpg(proc.pid, 15)
+        os.killpg(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert out.split() == ["256", "4096"], (out, err)
 
@@ -265,10 +274,7 @@ def test_a_second_stop_signal_kills_a_sut_that_ignores_the_first(jail, first, se
     like the first: one request delivered twice.)"""
     marker = f"stubborn-{uuid.uuid4().hex}"
     args, _ = jail.command([PYTHON, "-c", STUBBORN, marker], events=False)
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=jail_env(),
-                            start_new_session=True)
-    try:
+    with in_background(args) as proc:
         assert proc.stdout.readline().startswith("ready"), proc.stderr.read()
         os.kill(proc.pid, first)
         # The SUT got it, through the init, and ignored it.
@@ -279,10 +285,6 @@ def test_a_second_stop_signal_kills_a_sut_that_ignores_the_first(jail, first, se
         time.sleep(1.2)
         os.kill(proc.pid, second)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 137, err
     assert out == "", out  # the second signal was not passed on: it killed
     assert (f"meshwrap: {second.name} after {first.name}, and the SUT is still running: "
@@ -456,12 +458,8 @@ services:
     match: { host: redis.mem.test, port: 6379 }
     redis: {}
 """)
-    proc = subprocess.Popen(["prlimit", f"--nofile={hard}:{hard}", "--", *args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=jail_env(),
-                            start_new_session=True)
     rss = {}
-    try:
+    with in_background(args, prefix=["prlimit", f"--nofile={hard}:{hard}", "--"]) as proc:
         for name in ["start"] + [f"{k}{r}" for r in range(3) for k in ("held", "closed")]:
             assert wait_for(lambda: os.path.exists(f"{flag}.{name}") or proc.poll() is not None,
                             120), name
@@ -477,10 +475,6 @@ services:
                 assert came_back, rss
             open(f"{flag}.{name}.ok", "w").close()
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, err
     # A later round may land on a fragmented heap and take more pages
     # than the first (2.4 times, measured), not 55 times as it did.
@@ -586,9 +580,6 @@ def test_the_journal_pages_through_offset_and_limit(jail):
     flag = str(jail.workdir / "paged")
     args, _ = jail.command([PYTHON, "-c", PAGED_SUT, flag], rules=RULES, events=False,
                            opts=["--admin", f"127.0.0.1:{admin}"])
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=jail_env(),
-                            start_new_session=True)
 
     def get(query):
         try:
@@ -597,7 +588,7 @@ def test_the_journal_pages_through_offset_and_limit(jail):
                 return r.status, json.load(r)
         except urllib.error.HTTPError as e:
             return e.code, json.load(e)
-    try:
+    with in_background(args) as proc:
         assert wait_for(lambda: os.path.exists(flag + ".done") or proc.poll() is not None, 120)
         assert proc.poll() is None, proc.communicate()
         status, page = get("?offset=5&limit=10")
@@ -612,8 +603,4 @@ def test_the_journal_pages_through_offset_and_limit(jail):
         assert (status, body) == (400, {"error": "limit=ten: a whole number from 0 up"})
         open(flag + ".finish", "w").close()
         proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0

@@ -161,6 +161,8 @@ impl EventsTarget {
 /// A size on the command line: bytes, or a number with K, M or G
 /// (powers of 1024), e.g. `64K`, `16M`.
 fn parse_size(s: &str) -> Result<usize, String> {
+    let invalid =
+        || format!("`{s}` is not a size: a number of bytes, or with K, M or G (64K, 16M)");
     let t = s.trim();
     let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => t.split_at(i),
@@ -171,19 +173,13 @@ fn parse_size(s: &str) -> Result<usize, String> {
         "K" => 10,
         "M" => 20,
         "G" => 30,
-        _ => {
-            return Err(format!(
-                "`{s}` is not a size: a number of bytes, or with K, M or G (64K, 16M)"
-            ))
-        }
+        _ => return Err(invalid()),
     };
     digits
         .parse::<usize>()
         .ok()
         .and_then(|n| n.checked_mul(1usize << shift))
-        .ok_or_else(|| {
-            format!("`{s}` is not a size: a number of bytes, or with K, M or G (64K, 16M)")
-        })
+        .ok_or_else(invalid)
 }
 
 impl ServeArgs {

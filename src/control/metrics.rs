@@ -37,6 +37,12 @@ fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounte
     c
 }
 
+fn single_counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    reg.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
 fn histogram(
     reg: &Registry,
     name: &str,
@@ -102,15 +108,11 @@ impl Metrics {
                 &["service", "protocol"],
                 secs,
             ),
-            expectations_failed: {
-                let c = IntCounter::new(
-                    "meshwrap_expectations_failed_total",
-                    "Expectations found unmet (at exit or by /verify).",
-                )
-                .expect("valid metric");
-                reg.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            expectations_failed: single_counter(
+                &reg,
+                "meshwrap_expectations_failed_total",
+                "Expectations found unmet (at exit or by /verify).",
+            ),
             reloads: counter(
                 &reg,
                 "meshwrap_rule_reloads_total",
@@ -129,24 +131,16 @@ impl Metrics {
                 "Packets through the TUN device.",
                 &["direction"],
             ),
-            drops: {
-                let c = IntCounter::new(
-                    "meshwrap_tun_dropped_packets_total",
-                    "Packets from the jail that were dropped.",
-                )
-                .expect("valid metric");
-                reg.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
-            events_dropped: {
-                let c = IntCounter::new(
-                    "meshwrap_events_dropped_total",
-                    "Lines of the events file dropped because its reader fell behind.",
-                )
-                .expect("valid metric");
-                reg.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            drops: single_counter(
+                &reg,
+                "meshwrap_tun_dropped_packets_total",
+                "Packets from the jail that were dropped.",
+            ),
+            events_dropped: single_counter(
+                &reg,
+                "meshwrap_events_dropped_total",
+                "Lines of the events file dropped because its reader fell behind.",
+            ),
             registry: reg,
         };
         for r in ["ok", "error"] {

@@ -449,11 +449,10 @@ impl Control {
     }
 
     /// The journal: each protocol's exchanges under its own key
-    /// (`requests` for HTTP), or the exchanges no rule answered.
-    /// `GET /requests` and `/requests/unmatched`. The journal may hold
-    /// 100,000 exchanges: the snapshot is a pointer per entry, and the
-    /// JSON is built on a blocking thread, off the data plane; `offset`
-    /// and `limit` page through it.
+    /// (`requests` for HTTP), or the exchanges no rule answered. It may
+    /// hold 100,000 of them: the snapshot is a pointer per entry, the JSON
+    /// is built on a blocking thread, off the data plane, and `offset` and
+    /// `limit` page through it.
     async fn requests(&self, q: &[(String, String)], unmatched: bool) -> Response<Body> {
         let count = |key: &str| -> Result<Option<usize>, String> {
             param(q, key)

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// 198.18.0.0/15 (RFC 2544 benchmarking range): never routed on the
 /// internet, so a fake address cannot collide with a real destination.
@@ -12,7 +12,7 @@ const FAKE_V4_SIZE: u32 = 1 << 17;
 const FAKE_V6_BASE: u128 = 0x2001_0002_0000_0000_0000_0000_0000_0000;
 
 #[derive(Debug, thiserror::Error)]
-#[error("the fake address pool (198.18.0.0/15) is exhausted: every address was given out within the last {} s", RECYCLE_AFTER.as_secs())]
+#[error("the fake address pool (198.18.0.0/15) is exhausted: every address was given out within the last {RECYCLE_SECS} s")]
 pub struct PoolExhausted;
 
 /// Indexes of the pool: 0 would be the network address; the top /29 holds
@@ -25,7 +25,6 @@ const RESERVED_FOR_CLAIMED: u32 = 4096;
 /// An address unused (not answered, no new flow) this long may be given
 /// to another name once the pool is full: far past the answers' TTL (30
 /// s), so a client's cache has let go of it.
-pub const RECYCLE_AFTER: Duration = Duration::from_secs(RECYCLE_SECS as u64);
 const RECYCLE_SECS: u32 = 300;
 /// Real addresses remembered for passed flows' names, at most.
 const REAL_NAMES_KEPT: usize = 65_536;
@@ -84,7 +83,7 @@ impl NameTable {
     /// The fake pair (v4, v6) for `name`, allocated on first use. `claimed`:
     /// the rules claim the name (or `hosts:` gives it), so the reserved end
     /// of the pool serves it too. Once the pool is full, the address used
-    /// the longest ago (and not for `RECYCLE_AFTER`) goes to the new name.
+    /// the longest ago (and not for `RECYCLE_SECS`) goes to the new name.
     pub fn fake_for(
         &mut self,
         name: &str,
@@ -130,7 +129,7 @@ impl NameTable {
     }
 
     /// The index among the first `limit` used the longest ago, if that was
-    /// at least `RECYCLE_AFTER` before `now`; else when it was used. A
+    /// at least `RECYCLE_SECS` before `now`; else when it was used. A
     /// scan: it runs only once the pool is full, over at most its 131k
     /// entries, and not again before something can be recycled.
     fn least_recently_used(&self, limit: u32, now: u32) -> Result<u32, u32> {
@@ -247,7 +246,7 @@ mod tests {
         let b = t.fake_for("b.test", false).unwrap().0;
         let c = t.fake_for("c.test", false).unwrap().0;
         // Three unclaimed names fill the unreserved part; a fourth must wait
-        // until one of them has not been used for RECYCLE_AFTER.
+        // until one of them has not been used for RECYCLE_SECS.
         assert!(t.fake_for("d.test", false).is_err());
         later(&mut t, RECYCLE_SECS - 50);
         // a.test was used 350 s ago, b and c 250 s ago: not yet for them.

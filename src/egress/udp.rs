@@ -18,7 +18,7 @@ use crate::stack::StackHandle;
 const IDLE: Duration = Duration::from_secs(60);
 /// Host sockets kept for UDP pass-out at most (a SUT sending from 28k
 /// source ports once held 12k of them).
-pub const MAX_ASSOCIATIONS: usize = 1024;
+const MAX_ASSOCIATIONS: usize = 1024;
 /// Datagrams waiting for one association's host socket, at most.
 const QUEUE: usize = 256;
 

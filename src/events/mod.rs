@@ -419,7 +419,7 @@ impl EventSink {
     pub fn finish(&self) -> Summary {
         // The drain happens outside the lock: flows still ending may record.
         let writer = self.lock().writer.take();
-        let report = writer.map(|mut w| w.close()).unwrap_or_default();
+        let report = writer.map(LineWriter::close).unwrap_or_default();
         let inner = self.lock();
         let mut s = inner.flow_summary.clone();
         s.set_events_file(report);

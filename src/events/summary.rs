@@ -35,6 +35,24 @@ struct Row {
     protocol: &'static str,
 }
 
+impl Row {
+    /// One line of the destination table.
+    fn fmt_line(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        width: usize,
+        dest: &str,
+        decision: &str,
+        protocol: &str,
+    ) -> fmt::Result {
+        writeln!(
+            f,
+            "  {:<width$}  {:<8} {:<8} {:>6} {:>12} {:>12} {:>6}",
+            dest, decision, protocol, self.flows, self.bytes_up, self.bytes_down, self.errors
+        )
+    }
+}
+
 /// Flows grouped by destination and decision, plus a rules snippet for
 /// every refused destination.
 #[derive(Debug, Default, Clone)]
@@ -274,11 +292,7 @@ impl fmt::Display for Summary {
             "destination", "decision", "protocol", "flows", "bytes up", "bytes down", "errors"
         )?;
         for ((dest, decision), row) in &self.rows {
-            writeln!(
-                f,
-                "  {:<width$}  {:<8} {:<8} {:>6} {:>12} {:>12} {:>6}",
-                dest, decision, row.protocol, row.flows, row.bytes_up, row.bytes_down, row.errors
-            )?;
+            row.fmt_line(f, width, dest, decision, row.protocol)?;
         }
         if !self.folded.is_empty() {
             let n = self.folded_destinations.len();
@@ -292,17 +306,7 @@ impl fmt::Display for Summary {
                 "  and {more}{n} other destinations (every flow is in the events):"
             )?;
             for (decision, row) in &self.folded {
-                writeln!(
-                    f,
-                    "  {:<width$}  {:<8} {:<8} {:>6} {:>12} {:>12} {:>6}",
-                    "  (others)",
-                    decision,
-                    "-",
-                    row.flows,
-                    row.bytes_up,
-                    row.bytes_down,
-                    row.errors
-                )?;
+                row.fmt_line(f, width, "  (others)", decision, "-")?;
             }
         }
         self.fmt_per_route(f)?;

@@ -38,7 +38,7 @@ struct Shared {
 
 /// The recording side of the events file.
 pub(super) struct LineWriter {
-    tx: Option<SyncSender<Arc<str>>>,
+    tx: SyncSender<Arc<str>>,
     /// Bytes that may wait in the queue (large exchanges make long lines).
     queue_bytes: usize,
     /// The file and the queue's far end, until the thread is started.
@@ -62,7 +62,7 @@ impl LineWriter {
     pub(super) fn new(file: File, queue_bytes: usize) -> LineWriter {
         let (tx, rx) = mpsc::sync_channel::<Arc<str>>(QUEUE_LINES);
         LineWriter {
-            tx: Some(tx),
+            tx,
             queue_bytes,
             unstarted: Some((file, rx)),
             done: None,
@@ -102,10 +102,6 @@ impl LineWriter {
     /// Queues one line (without its newline); never blocks.
     pub(super) fn push(&self, line: Arc<str>) {
         let s = &self.shared;
-        let Some(tx) = &self.tx else {
-            s.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
         let len = line.len() + 1;
         let queued = s.queued_bytes.load(Ordering::Relaxed);
         // A line longer than the whole queue still goes when it is empty.
@@ -115,7 +111,7 @@ impl LineWriter {
         }
         s.queued_bytes.fetch_add(len, Ordering::Relaxed);
         s.queued_lines.fetch_add(1, Ordering::Relaxed);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(line) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
             s.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             s.queued_lines.fetch_sub(1, Ordering::Relaxed);
             s.dropped.fetch_add(1, Ordering::Relaxed);
@@ -129,37 +125,35 @@ impl LineWriter {
 
     /// Closes the queue and waits (at most `DRAIN_AT_EXIT`) for what is in
     /// it to be written; what is still queued then counts as dropped.
-    pub(super) fn close(&mut self) -> WriterReport {
+    pub(super) fn close(mut self) -> WriterReport {
         if let Err(e) = self.start() {
             tracing::warn!("cannot start the events writer: {e}");
         }
+        let LineWriter {
+            tx, done, shared, ..
+        } = self;
         // Dropping the sender ends the queue: the thread writes what is in
         // it, then says so.
-        let was_open = self.tx.take().is_some();
-        let drained = match &self.done {
-            Some(done) if was_open => done.recv_timeout(DRAIN_AT_EXIT).is_ok(),
-            _ => true,
-        };
+        drop(tx);
+        let drained = done.is_none_or(|d| d.recv_timeout(DRAIN_AT_EXIT).is_ok());
         if !drained {
             // The line the thread holds, and those behind it.
-            let left = self.shared.queued_lines.load(Ordering::Relaxed) + 1;
-            self.shared
-                .dropped
-                .fetch_add(left as u64, Ordering::Relaxed);
+            let left = shared.queued_lines.load(Ordering::Relaxed) + 1;
+            shared.dropped.fetch_add(left as u64, Ordering::Relaxed);
         }
-        self.report()
+        report(&shared)
     }
+}
 
-    pub(super) fn report(&self) -> WriterReport {
-        WriterReport {
-            dropped: self.dropped(),
-            error: self
-                .shared
-                .error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        }
+/// What became of the lines, as `shared` counts them.
+fn report(shared: &Shared) -> WriterReport {
+    WriterReport {
+        dropped: shared.dropped.load(Ordering::Relaxed),
+        error: shared
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
     }
 }
 
@@ -209,7 +203,7 @@ mod tests {
     #[test]
     fn lines_reach_the_file_in_order() {
         let (mut r, w) = pipe();
-        let mut writer = started(w);
+        let writer = started(w);
         for i in 0..100 {
             writer.push(Arc::from(format!("{{\"n\":{i}}}")));
         }
@@ -225,7 +219,7 @@ mod tests {
         // Nobody reads the pipe: its buffer fills, the writer thread blocks
         // in write, the queue fills behind it. Every push still returns.
         let (_r, w) = pipe();
-        let mut writer = started(w);
+        let writer = started(w);
         let line: Arc<str> = Arc::from("x".repeat(1000));
         let n = 40_000u64;
         for _ in 0..n {
@@ -243,7 +237,7 @@ mod tests {
     fn a_closed_reader_is_an_error_and_the_rest_is_counted() {
         let (r, w) = pipe();
         drop(r);
-        let mut writer = started(w);
+        let writer = started(w);
         for _ in 0..10 {
             writer.push(Arc::from("{}"));
         }
