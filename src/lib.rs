@@ -8,6 +8,7 @@
 //! the stages together; `cli` is the command-line edge.
 
 pub mod appliance;
+pub mod budget;
 pub mod cli;
 pub mod control;
 pub mod dns;

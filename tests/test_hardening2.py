@@ -604,3 +604,261 @@ def test_the_journal_pages_through_offset_and_limit(jail):
         open(flag + ".finish", "w").close()
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+HUGE_REPLY_SUT = r"""
+import os, socket, sys, time
+import redis
+flag = sys.argv[1]
+def mark(name):
+    open(f"{flag}.{name}", "w").close()
+    while not os.path.exists(f"{flag}.{name}.ok"):
+        time.sleep(0.01)
+r = redis.Redis(host="redis.huge.test", socket_timeout=60)
+item = b"i" * 1000
+for _ in range(64):
+    r.rpush("big", *[item] * 1000)
+assert r.llen("big") == 64000
+# A command of 100,000 arguments, sent in small pieces.
+cmd = [b"*100002\r\n$5\r\nRPUSH\r\n$4\r\nmany\r\n"]
+cmd += [b"$%d\r\nm%d\r\n" % (len(b"m%d" % i), i) for i in range(100000)]
+raw = socket.create_connection(("redis.huge.test", 6379), timeout=60)
+data = b"".join(cmd)
+for i in range(0, len(data), 1000):
+    raw.sendall(data[i:i + 1000])
+assert raw.recv(64) == b":100000\r\n"
+# Strings built a piece at a time.
+for i in range(256):
+    r.append("built", bytes([65 + i % 26]) * 4096)
+r.setrange("built", 512 * 1024, b"middle")
+mark("built")
+# A client asks for the whole 64 MB list and stops reading after 1 KB.
+raw.sendall(b"LRANGE big 0 -1\r\n")
+head = raw.recv(1024)
+assert head.startswith(b"*64000\r\n$1000\r\n"), head[:32]
+mark("stalled")
+# Meanwhile another client resolves a new name and is answered.
+other = redis.Redis(host="other.huge.test", socket_timeout=10)
+assert other.ping()
+assert other.strlen("built") == 256 * 4096
+assert other.getrange("built", 512 * 1024, 512 * 1024 + 5) == b"middle"
+assert other.getrange("built", 0, 4) == b"AAAAA"
+assert other.getrange("built", 4096, 4096) == b"B"
+assert other.lindex("many", 99999) == b"m99999"
+# The first client reads the rest of its reply, all of it.
+got, want = len(head), len(b"*64000\r\n") + 64000 * len(b"$1000\r\n" + item + b"\r\n")
+while got < want:
+    chunk = raw.recv(1 << 20)
+    assert chunk, got
+    got += len(chunk)
+assert got == want
+raw.sendall(b"PING\r\n")
+assert raw.recv(64) == b"+PONG\r\n"
+print("done")
+"""
+
+
+def test_a_huge_redis_reply_goes_out_in_pieces_while_others_are_served(jail):
+    """Item 5 (Redis). `LRANGE 0 -1` of a 64 MB list to a client that
+    stops reading: the reply is encoded a piece at a time as the client
+    takes it, so meshwrap's memory does not grow by the reply's size (it
+    was encoded whole, on the data plane, before the first byte went),
+    and a second client resolves a name and is answered meanwhile. The
+    same run sends a 100,000-argument command in 1 KB pieces (decoded
+    once, not re-parsed per read) and builds a string by APPEND and
+    SETRANGE (edited in place, not copied per call)."""
+    flag = str(jail.workdir / "huge")
+    args, _ = jail.command([PYTHON, "-c", HUGE_REPLY_SUT, flag], events=False, quiet=True,
+                           rules="""
+services:
+  - name: cache
+    match: { host: "*.huge.test", port: 6379 }
+    redis: {}
+""")
+    rss = {}
+    with in_background(args) as proc:
+        for name in ("built", "stalled"):
+            assert wait_for(lambda: os.path.exists(f"{flag}.{name}") or proc.poll() is not None,
+                            120), name
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.5)
+            rss[name] = rss_mb(proc.pid)
+            open(f"{flag}.{name}.ok", "w").close()
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip() == "done"
+    # 64 MB of reply is waiting for the client; what meshwrap holds for it
+    # is a piece and the flow's buffers.
+    assert rss["stalled"] - rss["built"] < 24, rss
+
+
+MONGO_COUNT_SUT = r"""
+import os, sys, time
+from pymongo import MongoClient
+flag = sys.argv[1]
+def mark(name):
+    open(f"{flag}.{name}", "w").close()
+    while not os.path.exists(f"{flag}.{name}.ok"):
+        time.sleep(0.01)
+coll = MongoClient("mongodb://mongo.count.test:27017/", serverSelectionTimeoutMS=20000).app.things
+pad = "p" * 10000
+coll.insert_many([{"i": i, "pad": pad} for i in range(6400)])
+mark("built")
+assert coll.count_documents({}) == 6400
+assert coll.count_documents({"i": {"$gte": 100}}) == 6300
+assert coll.count_documents({"i": {"$gte": 100}}, skip=50, limit=10) == 10
+assert coll.count_documents({"i": -1}) == 0
+top = list(coll.find({}, {"i": 1, "_id": 0}).sort("i", -1).limit(2))
+assert top == [{"i": 6399}, {"i": 6398}], top
+assert coll.find_one({"i": 77})["pad"] == pad
+mark("counted")
+print("done")
+"""
+
+
+def vm_hwm_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_mongo_counts_and_sorted_limits_copy_no_collection(jail):
+    """Item 5 (MongoDB). `count_documents` and a sorted `find` with a
+    limit over a 64 MB collection: the peak of meshwrap's resident memory
+    does not move. Each used to copy the collection (an `aggregate` also
+    copied the whole database for `$lookup`), on the data plane, for an
+    answer of one number or two documents."""
+    flag = str(jail.workdir / "count")
+    args, _ = jail.command([PYTHON, "-c", MONGO_COUNT_SUT, flag], events=False, quiet=True,
+                           rules="""
+services:
+  - name: db
+    match: { host: mongo.count.test, port: 27017 }
+    mongo: {}
+""")
+    hwm = {}
+    with in_background(args) as proc:
+        for name in ("built", "counted"):
+            assert wait_for(lambda: os.path.exists(f"{flag}.{name}") or proc.poll() is not None,
+                            120), name
+            assert proc.poll() is None, proc.communicate()
+            hwm[name] = vm_hwm_mb(proc.pid)
+            open(f"{flag}.{name}.ok", "w").close()
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip() == "done"
+    assert hwm["counted"] - hwm["built"] < 24, hwm
+
+
+BUDGET_SUT = r"""
+import json, os, sys, time
+import redis, urllib.request, urllib.error
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+from kafka import KafkaProducer, KafkaConsumer, TopicPartition
+out = {}
+r = redis.Redis(host="redis.budget.test", socket_timeout=30)
+value = b"v" * (1 << 20)
+stored = 0
+for i in range(400):
+    try:
+        r.set(f"k{i}", value)
+        stored += 1
+    except redis.exceptions.ResponseError as e:
+        out["oom"] = [type(e).__name__, str(e)]
+        break
+out["stored"] = stored
+out["maxmemory"] = r.config_get("maxmemory")["maxmemory"]
+out["read"] = r.get("k0") == value
+out["used_over"] = r.info("memory")["used_memory"]
+def post(n):
+    req = urllib.request.Request("http://api.budget.test/upload", data=b"x" * n, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, None
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Retry-After")
+out["post_over"] = post(1000)
+with urllib.request.urlopen("http://api.budget.test/health", timeout=30) as resp:
+    out["get_over"] = resp.status
+db = MongoClient("mongodb://mongo.budget.test:27017/", serverSelectionTimeoutMS=20000).app
+try:
+    db.things.insert_one({"a": 1})
+    out["mongo_over"] = None
+except PyMongoError as e:
+    out["mongo_over"] = getattr(e, "code", None)
+out["mongo_read"] = db.things.count_documents({})
+p = KafkaProducer(bootstrap_servers="kafka.budget.test:9092", max_request_size=2 << 20)
+for i in range(20):
+    p.send("events", b"m" * 200_000, partition=0).get(timeout=30)
+c = KafkaConsumer(bootstrap_servers="kafka.budget.test:9092")
+tp = TopicPartition("events", 0)
+out["kafka_start"] = c.beginning_offsets([tp])[tp]
+out["kafka_end"] = c.end_offsets([tp])[tp]
+# Room is made: the keys go, and writes are taken again.
+r.delete(*[f"k{i}" for i in range(stored)])
+for _ in range(100):
+    try:
+        r.set("again", b"ok")
+        break
+    except redis.exceptions.ResponseError:
+        time.sleep(0.1)
+out["again"] = r.get("again") == b"ok"
+out["used_after"] = r.info("memory")["used_memory"]
+out["post_after"] = post(1000)
+db.things.insert_one({"a": 2})
+out["mongo_after"] = db.things.count_documents({})
+print(json.dumps(out))
+"""
+
+
+def test_a_memory_budget_is_kept_the_way_each_server_keeps_its_own(jail):
+    """Item 2. With `--memory-budget 160M`, 1 MiB Redis values are taken
+    until the process is past it, then refused with Redis's own OOM error
+    (they were taken until the kernel killed the process); meanwhile an
+    HTTP request with a body gets 503 with Retry-After (one without is
+    answered), MongoDB inserts get ExceededMemoryLimit, and Kafka keeps
+    taking records by dropping its oldest (the log start moves). Once the
+    keys are deleted, everything is taken again."""
+    res = jail.run([PYTHON, "-c", BUDGET_SUT], timeout=240, opts=["--memory-budget", "160M"],
+                   rules="""
+services:
+  - name: cache
+    match: { host: redis.budget.test, port: 6379 }
+    redis: {}
+  - name: api
+    match: { host: api.budget.test }
+    http:
+      routes:
+        - when: { path: /upload, method: POST }
+          respond: { status: 201 }
+        - when: { path: /health }
+          respond: { json: { ok: true } }
+  - name: db
+    match: { host: mongo.budget.test, port: 27017 }
+    mongo: {}
+  - name: bus
+    match: { host: kafka.budget.test, port: 9092 }
+    kafka: { topics: { events: { partitions: 1 } } }
+""")
+    assert res.returncode == 0, res.stdout + res.stderr[-300:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    # redis-py reads the OOM prefix as its own exception.
+    assert out["oom"] == ["OutOfMemoryError",
+                          "command not allowed when used memory > 'maxmemory'."], out
+    assert 10 <= out["stored"] < 160, out
+    assert out["maxmemory"] == str(160 << 20), out
+    assert out["read"], out
+    assert out["post_over"] == [503, "1"], out
+    assert out["get_over"] == 200, out
+    assert out["mongo_over"] == 146, out
+    assert out["mongo_read"] == 0, out
+    assert out["kafka_end"] == 20 and out["kafka_start"] > 0, out
+    # INFO reports the process's size against the budget, and the deleted
+    # values' memory went back (a key kept its whole command's buffer).
+    assert out["used_over"] > 160 << 20 > out["used_after"], out
+    assert out["again"], out
+    assert out["post_after"] == [201, None], out
+    assert out["mongo_after"] == 1, out

@@ -37,6 +37,14 @@ pub struct ServeArgs {
     /// M or G); past it lines are dropped and counted, never waited for.
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
     pub events_queue: usize,
+    /// How much memory meshwrap may hold (bytes, or with K, M or G)
+    /// [default: half of the cgroup's limit, or of the machine's memory].
+    /// Past it, what the SUT sends to be kept is refused the way each real
+    /// server refuses it (Redis OOM, HTTP 413/503, Kafka drops its oldest
+    /// records, MongoDB ExceededMemoryLimit) rather than the kernel's OOM
+    /// killer ending the run.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_budget: Option<usize>,
     /// Do not print the summary table on exit (failed expectations are
     /// still printed).
     #[arg(long, short)]
@@ -244,6 +252,10 @@ impl ServeArgs {
     /// Wires the appliance; called once the jail (if any) is forked, so
     /// the events writer's thread starts here.
     pub(super) fn appliance(&self, net: JailNet, loaded: Loaded) -> (Appliance, EventSink) {
+        crate::budget::start(
+            self.memory_budget
+                .unwrap_or_else(crate::budget::default_limit),
+        );
         if let Err(e) = loaded.events.start_writer() {
             tracing::error!("cannot start the events writer, no events will be written: {e}");
         }

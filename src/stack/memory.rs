@@ -54,14 +54,15 @@ pub(super) fn spawn_trimmer(stats: Weak<StackStats>) {
                 if ended - trimmed_at >= TRIM_AFTER_ENDED
                     && (settled || last_trim.elapsed() >= TRIM_AT_MOST_EVERY)
                 {
-                    trim();
+                    trim_heap();
                     (trimmed_at, last_trim) = (ended, Instant::now());
                 }
             }
         });
 }
 
-fn trim() {
+/// Gives the heap's free pages back to the kernel.
+pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe {

@@ -32,7 +32,7 @@ use flow::{DirtyQueue, FlowShared, Pipe};
 use packet::Parsed;
 
 pub use flow::{Flow, FlowHandle};
-pub use memory::map_flow_buffers_lazily;
+pub use memory::{map_flow_buffers_lazily, trim_heap};
 
 /// smoltcp socket buffers. The receive size fixes the window scale at
 /// socket creation; 1 MiB lets a 64 KiB segment stream without stalls.

@@ -196,19 +196,51 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let too_large = e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            let (status, msg) = if too_large {
-                (413, format!("request body over {MAX_BODY} bytes"))
-            } else {
-                (400, format!("malformed request body: {e}"))
-            };
+    // A body is held whole while the request is matched: past the memory
+    // budget one is not read at all (503, as an overloaded server says
+    // it), and one larger than what is left of it is cut off (413).
+    let room = crate::budget::room();
+    let limit = MAX_BODY.min(room);
+    let refused = if !hyper::body::Body::is_end_stream(&body) && crate::budget::over() {
+        Some((
+            503,
+            format!(
+                "meshwrap is past its memory budget (--memory-budget {}); try again later",
+                crate::budget::describe(crate::budget::limit().unwrap_or(0))
+            ),
+        ))
+    } else {
+        None
+    };
+    let collected = match refused {
+        Some(r) => Err(r),
+        None => match Limited::new(body, limit).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_none() => {
+                Err((400, format!("malformed request body: {e}")))
+            }
+            Err(_) if limit < MAX_BODY => Err((
+                413,
+                format!(
+                    "request body over the {} left of meshwrap's memory budget (--memory-budget {})",
+                    crate::budget::describe(room),
+                    crate::budget::describe(crate::budget::limit().unwrap_or(0))
+                ),
+            )),
+            Err(_) => Err((413, format!("request body over {MAX_BODY} bytes"))),
+        },
+    };
+    let body = match collected {
+        Ok(b) => b,
+        Err((status, msg)) => {
             let view = RequestView::new(&parts, Bytes::new());
-            let resp = respond::error_response(status, &msg, true);
+            let mut resp = respond::error_response(status, &msg, true);
+            if status == 503 {
+                resp.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+            }
             svc.record(
                 &ctx,
                 &view,

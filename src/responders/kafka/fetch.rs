@@ -13,6 +13,10 @@ use super::{
     UNKNOWN_LEADER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION,
 };
 
+/// Kafka's broker default for `fetch.max.bytes`: the most one Fetch
+/// response carries, whatever the request asks.
+pub const FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
+
 impl KafkaService {
     pub(super) async fn fetch(
         &self,
@@ -63,10 +67,12 @@ impl KafkaService {
     fn fetch_once(&self, cluster: &Cluster, r: &FetchRequest) -> (FetchResponse, usize) {
         let st = self.lock();
         let mut total = 0usize;
+        // The broker's `fetch.max.bytes` caps what a client may ask for
+        // (a client asking 2^31-1 bytes of a 1 GB topic gets 55 MB).
         let max_total = if r.max_bytes > 0 {
-            r.max_bytes as usize
+            (r.max_bytes as usize).min(FETCH_MAX_BYTES)
         } else {
-            usize::MAX
+            FETCH_MAX_BYTES
         };
         let mut topics = Vec::new();
         for t in &r.topics {
@@ -92,8 +98,8 @@ impl KafkaService {
                     Some(part) => {
                         pd.high_watermark = part.hw;
                         pd.last_stable_offset = part.hw;
-                        pd.log_start_offset = 0;
-                        if p.fetch_offset < 0 || p.fetch_offset > part.hw {
+                        pd.log_start_offset = part.log_start;
+                        if p.fetch_offset < part.log_start || p.fetch_offset > part.hw {
                             pd.error_code = OFFSET_OUT_OF_RANGE;
                         } else {
                             // The first batch always goes, so one bigger
@@ -146,7 +152,7 @@ impl KafkaService {
                     }
                     Some(part) => {
                         match p.timestamp {
-                            -2 => pr.offset = 0,
+                            -2 => pr.offset = part.log_start,
                             -1 => pr.offset = part.hw,
                             ts => {
                                 if let Some((off, at)) = part.offset_for_time(ts) {

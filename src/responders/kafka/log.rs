@@ -29,6 +29,9 @@ pub struct Partition {
     pub batches: Vec<Batch>,
     /// The high watermark: the offset the next record gets.
     pub hw: i64,
+    /// The log start offset: the first offset still kept (retention may
+    /// have dropped the ones before it).
+    pub log_start: i64,
 }
 
 /// A decoded record: offset, key, value.
@@ -107,6 +110,21 @@ impl Partition {
         }
         self.hw = next;
         Ok((first, decoded))
+    }
+
+    /// Kafka's retention by bytes, applied when meshwrap is past its
+    /// memory budget: drops the oldest batches until at least `bytes` are
+    /// gone (or none are left) and moves the log start past them, as a
+    /// broker deleting its oldest segments does. Gives the bytes dropped.
+    pub fn drop_oldest(&mut self, bytes: usize) -> usize {
+        let (mut n, mut freed) = (0, 0);
+        while n < self.batches.len() && freed < bytes {
+            freed += self.batches[n].data.len();
+            n += 1;
+        }
+        self.batches.drain(..n);
+        self.log_start = self.batches.first().map_or(self.hw, |b| b.base);
+        freed
     }
 
     /// Batches from the one holding `offset`, up to `room` bytes (the

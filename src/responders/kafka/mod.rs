@@ -805,4 +805,24 @@ mod tests {
         assert_eq!(&p.batches[1].data[..8], &1i64.to_be_bytes());
         assert!(p.append(Bytes::from_static(b"short")).is_err());
     }
+
+    /// Retention by bytes drops whole batches from the oldest and moves
+    /// the log start; a fetch below it is out of range, one at it reads.
+    #[tokio::test]
+    async fn retention_drops_the_oldest_batches_and_moves_the_log_start() {
+        let svc = service();
+        let mut st = svc.lock();
+        let p = st.topics.partition_mut("orders", 0).unwrap();
+        let one = p.batches[0].data.clone();
+        for _ in 0..4 {
+            p.append(one.clone()).unwrap();
+        }
+        assert_eq!((p.log_start, p.hw, p.batches.len()), (0, 5, 5));
+        let freed = p.drop_oldest(one.len() + 1);
+        assert_eq!(freed, 2 * one.len());
+        assert_eq!((p.log_start, p.batches.len()), (2, 3));
+        assert_eq!(&p.read(2, usize::MAX, true)[..8], &2i64.to_be_bytes());
+        p.drop_oldest(usize::MAX);
+        assert_eq!((p.log_start, p.hw, p.batches.len()), (5, 5, 0));
+    }
 }

@@ -43,23 +43,36 @@ impl KafkaService {
                             pr.error_code = NOT_LEADER_OR_FOLLOWER;
                             events.push((name.clone(), p.index, -1, None, None, pr.error_code));
                         }
-                        Some(part) => match part.append(p.records.unwrap_or_default()) {
-                            Ok((base, records)) => {
-                                pr.base_offset = base;
-                                appended.push((name.clone(), p.index));
-                                if detail {
-                                    for (off, k, v) in records {
-                                        events.push((name.clone(), p.index, off, k, v, NONE));
+                        Some(part) => {
+                            let records = p.records.unwrap_or_default();
+                            if crate::budget::over() {
+                                part.drop_oldest(records.len());
+                            }
+                            match part.append(records) {
+                                Ok((base, records)) => {
+                                    pr.base_offset = base;
+                                    appended.push((name.clone(), p.index));
+                                    if detail {
+                                        for (off, k, v) in records {
+                                            events.push((name.clone(), p.index, off, k, v, NONE));
+                                        }
+                                    } else {
+                                        events.push((
+                                            name.clone(),
+                                            p.index,
+                                            base,
+                                            None,
+                                            None,
+                                            NONE,
+                                        ));
                                     }
-                                } else {
-                                    events.push((name.clone(), p.index, base, None, None, NONE));
+                                }
+                                Err(code) => {
+                                    pr.error_code = code;
+                                    events.push((name.clone(), p.index, -1, None, None, code));
                                 }
                             }
-                            Err(code) => {
-                                pr.error_code = code;
-                                events.push((name.clone(), p.index, -1, None, None, code));
-                            }
-                        },
+                        }
                     }
                     parts.push(pr);
                 }

@@ -66,14 +66,17 @@ pub(super) fn index_name(key: &Document) -> String {
         .join("_")
 }
 
-pub(super) struct CollectionView {
-    pub(super) store: BTreeMap<String, Coll>,
+/// A database's collections as `$lookup` and `$unionWith` read them,
+/// borrowed for the length of one pipeline (copying the database for
+/// every `aggregate` grew with its size).
+pub(super) struct CollectionView<'a> {
+    pub(super) store: Option<&'a BTreeMap<String, Coll>>,
 }
 
-impl query::Source for CollectionView {
+impl query::Source for CollectionView<'_> {
     fn docs(&self, coll: &str) -> Vec<Document> {
         self.store
-            .get(coll)
+            .and_then(|s| s.get(coll))
             .map(|c| c.docs.clone())
             .unwrap_or_default()
     }

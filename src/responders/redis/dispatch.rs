@@ -63,6 +63,10 @@ impl RedisService {
             Some(commands::wrong_args(&lower))
         } else if !conn.authed && def.flags & commands::NOAUTH == 0 {
             Some(Reply::err("NOAUTH Authentication required."))
+        } else if def.flags & commands::DENYOOM != 0 && crate::budget::over() {
+            Some(Reply::err(
+                "OOM command not allowed when used memory > 'maxmemory'.",
+            ))
         } else if !conn.resp3 && conn.subscribed() > 0 && !SUBSCRIBED_OK.contains(&def.name) {
             Some(Reply::Error(format!(
                 "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",

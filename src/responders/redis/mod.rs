@@ -224,10 +224,11 @@ where
     svc.connected.fetch_add(1, Ordering::Relaxed);
     svc.connections.fetch_add(1, Ordering::Relaxed);
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut decoder = resp::Decoder::default();
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     'conn: loop {
         loop {
-            let args = match resp::decode(&mut buf) {
+            let args = match decoder.decode(&mut buf) {
                 Ok(Some(a)) if a.is_empty() => continue,
                 Ok(Some(a)) => a,
                 Ok(None) => break,
@@ -247,8 +248,18 @@ where
             let started = Instant::now();
             let outcome = svc.run(&mut conn, &args, &ctx, started).await;
             match outcome {
-                Outcome::Reply(r) => emit(&mut conn, &mut out, &r),
-                Outcome::Many(rs) => rs.iter().for_each(|r| emit(&mut conn, &mut out, r)),
+                Outcome::Reply(r) => {
+                    if !emit(&mut conn, &mut out, r, &mut io).await {
+                        break 'conn;
+                    }
+                }
+                Outcome::Many(rs) => {
+                    for r in rs {
+                        if !emit(&mut conn, &mut out, r, &mut io).await {
+                            break 'conn;
+                        }
+                    }
+                }
                 Outcome::Close(r) => {
                     r.encode(&mut out, conn.resp3);
                     let _ = io.write_all(&out).await;
@@ -272,7 +283,9 @@ where
                         break 'conn;
                     };
                     svc.record(&conn, &ctx, &name, &args, &reply, started, None);
-                    emit(&mut conn, &mut out, &reply);
+                    if !emit(&mut conn, &mut out, reply, &mut io).await {
+                        break 'conn;
+                    }
                 }
                 Outcome::Reset => {
                     let _ = io.write_all(&out).await;
@@ -289,7 +302,7 @@ where
                 }
             }
             // A long pipeline is answered in pieces, not buffered whole.
-            if out.len() >= 64 * 1024 {
+            if out.len() >= OUT_PIECE {
                 if io.write_all(&out).await.is_err() {
                     break 'conn;
                 }
@@ -326,13 +339,39 @@ where
     svc.connected.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Encodes a reply unless CLIENT REPLY says otherwise.
-fn emit(conn: &mut ConnState, out: &mut Vec<u8>, r: &Reply) {
+/// About how much of the replies is encoded before it is written.
+const OUT_PIECE: usize = 64 * 1024;
+
+/// Sends a reply unless CLIENT REPLY says otherwise. A small reply joins
+/// `out`, so pipelined replies leave together; a large one is written
+/// piece by piece as it is encoded, yielding between pieces so that one
+/// client's huge reply never holds up the data plane. False when the
+/// client is gone.
+async fn emit<IO: AsyncWrite + Unpin>(
+    conn: &mut ConnState,
+    out: &mut Vec<u8>,
+    r: Reply,
+    io: &mut IO,
+) -> bool {
     match conn.reply_mode {
-        ReplyMode::On => r.encode(out, conn.resp3),
-        ReplyMode::Off => {}
-        ReplyMode::Skip => conn.reply_mode = ReplyMode::On,
+        ReplyMode::On => {}
+        ReplyMode::Off => return true,
+        ReplyMode::Skip => {
+            conn.reply_mode = ReplyMode::On;
+            return true;
+        }
     }
+    let mut enc = resp::Encoder::new(r, conn.resp3);
+    while !enc.fill(out, OUT_PIECE) {
+        if !out.is_empty() {
+            if io.write_all(out).await.is_err() {
+                return false;
+            }
+            out.clear();
+        }
+        tokio::task::yield_now().await;
+    }
+    true
 }
 
 use super::faults::{drain, FaultGate};

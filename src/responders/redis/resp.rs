@@ -27,17 +27,173 @@ pub const MAX_ARGS: i64 = 1024 * 1024;
 #[error("Protocol error: {0}")]
 pub struct ProtocolError(pub String);
 
-/// Takes the next command out of `buf`. `Ok(None)` means more bytes are
-/// needed (nothing is consumed); an empty `Vec` is an empty request (a
-/// blank inline line or `*0`) which Redis silently skips.
+/// Takes the next command out of `buf` with a fresh decoder (tests and
+/// the fuzz target; a connection keeps its [`Decoder`]).
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    if buf.is_empty() {
-        return Ok(None);
+    Decoder::default().decode(buf)
+}
+
+/// A connection's decoder. It remembers how far an incomplete command was
+/// scanned, so a command of a million arguments arriving a read at a time
+/// is scanned once, not once per read (which was quadratic in its size),
+/// and a line still waiting for its end is not searched again from its
+/// start.
+///
+/// Between calls the buffer may only grow at its end (reads append); the
+/// decoder forgets its place whenever it takes a command out.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    partial: Option<Partial>,
+    /// Bytes of the pending line already searched for its end.
+    searched: usize,
+    /// Bytes looked at, for the tests that check the work stays linear.
+    #[cfg(test)]
+    scanned: usize,
+}
+
+/// A multibulk command part-way through: how many arguments it has, where
+/// the next one starts, and where those found so far lie.
+#[derive(Debug)]
+struct Partial {
+    count: usize,
+    pos: usize,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Decoder {
+    /// Takes the next command out of `buf`. `Ok(None)` means more bytes
+    /// are needed (nothing is consumed); an empty `Vec` is an empty request
+    /// (a blank inline line or `*0`) which Redis silently skips.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let got = if buf[0] == b'*' {
+            self.decode_multibulk(buf)
+        } else {
+            self.decode_inline(buf)
+        };
+        if !matches!(got, Ok(None)) {
+            self.partial = None;
+            self.searched = 0;
+        }
+        got
     }
-    if buf[0] == b'*' {
-        decode_multibulk(buf)
-    } else {
-        decode_inline(buf)
+
+    /// Finds the `\r\n` ending the line that starts at `from`; returns the
+    /// index of `\r`. A miss remembers how far it looked.
+    fn line_end(&mut self, buf: &[u8], from: usize) -> Option<usize> {
+        let start = from.max(self.searched);
+        let found = find_crlf(buf, start);
+        #[cfg(test)]
+        {
+            self.scanned += found.map_or(buf.len(), |at| at + 2).saturating_sub(start);
+        }
+        match found {
+            Some(at) => {
+                self.searched = 0;
+                Some(at)
+            }
+            None => {
+                // The last byte may be a `\r` whose `\n` is still to come.
+                self.searched = buf.len().saturating_sub(1).max(from);
+                None
+            }
+        }
+    }
+
+    fn decode_multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let mut p = match self.partial.take() {
+            Some(p) => p,
+            None => {
+                let Some(end) = self.line_end(buf, 0) else {
+                    if buf.len() > MAX_INLINE {
+                        return Err(ProtocolError("too big mbulk count string".into()));
+                    }
+                    return Ok(None);
+                };
+                let count = match parse_i64(&buf[1..end]) {
+                    Some(n) if n <= MAX_ARGS => n,
+                    _ => return Err(ProtocolError("invalid multibulk length".into())),
+                };
+                if count <= 0 {
+                    buf.advance(end + 2);
+                    return Ok(Some(Vec::new()));
+                }
+                Partial {
+                    count: count as usize,
+                    pos: end + 2,
+                    spans: Vec::with_capacity(count.min(1024) as usize),
+                }
+            }
+        };
+        // Find where each argument lies without copying; an incomplete
+        // command keeps its place for the next read.
+        while p.spans.len() < p.count {
+            let pos = p.pos;
+            if pos >= buf.len() {
+                self.partial = Some(p);
+                return Ok(None);
+            }
+            if buf[pos] != b'$' {
+                let got = buf[pos] as char;
+                return Err(ProtocolError(format!("expected '$', got '{got}'")));
+            }
+            let Some(line_end) = self.line_end(buf, pos) else {
+                if buf.len() - pos > MAX_INLINE {
+                    return Err(ProtocolError("too big bulk count string".into()));
+                }
+                self.partial = Some(p);
+                return Ok(None);
+            };
+            let len = match parse_i64(&buf[pos + 1..line_end]) {
+                Some(n) if (0..=MAX_BULK_LEN).contains(&n) => n as usize,
+                _ => return Err(ProtocolError("invalid bulk length".into())),
+            };
+            let start = line_end + 2;
+            // Redis skips the two bytes after the payload without looking.
+            if buf.len() < start + len + 2 {
+                self.partial = Some(p);
+                return Ok(None);
+            }
+            p.spans.push((start, len));
+            p.pos = start + len + 2;
+        }
+        let frozen = buf.split_to(p.pos).freeze();
+        Ok(Some(
+            p.spans
+                .into_iter()
+                .map(|(s, l)| frozen.slice(s..s + l))
+                .collect(),
+        ))
+    }
+
+    fn decode_inline(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let start = self.searched.min(buf.len());
+        let found = memchr(b'\n', &buf[start..]).map(|i| start + i);
+        #[cfg(test)]
+        {
+            self.scanned += found.map_or(buf.len(), |nl| nl + 1) - start;
+        }
+        let Some(nl) = found else {
+            if buf.len() > MAX_INLINE {
+                return Err(ProtocolError("too big inline request".into()));
+            }
+            self.searched = buf.len();
+            return Ok(None);
+        };
+        let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        let args = split_args(&buf[..line_end])
+            .ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
+        buf.advance(nl + 1);
+        Ok(Some(args.into_iter().map(Bytes::from).collect()))
     }
 }
 
@@ -89,78 +245,6 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
         };
     }
     Some(v)
-}
-
-fn decode_multibulk(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(end) = find_crlf(buf, 0) else {
-        if buf.len() > MAX_INLINE {
-            return Err(ProtocolError("too big mbulk count string".into()));
-        }
-        return Ok(None);
-    };
-    let count = match parse_i64(&buf[1..end]) {
-        Some(n) if n <= MAX_ARGS => n,
-        _ => return Err(ProtocolError("invalid multibulk length".into())),
-    };
-    let mut pos = end + 2;
-    if count <= 0 {
-        buf.advance(pos);
-        return Ok(Some(Vec::new()));
-    }
-    // First pass: find where each argument lies without copying, so an
-    // incomplete command costs nothing but this scan.
-    let mut spans = Vec::with_capacity(count.min(1024) as usize);
-    for _ in 0..count {
-        if pos >= buf.len() {
-            return Ok(None);
-        }
-        if buf[pos] != b'$' {
-            let got = buf[pos] as char;
-            return Err(ProtocolError(format!("expected '$', got '{got}'")));
-        }
-        let Some(line_end) = find_crlf(buf, pos) else {
-            if buf.len() - pos > MAX_INLINE {
-                return Err(ProtocolError("too big bulk count string".into()));
-            }
-            return Ok(None);
-        };
-        let len = match parse_i64(&buf[pos + 1..line_end]) {
-            Some(n) if (0..=MAX_BULK_LEN).contains(&n) => n as usize,
-            _ => return Err(ProtocolError("invalid bulk length".into())),
-        };
-        let start = line_end + 2;
-        // Redis skips the two bytes after the payload without looking.
-        if buf.len() < start + len + 2 {
-            return Ok(None);
-        }
-        spans.push((start, len));
-        pos = start + len + 2;
-    }
-    let frozen = buf.split_to(pos).freeze();
-    Ok(Some(
-        spans
-            .into_iter()
-            .map(|(s, l)| frozen.slice(s..s + l))
-            .collect(),
-    ))
-}
-
-fn decode_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(nl) = memchr(b'\n', buf) else {
-        if buf.len() > MAX_INLINE {
-            return Err(ProtocolError("too big inline request".into()));
-        }
-        return Ok(None);
-    };
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
-    };
-    let args = split_args(&buf[..line_end])
-        .ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
-    buf.advance(nl + 1);
-    Ok(Some(args.into_iter().map(Bytes::from).collect()))
 }
 
 /// Redis's `sdssplitargs`: words separated by blanks, `"..."` with C
@@ -384,6 +468,117 @@ impl Reply {
     }
 }
 
+/// Encodes one reply a piece at a time. A reply of hundreds of megabytes
+/// (`LRANGE 0 -1` of a huge list, `GET` of a 512 MB value) goes out in
+/// pieces of about `limit` bytes that the connection writes one by one,
+/// yielding between them: it never sits encoded whole in memory, and the
+/// data plane serves other flows while it drains.
+pub struct Encoder {
+    resp3: bool,
+    /// What is still to encode, innermost last.
+    stack: Vec<Pending>,
+    /// A bulk string part-way out: the payload and how much of it went.
+    bulk: Option<(Bytes, usize)>,
+}
+
+enum Pending {
+    One(Reply),
+    Items(std::vec::IntoIter<Reply>),
+    Pairs(std::vec::IntoIter<(Reply, Reply)>),
+}
+
+impl Encoder {
+    pub fn new(reply: Reply, resp3: bool) -> Encoder {
+        Encoder {
+            resp3,
+            stack: vec![Pending::One(reply)],
+            bulk: None,
+        }
+    }
+
+    /// Appends to `out` until it holds `limit` bytes or the reply is all
+    /// out; true when it is.
+    pub fn fill(&mut self, out: &mut Vec<u8>, limit: usize) -> bool {
+        loop {
+            if let Some((b, sent)) = self.bulk.take() {
+                let room = limit.saturating_sub(out.len()).max(1);
+                let end = b.len().min(sent + room);
+                out.extend_from_slice(&b[sent..end]);
+                if end < b.len() {
+                    self.bulk = Some((b, end));
+                    return false;
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            if out.len() >= limit {
+                return self.stack.is_empty();
+            }
+            let next = match self.stack.last_mut() {
+                None => return true,
+                Some(Pending::One(_)) => match self.stack.pop() {
+                    Some(Pending::One(r)) => r,
+                    _ => unreachable!("the top of the stack was a single reply"),
+                },
+                Some(Pending::Items(it)) => match it.next() {
+                    Some(r) => r,
+                    None => {
+                        self.stack.pop();
+                        continue;
+                    }
+                },
+                Some(Pending::Pairs(it)) => match it.next() {
+                    Some((k, v)) => {
+                        self.stack.push(Pending::One(v));
+                        k
+                    }
+                    None => {
+                        self.stack.pop();
+                        continue;
+                    }
+                },
+            };
+            self.start(next, out);
+        }
+    }
+
+    /// Writes a reply's header (or the whole of a small one) and leaves
+    /// its contents on the stack.
+    fn start(&mut self, r: Reply, out: &mut Vec<u8>) {
+        let resp3 = self.resp3;
+        match r {
+            Reply::Bulk(b) => {
+                let _ = write!(out, "${}\r\n", b.len());
+                self.bulk = Some((b, 0));
+            }
+            Reply::Array(items) => {
+                let _ = write!(out, "*{}\r\n", items.len());
+                self.stack.push(Pending::Items(items.into_iter()));
+            }
+            Reply::Set(items) | Reply::Push(items) if !resp3 => {
+                let _ = write!(out, "*{}\r\n", items.len());
+                self.stack.push(Pending::Items(items.into_iter()));
+            }
+            Reply::Set(items) => {
+                let _ = write!(out, "~{}\r\n", items.len());
+                self.stack.push(Pending::Items(items.into_iter()));
+            }
+            Reply::Push(items) => {
+                let _ = write!(out, ">{}\r\n", items.len());
+                self.stack.push(Pending::Items(items.into_iter()));
+            }
+            Reply::Map(pairs) => {
+                if resp3 {
+                    let _ = write!(out, "%{}\r\n", pairs.len());
+                } else {
+                    let _ = write!(out, "*{}\r\n", pairs.len() * 2);
+                }
+                self.stack.push(Pending::Pairs(pairs.into_iter()));
+            }
+            small => small.encode(out, resp3),
+        }
+    }
+}
+
 fn line(out: &mut Vec<u8>, tag: u8, s: &[u8]) {
     out.push(tag);
     // A simple string or error must not carry a line break.
@@ -418,6 +613,53 @@ mod tests {
         b.extend_from_slice(b"NG\r\n");
         assert_eq!(decode(&mut b).unwrap().unwrap(), vec![Bytes::from("PING")]);
         assert!(b.is_empty());
+    }
+
+    /// A command of 100,000 arguments arriving 1,000 bytes a read is
+    /// scanned about once (it was scanned from its start on every read).
+    #[test]
+    fn a_command_in_pieces_is_scanned_once() {
+        let mut cmd = Vec::new();
+        let _ = write!(cmd, "*100001\r\n$5\r\nRPUSH\r\n");
+        for i in 0..100_000 {
+            bulk(&mut cmd, format!("v{i}").as_bytes());
+        }
+        let mut d = Decoder::default();
+        let mut b = BytesMut::new();
+        let mut got = None;
+        for piece in cmd.chunks(1000) {
+            b.extend_from_slice(piece);
+            if let Some(a) = d.decode(&mut b).unwrap() {
+                got = Some(a);
+            }
+        }
+        let got = got.expect("the whole command");
+        assert_eq!(got.len(), 100_001);
+        assert_eq!(got[100_000], Bytes::from("v99999"));
+        assert!(b.is_empty());
+        assert!(
+            d.scanned < 2 * cmd.len(),
+            "scanned {} bytes of a {}-byte command",
+            d.scanned,
+            cmd.len()
+        );
+    }
+
+    /// An inline request sent a byte at a time is searched once.
+    #[test]
+    fn an_inline_request_in_pieces_is_searched_once() {
+        let line = format!("SET k {}\r\n", "x".repeat(30_000));
+        let mut d = Decoder::default();
+        let mut b = BytesMut::new();
+        let mut got = None;
+        for c in line.as_bytes() {
+            b.extend_from_slice(&[*c]);
+            if let Some(a) = d.decode(&mut b).unwrap() {
+                got = Some(a);
+            }
+        }
+        assert_eq!(got.unwrap().len(), 3);
+        assert!(d.scanned <= line.len(), "scanned {}", d.scanned);
     }
 
     #[test]
@@ -460,6 +702,44 @@ mod tests {
         let mut v3 = Vec::new();
         r.encode(&mut v3, true);
         assert_eq!(v3, b"%1\r\n$1\r\na\r\n,1.5\r\n");
+    }
+
+    /// Piece by piece, a reply comes out byte for byte as `encode` writes
+    /// it whole, and no piece is much past the limit.
+    #[test]
+    fn the_encoder_matches_encode_in_pieces() {
+        let big = Bytes::from(vec![b'x'; 10_000]);
+        let r = Reply::Array(vec![
+            Reply::Int(1),
+            Reply::Bulk(big.clone()),
+            Reply::Map(vec![
+                (
+                    Reply::bulk("k"),
+                    Reply::Set(vec![Reply::Bulk(big), Reply::Nil]),
+                ),
+                (Reply::Double(2.5), Reply::Push(vec![])),
+            ]),
+            Reply::Verbatim("txt".into()),
+        ]);
+        for resp3 in [false, true] {
+            let mut whole = Vec::new();
+            r.encode(&mut whole, resp3);
+            for limit in [1, 7, 4096, 1 << 20] {
+                let mut enc = Encoder::new(r.clone(), resp3);
+                let mut got = Vec::new();
+                let mut out = Vec::new();
+                loop {
+                    let done = enc.fill(&mut out, limit);
+                    assert!(out.len() <= limit.max(64) + 64, "a piece of {}", out.len());
+                    got.extend_from_slice(&out);
+                    out.clear();
+                    if done {
+                        break;
+                    }
+                }
+                assert_eq!(got, whole, "resp3 {resp3} limit {limit}");
+            }
+        }
     }
 
     proptest! {

@@ -215,7 +215,7 @@ impl Db {
     /// Sets a value and clears any TTL (as SET does).
     pub fn set(&mut self, key: Bytes, value: Value) {
         self.map.insert(
-            key,
+            own(&key),
             Entry {
                 value,
                 expires: None,
@@ -263,6 +263,17 @@ impl Db {
     }
 }
 
+/// The most keys whose last write `WATCH` remembers one by one.
+const MAX_VERSIONS: usize = 65_536;
+
+/// A key as a map keeps it: its own few bytes. A key straight from a
+/// command is a slice of the buffer the command was read into, and
+/// keeping it would keep that whole buffer (a megabyte, for a key sent
+/// with a large value) for as long as the key lives.
+pub fn own(key: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(key)
+}
+
 /// All databases of a service, plus what `WATCH` needs.
 #[derive(Debug)]
 pub struct Store {
@@ -271,6 +282,8 @@ pub struct Store {
     /// write, a database's flush version the value at its last flush.
     seq: u64,
     versions: HashMap<(usize, Bytes), u64>,
+    /// The version of every key `versions` no longer holds.
+    forgotten: u64,
     flushed: Vec<u64>,
     /// Writes since start, for `INFO persistence`.
     pub dirty: u64,
@@ -282,6 +295,7 @@ impl Store {
             dbs: (0..spec.databases).map(|_| Db::default()).collect(),
             seq: 0,
             versions: HashMap::new(),
+            forgotten: 0,
             flushed: vec![0; spec.databases],
             dirty: 0,
         };
@@ -322,11 +336,19 @@ impl Store {
         }
     }
 
-    /// Records a write to a key (for `WATCH`).
+    /// Records a write to a key (for `WATCH`). Past `MAX_VERSIONS`
+    /// remembered keys they are forgotten at once and every key's version
+    /// becomes the current one: a transaction watching across that
+    /// moment aborts (as if its keys had changed) and is retried, which
+    /// beats a table that grows with every key ever written.
     pub fn touch(&mut self, db: usize, key: &Bytes) {
         self.seq += 1;
         self.dirty += 1;
-        self.versions.insert((db, key.clone()), self.seq);
+        if self.versions.len() >= MAX_VERSIONS && !self.versions.contains_key(&(db, key.clone())) {
+            self.versions.clear();
+            self.forgotten = self.seq;
+        }
+        self.versions.insert((db, own(key)), self.seq);
     }
 
     /// Records a flush of a database (every watched key in it changes).
@@ -341,7 +363,11 @@ impl Store {
     /// The version a `WATCH` remembers; it changes on any write to the
     /// key or flush of its database.
     pub fn version(&self, db: usize, key: &Bytes) -> u64 {
-        let k = self.versions.get(&(db, key.clone())).copied().unwrap_or(0);
+        let k = self
+            .versions
+            .get(&(db, key.clone()))
+            .copied()
+            .unwrap_or(self.forgotten);
         k.max(self.flushed.get(db).copied().unwrap_or(0))
     }
 }

@@ -3,14 +3,45 @@
 //! scan (`select`) they share and update application (operators or a
 //! pipeline). Every write keeps unique indexes through `store`.
 
-use std::collections::BTreeMap;
-
 use bson::{doc, Bson, Document};
 
 use super::super::query::{self, QResult};
 use super::super::store::{check_unique, with_id, write_error, CollectionView};
-use super::super::MongoService;
+use super::super::{Coll, MongoService};
 use super::{Call, CmdError, CmdResult};
+
+/// The documents of a collection that match a filter, borrowed: callers
+/// copy only what they answer with (a count copies nothing, a sorted
+/// find with a limit copies the limit).
+pub(super) fn matching<'a>(
+    coll: Option<&'a Coll>,
+    filter: &Document,
+) -> Result<Vec<&'a Document>, CmdError> {
+    let Some(coll) = coll else {
+        return Ok(Vec::new());
+    };
+    // `{_id: scalar}` (find_one by id) compares one field.
+    if let (1, Some(id)) = (filter.len(), filter.get("_id")) {
+        if !matches!(
+            id,
+            Bson::Document(_) | Bson::Array(_) | Bson::RegularExpression(_)
+        ) {
+            return Ok(coll
+                .docs
+                .iter()
+                .find(|d| d.get("_id").is_some_and(|x| query::eq(x, id)))
+                .into_iter()
+                .collect());
+        }
+    }
+    let mut out = Vec::new();
+    for d in &coll.docs {
+        if query::matches(d, filter)? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
 
 impl MongoService {
     pub(super) fn select(
@@ -20,30 +51,8 @@ impl MongoService {
         filter: &Document,
     ) -> Result<Vec<Document>, CmdError> {
         let s = self.lock();
-        let mut out = Vec::new();
-        if let Some(coll) = s.get(db).and_then(|x| x.get(c)) {
-            // `{_id: scalar}` (find_one by id) compares one field.
-            if let (1, Some(id)) = (filter.len(), filter.get("_id")) {
-                if !matches!(
-                    id,
-                    Bson::Document(_) | Bson::Array(_) | Bson::RegularExpression(_)
-                ) {
-                    return Ok(coll
-                        .docs
-                        .iter()
-                        .find(|d| d.get("_id").is_some_and(|x| query::eq(x, id)))
-                        .cloned()
-                        .into_iter()
-                        .collect());
-                }
-            }
-            for d in &coll.docs {
-                if query::matches(d, filter)? {
-                    out.push(d.clone());
-                }
-            }
-        }
-        Ok(out)
+        let coll = s.get(db).and_then(|x| x.get(c));
+        Ok(matching(coll, filter)?.into_iter().cloned().collect())
     }
 
     fn update(&self, db: &str, c: &str, body: &Document) -> CmdResult {
@@ -215,16 +224,22 @@ pub(super) fn find(cx: &mut Call) -> CmdResult {
     let (svc, body, db) = (cx.svc, cx.body, &cx.db);
     let c = cx.coll()?;
     let filter = body.get_document("filter").cloned().unwrap_or_default();
-    let mut docs = svc.select(db, &c, &filter)?;
-    if let Ok(sort) = body.get_document("sort") {
-        docs.sort_by(|a, b| query::sort_cmp(a, b, sort));
-    }
     let skip = body.get("skip").and_then(query::num).unwrap_or(0.0) as usize;
     let limit = body.get("limit").and_then(query::num).unwrap_or(0.0) as i64;
-    let mut docs: Vec<Document> = docs.into_iter().skip(skip).collect();
-    if limit != 0 {
-        docs.truncate(limit.unsigned_abs() as usize);
-    }
+    // Matched and sorted by reference; only the answer is copied.
+    let mut docs: Vec<Document> = {
+        let s = svc.lock();
+        let mut refs = matching(s.get(db.as_str()).and_then(|x| x.get(&c)), &filter)?;
+        if let Ok(sort) = body.get_document("sort") {
+            refs.sort_by(|a, b| query::sort_cmp(a, b, sort));
+        }
+        let take = if limit == 0 {
+            usize::MAX
+        } else {
+            limit.unsigned_abs() as usize
+        };
+        refs.into_iter().skip(skip).take(take).cloned().collect()
+    };
     if let Ok(p) = body.get_document("projection") {
         docs = docs
             .iter()
@@ -243,10 +258,13 @@ pub(super) fn count(cx: &mut Call) -> CmdResult {
     let (svc, body, db) = (cx.svc, cx.body, &cx.db);
     let c = cx.coll()?;
     let filter = body.get_document("query").cloned().unwrap_or_default();
-    let docs = svc.select(db, &c, &filter)?;
+    let matched = {
+        let s = svc.lock();
+        matching(s.get(db.as_str()).and_then(|x| x.get(&c)), &filter)?.len()
+    };
     let skip = body.get("skip").and_then(query::num).unwrap_or(0.0) as usize;
     let limit = body.get("limit").and_then(query::num).unwrap_or(0.0) as usize;
-    let mut n = docs.len().saturating_sub(skip);
+    let mut n = matched.saturating_sub(skip);
     if limit > 0 {
         n = n.min(limit);
     }
@@ -337,9 +355,7 @@ fn apply(
     match u {
         Some(Bson::Document(u)) => query::apply_update(d, u, q, insert, afs),
         Some(Bson::Array(pipeline)) => {
-            let src = CollectionView {
-                store: BTreeMap::new(),
-            };
+            let src = CollectionView { store: None };
             let out = query::aggregate(vec![d.clone()], pipeline, &src)?;
             if let Some(n) = out.into_iter().next() {
                 *d = n;

@@ -45,6 +45,7 @@ fn code_name(code: i32) -> &'static str {
         43 => "CursorNotFound",
         48 => "NamespaceExists",
         59 => "CommandNotFound",
+        146 => "ExceededMemoryLimit",
         11000 => "DuplicateKey",
         40324 => "Location40324",
         _ => "Location",
@@ -79,6 +80,17 @@ impl Call<'_> {
 }
 
 type Handler = fn(&mut Call) -> CmdResult;
+
+/// The commands that may make the stored data bigger, refused past the
+/// memory budget (deletes, reads and drops still run, so a program can
+/// make room).
+const GROWS: &[&str] = &[
+    "insert",
+    "update",
+    "findAndModify",
+    "create",
+    "createIndexes",
+];
 
 struct CmdDef {
     name: &'static str,
@@ -199,6 +211,15 @@ impl MongoService {
         let Some(def) = def else {
             return Err(CmdError(59, format!("no such command: '{name}'")));
         };
+        if GROWS.contains(&def.name) && crate::budget::over() {
+            return Err(CmdError(
+                146,
+                format!(
+                    "{name} refused: meshwrap is past its memory budget (--memory-budget {})",
+                    crate::budget::describe(crate::budget::limit().unwrap_or(0))
+                ),
+            ));
+        }
         (def.run)(&mut Call {
             svc: self,
             conn,

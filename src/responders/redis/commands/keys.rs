@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{eq, glob, int, no_such_key, scan_opts, scan_page, syntax, Ctx, R};
 use crate::responders::redis::resp::Reply;
-use crate::responders::redis::state::now_ms;
+use crate::responders::redis::state::{now_ms, own};
 
 pub fn del(c: &mut Ctx, a: &[Bytes]) -> R {
     let db = c.db();
@@ -38,7 +38,7 @@ fn do_rename(c: &mut Ctx, a: &[Bytes], nx: bool) -> R {
         return Ok(Reply::Int(0));
     }
     if let Some(e) = db.map.remove(&a[1]) {
-        db.map.insert(a[2].clone(), e);
+        db.map.insert(own(&a[2]), e);
     }
     Ok(if nx { Reply::Int(1) } else { Reply::Ok })
 }
@@ -87,7 +87,7 @@ pub fn copy(c: &mut Ctx, a: &[Bytes]) -> R {
     if dst.check(&a[2]) && !replace {
         return Ok(Reply::Int(0));
     }
-    dst.map.insert(a[2].clone(), entry);
+    dst.map.insert(own(&a[2]), entry);
     c.store.touch(dst_db, &a[2]);
     Ok(Reply::Int(1))
 }
@@ -104,7 +104,7 @@ pub fn move_(c: &mut Ctx, a: &[Bytes]) -> R {
         return Ok(Reply::Int(0));
     }
     if let Some(e) = c.store.dbs[from].map.remove(&a[1]) {
-        c.store.dbs[to].map.insert(a[1].clone(), e);
+        c.store.dbs[to].map.insert(own(&a[1]), e);
         c.store.touch(to, &a[1]);
     }
     Ok(Reply::Int(1))

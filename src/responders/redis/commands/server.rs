@@ -237,11 +237,12 @@ pub fn default_config(
     password: Option<&str>,
     port: u16,
 ) -> Vec<(String, String)> {
+    let maxmemory = crate::budget::limit().unwrap_or(0).to_string();
     [
         ("save", ""),
         ("appendonly", "no"),
         ("appendfsync", "everysec"),
-        ("maxmemory", "0"),
+        ("maxmemory", &maxmemory),
         ("maxmemory-policy", "noeviction"),
         ("maxclients", "10000"),
         ("timeout", "0"),
@@ -505,24 +506,18 @@ pub fn info(c: &mut Ctx, a: &[Bytes]) -> R {
             ),
         );
     }
+    // The process's resident size (what `--memory-budget` is compared
+    // with); adding up the keyspace grew with it, on the data plane.
+    let used = crate::budget::used().max(1_000_000);
+    let max = crate::budget::limit().unwrap_or(0);
     let store = &mut *c.store;
-    let used: usize = store
-        .dbs
-        .iter()
-        .map(|d| {
-            d.map
-                .iter()
-                .map(|(k, e)| k.len() + e.value.approx_size() + 56)
-                .sum::<usize>()
-        })
-        .sum::<usize>()
-        + 1_000_000;
     if on("memory") {
         section(
             "Memory",
             format!(
-                "used_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{used}\r\nused_memory_peak:{used}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_fragmentation_ratio:1.00\r\nmem_allocator:libc\r\n",
-                used as f64 / 1_048_576.0
+                "used_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{used}\r\nused_memory_peak:{used}\r\nmaxmemory:{max}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:noeviction\r\nmem_fragmentation_ratio:1.00\r\nmem_allocator:libc\r\n",
+                used as f64 / 1_048_576.0,
+                max as f64 / 1_048_576.0
             ),
         );
     }
