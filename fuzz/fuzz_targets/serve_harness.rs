@@ -1,9 +1,10 @@
 //! Serves one connection of a mocked service over an in-memory pipe, the
 //! way the appliance does over a flow of the stack: the fuzz input is what
-//! the client sends; the replies are read and dropped. Time is paused and
+//! the client sends; the replies are read and dropped. The client waits a
+//! minute for its answers before it closes its side. Time is paused and
 //! jumps ahead whenever the service waits (a blocking pop, a latency
-//! fault), so a wait never stalls the fuzzer; one hour of virtual time ends
-//! a connection that would wait for ever.
+//! fault, the client's minute), so a wait never stalls the fuzzer; one
+//! hour of virtual time ends a connection that would wait for ever.
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Replies past this are not read: the service then waits on a full pipe
 /// until the hour is up, which is a bounded end too.
 const READ_CAP: usize = 64 << 20;
+
+/// How long (virtual time) the client waits after its last byte before it
+/// closes its side.
+const ANSWER_WAIT: Duration = Duration::from_secs(60);
 
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
@@ -85,19 +90,34 @@ fn serve_one(
         tls_server_name: None,
         clock: RequestClock::unlimited(),
     };
+    let show = std::env::var_os("FUZZ_SHOW").is_some();
     RUNTIME.with(|rt| {
         rt.block_on(async {
             let (client, server) = tokio::io::duplex(64 * 1024);
-            let task = tokio::spawn(responder.serve(Box::new(server), ctx, FlowHandle::detached(1)));
+            let task =
+                tokio::spawn(responder.serve(Box::new(server), ctx, FlowHandle::detached(1)));
+            let abort = task.abort_handle();
             let (mut rd, mut wr) = tokio::io::split(client);
             let write = async {
                 let _ = wr.write_all(data).await;
+                // The client waits for its answers before it closes:
+                // hyper drops a request still being answered when the
+                // client's end of stream comes, so closing at once left
+                // the last request of every input unanswered (meshwrap's
+                // answering code ran only for requests with another
+                // pipelined behind). The minute is virtual: the clock
+                // jumps to it once the service is idle, after any of its
+                // own shorter waits (a fault's latency).
+                tokio::time::sleep(ANSWER_WAIT).await;
                 let _ = wr.shutdown().await;
             };
             let read = async {
                 let mut sink = vec![0u8; 64 * 1024];
                 let mut total = 0;
                 while let Ok(n @ 1..) = rd.read(&mut sink).await {
+                    if show {
+                        eprint!("{}", String::from_utf8_lossy(&sink[..n]));
+                    }
                     total += n;
                     if total > READ_CAP {
                         break;
@@ -109,6 +129,9 @@ fn serve_one(
                 let _ = task.await;
             };
             let _ = tokio::time::timeout(Duration::from_secs(3600), all).await;
+            // A service still waiting after the hour must not linger into
+            // the next input.
+            abort.abort();
         })
     });
 }
