@@ -258,7 +258,9 @@ impl Control {
         Ok(())
     }
 
-    async fn connection<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    /// Serves one admin connection (HTTP/1.1) until it closes; public for
+    /// the fuzz target `admin_api`, which drives it over an in-memory pipe.
+    pub async fn connection<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         self: Arc<Self>,
         io: IO,
     ) {
