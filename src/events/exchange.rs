@@ -84,6 +84,10 @@ pub trait ExchangeDetail: erased_serde::Serialize + fmt::Debug + Send + Sync {
     /// The `outcome` label of `meshwrap_requests_total`; bounded by the
     /// responder (a fixed table of operations, `unknown` for the rest).
     fn metric_outcome(&self, ex: &ExchangeEvent) -> String;
+    /// About how many bytes the detail holds, for the journal's bound in
+    /// bytes (what a responder keeps of an exchange is clipped, but how
+    /// much that is differs by protocol).
+    fn size(&self) -> usize;
     /// For an exchange no rule answered: the rules that came closest, and
     /// what differed (the exit summary shows them).
     fn near_misses(&self) -> &[super::NearMiss] {

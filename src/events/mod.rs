@@ -114,6 +114,18 @@ const RECENT_EVENTS: usize = 10_000;
 /// How many HTTP requests the journal keeps (the oldest are dropped), so a
 /// long-running sidecar does not grow without bound.
 pub const JOURNAL_LIMIT: usize = 100_000;
+/// And at most about this many bytes: the oldest go first past either.
+pub const JOURNAL_BYTES: usize = 64 << 20;
+
+/// About how many bytes an exchange holds in the journal.
+fn journal_size(x: &ExchangeEvent) -> usize {
+    x.detail.size()
+        + x.time.len()
+        + x.service.len()
+        + x.operation.len()
+        + x.error.as_ref().map_or(0, String::len)
+        + 128
+}
 /// Finished flows kept for `GET /flows` and the flow inspector.
 pub const FLOWS_KEPT: usize = 10_000;
 
@@ -159,6 +171,8 @@ struct Inner {
     /// `JOURNAL_LIMIT` entries.
     /// Shared so that a snapshot (`journal()`) costs a pointer per entry.
     journal: std::collections::VecDeque<Arc<ExchangeEvent>>,
+    /// What `journal` holds, by `journal_size`.
+    journal_bytes: usize,
     /// Every route of every service answered by routes, to list those
     /// never called.
     routes: Vec<summary::DeclaredRoute>,
@@ -258,10 +272,15 @@ impl EventSink {
                     x.failed(),
                 );
                 if !inner.journal_off {
-                    if inner.journal.len() == JOURNAL_LIMIT {
-                        inner.journal.pop_front();
-                    }
+                    inner.journal_bytes += journal_size(&x);
                     inner.journal.push_back(Arc::new(x));
+                    while inner.journal.len() > JOURNAL_LIMIT
+                        || (inner.journal_bytes > JOURNAL_BYTES && inner.journal.len() > 1)
+                    {
+                        if let Some(old) = inner.journal.pop_front() {
+                            inner.journal_bytes -= journal_size(&old);
+                        }
+                    }
                 }
             }
             Event::Reload(_) => {}
@@ -367,6 +386,7 @@ impl EventSink {
             Some(s) => inner.journal.retain(|e| e.service != s),
             None => inner.journal.clear(),
         }
+        inner.journal_bytes = inner.journal.iter().map(|e| journal_size(e)).sum();
     }
 
     /// Whether anyone reads full events (an events file or the admin API),
@@ -426,5 +446,53 @@ impl EventSink {
         s.set_dns_queries(inner.dns_count);
         s.add_exchanges(&inner.routes, &inner.counts);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::responders::kafka::KafkaDetail;
+
+    fn exchange(value: usize) -> Event {
+        Event::Exchange(ExchangeEvent {
+            time: now_rfc3339(),
+            flow_id: 1,
+            service: "bus".into(),
+            protocol: &crate::responders::kafka::INFO,
+            operation: "produce".into(),
+            outcome: Outcome::Ok,
+            error: None,
+            latency_ms: 0.0,
+            detail: Arc::new(KafkaDetail {
+                api: "produce",
+                topic: Some("t".into()),
+                partition: Some(0),
+                offset: Some(0),
+                key: None,
+                value: Some("v".repeat(value)),
+                error_code: 0,
+            }),
+        })
+    }
+
+    /// Past `JOURNAL_BYTES` the oldest exchanges go, whatever their count;
+    /// a reset starts the count again.
+    #[test]
+    fn the_journal_is_bounded_by_bytes() {
+        let sink = EventSink::new();
+        for _ in 0..100 {
+            sink.record(exchange(1 << 20));
+        }
+        let kept = sink.journal().len();
+        assert!(
+            (60..=64).contains(&kept),
+            "{kept} of 100 exchanges of 1 MiB kept"
+        );
+        sink.clear_journal(None);
+        for _ in 0..1000 {
+            sink.record(exchange(10));
+        }
+        assert_eq!(sink.journal().len(), 1000);
     }
 }

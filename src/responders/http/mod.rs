@@ -343,12 +343,17 @@ impl HttpService {
         } else {
             (req.raw_query.clone(), clip(&req.body), req.headers.clone())
         };
+        for m in &mut near_misses {
+            for d in &mut m.differences {
+                crate::events::clip_text(d, responder::MAX_PATH);
+            }
+        }
         let detail = HttpDetail {
             route: route.map(str::to_string),
             answered_by,
             method: req.method.clone(),
-            path: req.path.clone(),
-            query,
+            path: responder::clip_line(req.path.clone()),
+            query: query.map(responder::clip_line),
             host: req.host.clone().or_else(|| ctx.meta.host.clone()),
             version: req.version.clone(),
             status,
@@ -357,8 +362,8 @@ impl HttpService {
             request_body,
             response_body,
             response_body_base64,
-            request_headers,
-            response_headers,
+            request_headers: responder::clip_headers(request_headers),
+            response_headers: responder::clip_headers(response_headers),
             fault,
             near_misses,
         };

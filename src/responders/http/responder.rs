@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::HttpService;
 use crate::events::{
-    ExchangeDetail, ExchangeEvent, MockHint, NearMiss, ProtocolInfo, SummaryStyle,
+    clip_text, ExchangeDetail, ExchangeEvent, MockHint, NearMiss, ProtocolInfo, SummaryStyle,
 };
 use crate::io::BoxIo;
 use crate::model::Protocol;
@@ -107,6 +107,44 @@ pub struct HttpDetail {
     pub near_misses: Vec<NearMiss>,
 }
 
+/// What the journal keeps of a request's path and query, of each header
+/// and of how many headers: enough to recognise a request, bounded
+/// whatever the SUT sends (HPACK lets a few megabytes on the wire become
+/// a gigabyte of headers; 56,000 requests with 60 KB of headers each
+/// were 4 GB of journal).
+pub const MAX_PATH: usize = 2048;
+pub const MAX_HEADER_VALUE: usize = 1024;
+pub const MAX_HEADER_NAME: usize = 128;
+pub const MAX_HEADERS: usize = 64;
+
+/// Headers as the journal keeps them: the first `MAX_HEADERS` (by name),
+/// each clipped, and an entry `…` counting the ones left out.
+pub fn clip_headers(headers: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let total = headers.len();
+    let mut out: BTreeMap<String, String> = headers
+        .into_iter()
+        .take(MAX_HEADERS)
+        .map(|(mut k, mut v)| {
+            clip_text(&mut k, MAX_HEADER_NAME);
+            clip_text(&mut v, MAX_HEADER_VALUE);
+            (k, v)
+        })
+        .collect();
+    if total > MAX_HEADERS {
+        out.insert(
+            "…".into(),
+            format!("{} more headers not kept", total - MAX_HEADERS),
+        );
+    }
+    out
+}
+
+/// A path or query as the journal keeps it.
+pub fn clip_line(mut s: String) -> String {
+    clip_text(&mut s, MAX_PATH);
+    s
+}
+
 impl HttpDetail {
     /// What the summary counts the exchange as: its route, or how it was
     /// answered without one.
@@ -124,6 +162,28 @@ impl ExchangeDetail for HttpDetail {
             "route" => self.route.as_deref().map(Cow::Borrowed),
             _ => None,
         }
+    }
+
+    fn size(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let headers = |h: &BTreeMap<String, String>| {
+            h.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
+        };
+        self.path.len()
+            + text(&self.query)
+            + text(&self.host)
+            + text(&self.route)
+            + text(&self.request_body)
+            + text(&self.response_body)
+            + text(&self.response_body_base64)
+            + headers(&self.request_headers)
+            + headers(&self.response_headers)
+            + self
+                .near_misses
+                .iter()
+                .map(|m| m.differences.iter().map(|d| d.len() + 24).sum::<usize>() + 64)
+                .sum::<usize>()
+            + 256
     }
 
     fn describe(&self, _: &ExchangeEvent) -> String {

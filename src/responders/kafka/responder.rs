@@ -76,6 +76,11 @@ impl ExchangeDetail for KafkaDetail {
         }
     }
 
+    fn size(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        text(&self.topic) + text(&self.key) + text(&self.value) + 128
+    }
+
     fn describe(&self, _: &ExchangeEvent) -> String {
         if self.api == "produce" {
             return format!(

@@ -83,6 +83,17 @@ impl ExchangeDetail for MongoDetail {
         }
     }
 
+    fn size(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.command.len()
+            + self.db.len()
+            + text(&self.collection)
+            + text(&self.filter)
+            + text(&self.request)
+            + self.reply.len()
+            + 128
+    }
+
     fn describe(&self, ex: &ExchangeEvent) -> String {
         format!(
             "{}{} -> {}{}",

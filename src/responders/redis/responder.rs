@@ -82,6 +82,14 @@ impl ExchangeDetail for RedisDetail {
         }
     }
 
+    fn size(&self) -> usize {
+        self.command.len()
+            + self.key.as_ref().map_or(0, String::len)
+            + self.args.iter().map(|a| a.len() + 24).sum::<usize>()
+            + self.reply_text.len()
+            + 128
+    }
+
     fn describe(&self, ex: &ExchangeEvent) -> String {
         format!(
             "{}{} -> {}{}",
