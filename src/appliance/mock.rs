@@ -56,7 +56,9 @@ impl Appliance {
                 flow.abort();
             }
             (Some(r), Protocol::Tls { sni }) if r.terminates_tls() => {
-                match self.intercept(io, sni, meta.host.as_deref()).await {
+                // Boxed: the handshake's state is kilobytes, and inline it
+                // would sit in the future of every mocked flow, TLS or not.
+                match Box::pin(self.intercept(io, sni, meta.host.as_deref())).await {
                     Ok(t) => {
                         tls = Some(t.tls);
                         ctx.tls_server_name = Some(t.server_name);

@@ -27,7 +27,10 @@ pub fn fires(probability: f64) -> bool {
 /// Reads and drops until the client closes (or a minute passes): a hung
 /// service that still lets the client's writes through.
 pub async fn drain<IO: AsyncRead + Unpin>(io: &mut IO) {
-    let mut sink = [0u8; 4096];
+    // On the heap, only once draining starts: an array here would sit in
+    // every connection's future (they await this), whether it drains or
+    // not.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             match io.read(&mut sink).await {

@@ -75,16 +75,12 @@ pub async fn sniff_stream<T: AsyncRead + Unpin>(mut io: T) -> (Protocol, Rewind<
     let mut buf = Vec::with_capacity(2048);
     let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
     let protocol = loop {
-        let mut chunk = [0u8; 4096];
-        let room = (MAX_SNIFF_BYTES - buf.len()).min(chunk.len());
-        let read = tokio::time::timeout_at(deadline, io.read(&mut chunk[..room])).await;
-        let eof = match read {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => true,
-            Ok(Ok(n)) => {
-                buf.extend_from_slice(&chunk[..n]);
-                false
-            }
-        };
+        // Read straight into `buf` (a chunk array here would sit in the
+        // future of every flow, for the flow's whole life).
+        let room = (MAX_SNIFF_BYTES - buf.len()).min(4096);
+        let read =
+            tokio::time::timeout_at(deadline, (&mut io).take(room as u64).read_buf(&mut buf)).await;
+        let eof = matches!(read, Ok(Ok(0)) | Ok(Err(_)) | Err(_));
         match classify(&buf, eof) {
             Sniff::Done(p) => break p,
             Sniff::NeedMore => continue,

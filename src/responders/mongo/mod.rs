@@ -268,8 +268,8 @@ where
         authed: svc.spec.users.is_empty(),
         scram: None,
     };
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut buf = BytesMut::new();
+    let mut out: Vec<u8> = Vec::new();
     let mut next_id: i32 = 1;
     'conn: loop {
         loop {
@@ -342,13 +342,11 @@ where
                 }
             }
         }
-        if !out.is_empty() {
-            if io.write_all(&out).await.is_err() {
-                break;
-            }
-            out.clear();
+        if !out.is_empty() && io.write_all(&out).await.is_err() {
+            break;
         }
-        buf.reserve(4096);
+        crate::io::buffers::written(&mut out);
+        crate::io::buffers::before_read(&mut buf);
         ctx.clock.wait(!buf.is_empty());
         match io.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,

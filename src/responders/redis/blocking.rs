@@ -129,6 +129,7 @@ impl RedisService {
                     None => std::future::pending().await,
                 }
             };
+            buf.reserve(crate::io::buffers::READ_ROOM);
             tokio::select! {
                 _ = &mut notified => {}
                 _ = sleep => break Some(timed_out),

@@ -34,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 
 use crate::events::{now_rfc3339, Event, EventSink, ExchangeEvent};
+use crate::io::buffers;
 use crate::rules::redis::RedisSpec;
 use crate::stack::FlowHandle;
 
@@ -223,9 +224,9 @@ where
     };
     svc.connected.fetch_add(1, Ordering::Relaxed);
     svc.connections.fetch_add(1, Ordering::Relaxed);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::new();
     let mut decoder = resp::Decoder::default();
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut out: Vec<u8> = Vec::new();
     'conn: loop {
         loop {
             let args = match decoder.decode(&mut buf) {
@@ -309,12 +310,11 @@ where
                 out.clear();
             }
         }
-        if !out.is_empty() {
-            if io.write_all(&out).await.is_err() {
-                break;
-            }
-            out.clear();
+        if !out.is_empty() && io.write_all(&out).await.is_err() {
+            break;
         }
+        buffers::written(&mut out);
+        buffers::before_read(&mut buf);
         // A subscriber waits for messages, not requests: Redis's idle
         // `timeout` spares it too.
         if conn.subscribed() > 0 && buf.is_empty() {
