@@ -84,10 +84,13 @@ fn fixture() -> Fixture {
         .start_paused(true)
         .build()
         .expect("runtime");
-    // `POST /reload` reads the rule files again.
-    let rules_file =
-        std::env::temp_dir().join(format!("meshwrap-fuzz-admin-{}.yaml", std::process::id()));
-    std::fs::write(&rules_file, RULES).expect("the rules file is written");
+    // `POST /reload` reads the rule files again: one file for every
+    // process (parallel jobs write the same text, each through a rename,
+    // so none reads it half written).
+    let rules_file = std::env::temp_dir().join("meshwrap-fuzz-admin-rules.yaml");
+    let partial = rules_file.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&partial, RULES).expect("the rules file is written");
+    std::fs::rename(&partial, &rules_file).expect("the rules file is in place");
     let rules = RuleSet::from_sources(&[(rules_file.clone(), RULES.to_string())])
         .expect("the harness's rules load");
     let exchanges = rt.block_on(traffic(&rules));
