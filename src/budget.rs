@@ -25,6 +25,10 @@ const TRIM_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 struct Budget {
     limit: usize,
     resident: AtomicUsize,
+    /// Bytes promised to data on its way in (request bodies being read):
+    /// the resident size does not show them yet, and without this every
+    /// concurrent request would see the whole room.
+    reserved: AtomicUsize,
     over: AtomicBool,
 }
 
@@ -57,6 +61,7 @@ pub fn start(limit: usize) {
         .set(Budget {
             limit,
             resident: AtomicUsize::new(resident()),
+            reserved: AtomicUsize::new(0),
             over: AtomicBool::new(false),
         })
         .is_err()
@@ -67,7 +72,9 @@ pub fn start(limit: usize) {
         .name("meshwrap-budget".into())
         .spawn(|| {
             let Some(b) = BUDGET.get() else { return };
-            let mut trimmed = Instant::now() - TRIM_AT_MOST_EVERY;
+            let mut trimmed = Instant::now()
+                .checked_sub(TRIM_AT_MOST_EVERY)
+                .unwrap_or_else(Instant::now);
             loop {
                 std::thread::sleep(SAMPLE_EVERY);
                 let mut now = resident();
@@ -100,11 +107,40 @@ pub fn over() -> bool {
     BUDGET.get().is_some_and(|b| b.over.load(Ordering::Relaxed))
 }
 
-/// How much may still be taken (`usize::MAX` without a budget).
+/// How much may still be taken (`usize::MAX` without a budget): the
+/// budget less the resident size and what is reserved.
 pub fn room() -> usize {
     BUDGET.get().map_or(usize::MAX, |b| {
-        b.limit.saturating_sub(b.resident.load(Ordering::Relaxed))
+        b.limit
+            .saturating_sub(b.resident.load(Ordering::Relaxed))
+            .saturating_sub(b.reserved.load(Ordering::Relaxed))
     })
+}
+
+/// Room promised to data still arriving, given back when dropped.
+#[derive(Debug)]
+pub struct Reservation(usize);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(b) = BUDGET.get() {
+            b.reserved.fetch_sub(self.0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reserves `bytes` if there is room for them (always, without a budget).
+/// The data plane is the only caller, so checking and then adding cannot
+/// race with another reservation.
+pub fn reserve(bytes: usize) -> Option<Reservation> {
+    let Some(b) = BUDGET.get() else {
+        return Some(Reservation(0));
+    };
+    if bytes > room() {
+        return None;
+    }
+    b.reserved.fetch_add(bytes, Ordering::Relaxed);
+    Some(Reservation(bytes))
 }
 
 /// The budget as the messages name it (`256 MiB`).

@@ -196,21 +196,45 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    // A body is held whole while the request is matched: past the memory
-    // budget one is not read at all (503, as an overloaded server says
-    // it), and one larger than what is left of it is cut off (413).
+    // A body is held whole while the request is matched, so it is
+    // counted against the memory budget before it is read: its declared
+    // length is reserved (concurrent requests each see what the others
+    // took). Past the budget, or with no room for it now, one is not
+    // read at all (503, as an overloaded server says it); one larger than
+    // the budget leaves even when nothing else is held is refused (413).
+    let has_body = !hyper::body::Body::is_end_stream(&body);
+    let declared = hyper::body::Body::size_hint(&body)
+        .exact()
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let budget = crate::budget::limit().unwrap_or(0);
+    let free = budget.saturating_sub(crate::budget::used());
     let room = crate::budget::room();
     let limit = MAX_BODY.min(room);
-    let refused = if !hyper::body::Body::is_end_stream(&body) && crate::budget::over() {
+    // Twice the body: its chunks and the one piece they are joined into
+    // are both held for a moment.
+    let reservation = crate::budget::reserve(2 * declared.unwrap_or(0).min(MAX_BODY));
+    let busy = || {
         Some((
             503,
             format!(
                 "meshwrap is past its memory budget (--memory-budget {}); try again later",
-                crate::budget::describe(crate::budget::limit().unwrap_or(0))
+                crate::budget::describe(budget)
             ),
         ))
-    } else {
-        None
+    };
+    let refused = match declared {
+        _ if !has_body => None,
+        _ if crate::budget::over() => busy(),
+        Some(n) if n <= MAX_BODY && 2 * n > free => Some((
+            413,
+            format!(
+                "request body of {n} bytes is over the {} left of meshwrap's memory budget (--memory-budget {})",
+                crate::budget::describe(free),
+                crate::budget::describe(budget)
+            ),
+        )),
+        Some(_) if reservation.is_none() => busy(),
+        _ => None,
     };
     let collected = match refused {
         Some(r) => Err(r),
@@ -224,7 +248,7 @@ async fn handle(
                 format!(
                     "request body over the {} left of meshwrap's memory budget (--memory-budget {})",
                     crate::budget::describe(room),
-                    crate::budget::describe(crate::budget::limit().unwrap_or(0))
+                    crate::budget::describe(budget)
                 ),
             )),
             Err(_) => Err((413, format!("request body over {MAX_BODY} bytes"))),

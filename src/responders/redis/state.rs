@@ -214,13 +214,16 @@ impl Db {
 
     /// Sets a value and clears any TTL (as SET does).
     pub fn set(&mut self, key: Bytes, value: Value) {
-        self.map.insert(
-            own(&key),
-            Entry {
-                value,
-                expires: None,
-            },
-        );
+        let entry = Entry {
+            value,
+            expires: None,
+        };
+        match self.map.get_mut(&key) {
+            Some(e) => *e = entry,
+            None => {
+                self.map.insert(own(&key), entry);
+            }
+        }
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
