@@ -8,8 +8,9 @@
 //! What is measured is the process's resident memory, the number the OOM
 //! killer and a pod's limit look at: it counts everything, and reading it
 //! costs one small read of `/proc/self/statm`. A thread of its own reads
-//! it every `SAMPLE_EVERY`, so the data plane only loads an atomic; when
-//! the process is over, the thread first gives freed heap back to the
+//! it every `SAMPLE_EVERY` (`SAMPLE_NEAR` past 80% of the budget), so the
+//! data plane only loads an atomic; when the process is over, the thread
+//! first gives freed heap back to the
 //! kernel (memory a deleted key or an ended flow left) before the
 //! protocols refuse anything.
 
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// How often the resident size is read.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// How often past 80% of the budget.
+const SAMPLE_NEAR: Duration = Duration::from_millis(5);
 /// Over budget, a trim at most this often (it walks the heap).
 const TRIM_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
@@ -76,7 +79,10 @@ pub fn start(limit: usize) {
                 .checked_sub(TRIM_AT_MOST_EVERY)
                 .unwrap_or_else(Instant::now);
             loop {
-                std::thread::sleep(SAMPLE_EVERY);
+                // Near the limit, more often: a fast writer must not run
+                // far past it between two reads.
+                let near = b.resident.load(Ordering::Relaxed) > b.limit / 10 * 8;
+                std::thread::sleep(if near { SAMPLE_NEAR } else { SAMPLE_EVERY });
                 let mut now = resident();
                 if now > b.limit && trimmed.elapsed() >= TRIM_AT_MOST_EVERY {
                     crate::stack::trim_heap();

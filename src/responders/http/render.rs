@@ -123,15 +123,22 @@ impl Renderer {
         &self,
         work: impl FnOnce(&Renderer) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
-        let _permit = self
+        // The permit goes with the render: a client that closes mid-request
+        // drops this future, but not the render already running, which
+        // must still count against the limit until it ends.
+        let permit = self
             .workers
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| "template error: the renderer is shut down".to_string())?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || work(&this))
-            .await
-            .map_err(|e| format!("template error: the render failed: {e}"))?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&this)
+        })
+        .await
+        .map_err(|e| format!("template error: the render failed: {e}"))?
     }
 
     /// Renders a string template; static strings come back as they are.
