@@ -415,13 +415,20 @@ def test_udp_pass_out_keeps_a_bounded_table(jail):
         assert f["bytes_up"] % size == 0 and f["bytes_down"] % size == 0 and f["bytes_up"] > 0, f
 
 
-ROUNDS_SUT = r"""
-import os, socket, sys, time
-flag, n = sys.argv[1], int(sys.argv[2])
+# What a SUT that `at_marks` steps through starts with: `mark(name)`
+# waits there until the test has measured.
+MARKS = r"""
+import os, sys, time
+flag = sys.argv[1]
 def mark(name):
     open(f"{flag}.{name}", "w").close()
     while not os.path.exists(f"{flag}.{name}.ok"):
         time.sleep(0.01)
+"""
+
+ROUNDS_SUT = MARKS + r"""
+import socket
+n = int(sys.argv[2])
 mark("start")
 for r in range(3):
     conns = [socket.create_connection(("redis.mem.test", 6379), timeout=60) for _ in range(n)]
@@ -615,14 +622,25 @@ def test_the_journal_pages_through_offset_and_limit(jail):
     assert proc.returncode == 0
 
 
-HUGE_REPLY_SUT = r"""
-import os, socket, sys, time
+
+def at_marks(proc, flag, names, measure, settle=0.0):
+    """Steps a SUT through its `mark(name)` calls in order: at each, waits
+    `settle` seconds, takes `measure(pid)` of meshwrap and lets the SUT go
+    on. Gives the measures by name."""
+    seen = {}
+    for name in names:
+        assert wait_for(lambda: os.path.exists(f"{flag}.{name}") or proc.poll() is not None,
+                        120), name
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(settle)
+        seen[name] = measure(proc.pid)
+        open(f"{flag}.{name}.ok", "w").close()
+    return seen
+
+
+HUGE_REPLY_SUT = MARKS + r"""
+import socket
 import redis
-flag = sys.argv[1]
-def mark(name):
-    open(f"{flag}.{name}", "w").close()
-    while not os.path.exists(f"{flag}.{name}.ok"):
-        time.sleep(0.01)
 r = redis.Redis(host="redis.huge.test", socket_timeout=60)
 item = b"i" * 1000
 for _ in range(64):
@@ -684,15 +702,8 @@ services:
     match: { host: "*.huge.test", port: 6379 }
     redis: {}
 """)
-    rss = {}
     with in_background(args) as proc:
-        for name in ("built", "stalled"):
-            assert wait_for(lambda: os.path.exists(f"{flag}.{name}") or proc.poll() is not None,
-                            120), name
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.5)
-            rss[name] = rss_mb(proc.pid)
-            open(f"{flag}.{name}.ok", "w").close()
+        rss = at_marks(proc, flag, ("built", "stalled"), rss_mb, settle=0.5)
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.strip() == "done"
@@ -701,14 +712,8 @@ services:
     assert rss["stalled"] - rss["built"] < 24, rss
 
 
-MONGO_COUNT_SUT = r"""
-import os, sys, time
+MONGO_COUNT_SUT = MARKS + r"""
 from pymongo import MongoClient
-flag = sys.argv[1]
-def mark(name):
-    open(f"{flag}.{name}", "w").close()
-    while not os.path.exists(f"{flag}.{name}.ok"):
-        time.sleep(0.01)
 coll = MongoClient("mongodb://mongo.count.test:27017/", serverSelectionTimeoutMS=20000).app.things
 pad = "p" * 10000
 coll.insert_many([{"i": i, "pad": pad} for i in range(6400)])
@@ -747,14 +752,8 @@ services:
     match: { host: mongo.count.test, port: 27017 }
     mongo: {}
 """)
-    hwm = {}
     with in_background(args) as proc:
-        for name in ("built", "counted"):
-            assert wait_for(lambda: os.path.exists(f"{flag}.{name}") or proc.poll() is not None,
-                            120), name
-            assert proc.poll() is None, proc.communicate()
-            hwm[name] = vm_hwm_mb(proc.pid)
-            open(f"{flag}.{name}.ok", "w").close()
+        hwm = at_marks(proc, flag, ("built", "counted"), vm_hwm_mb)
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.strip() == "done"
