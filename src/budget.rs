@@ -10,9 +10,8 @@
 //! costs one small read of `/proc/self/statm`. A thread of its own reads
 //! it every `SAMPLE_EVERY` (`SAMPLE_NEAR` past 80% of the budget), so the
 //! data plane only loads an atomic; when the process is over, the thread
-//! first gives freed heap back to the
-//! kernel (memory a deleted key or an ended flow left) before the
-//! protocols refuse anything.
+//! first gives freed heap back to the kernel (memory a deleted key or an
+//! ended flow left) before the protocols refuse anything.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
