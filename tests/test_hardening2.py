@@ -443,12 +443,22 @@ for r in range(3):
 """
 
 
-def rss_mb(pid):
+def status_mb(pid, field):
+    """A size from /proc/PID/status (VmRSS, VmHWM), in MB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
+
+
+def rss_mb(pid):
+    return status_mb(pid, "VmRSS")
+
+
+def vm_hwm_mb(pid):
+    """The peak resident size so far."""
+    return status_mb(pid, "VmHWM")
 
 
 def test_memory_comes_back_after_rounds_of_connections(jail):
@@ -728,14 +738,6 @@ assert coll.find_one({"i": 77})["pad"] == pad
 mark("counted")
 print("done")
 """
-
-
-def vm_hwm_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 def test_mongo_counts_and_sorted_limits_copy_no_collection(jail):
