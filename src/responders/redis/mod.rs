@@ -17,6 +17,7 @@ mod blocking;
 pub mod commands;
 mod connection;
 mod dispatch;
+mod encode;
 mod journal;
 mod pubsub;
 pub mod resp;
