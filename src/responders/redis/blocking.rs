@@ -98,6 +98,9 @@ impl RedisService {
             let notified = self.written.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // A script holds the keyspace while it runs: wait for it here,
+            // not on the lock.
+            self.scripts.wait_idle().await;
             {
                 let mut store = self.lock();
                 match commands::lists::try_block(

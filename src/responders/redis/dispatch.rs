@@ -6,6 +6,7 @@
 //! the connection loop, which only hands commands in and writes outcomes.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -34,7 +35,7 @@ const MULTI_NOW: &[&str] = &["exec", "discard", "multi", "watch", "quit", "reset
 impl RedisService {
     /// Runs one command (checks, faults, dispatch) and records it.
     pub(super) async fn run(
-        &self,
+        self: &Arc<Self>,
         conn: &mut ConnState,
         args: &[Bytes],
         ctx: &ServeCtx,
@@ -44,6 +45,19 @@ impl RedisService {
         let lower = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
         let def = table().get(lower.as_str());
         let early = |r: Reply| Outcome::Reply(r);
+        // While a script runs, commands wait for it (or get BUSY).
+        if let Err(r) = self.wait_turn(def, args).await {
+            self.record(
+                conn,
+                ctx,
+                def.map_or(lower.as_str(), |d| d.name),
+                args,
+                &r,
+                started,
+                None,
+            );
+            return early(r);
+        }
         let Some(def) = def else {
             if conn.multi.is_some() {
                 conn.multi_error = true;
@@ -115,7 +129,11 @@ impl RedisService {
                 }
             }
         }
-        let outcome = if def.flags & commands::SPECIAL != 0 {
+        let outcome = if def.flags & commands::SCRIPTING != 0 {
+            Outcome::Reply(self.scripting(conn, def, args).await)
+        } else if def.name == "exec" && queues_scripts(conn) {
+            Outcome::Reply(self.exec_on_script_thread(conn, ctx).await)
+        } else if def.flags & commands::SPECIAL != 0 {
             self.special(conn, def, args, ctx)
         } else {
             Outcome::Reply(self.run_sync(conn, def, args))
@@ -229,4 +247,16 @@ impl RedisService {
             other => r(Err(Reply::Error(format!("ERR unknown command '{other}'")))),
         }
     }
+}
+
+/// A transaction with a scripting command in it runs on the script thread.
+fn queues_scripts(conn: &ConnState) -> bool {
+    conn.multi.as_ref().is_some_and(|q| {
+        q.iter().any(|args| {
+            let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+            table()
+                .get(name.as_str())
+                .is_some_and(|d| d.flags & commands::SCRIPTING != 0)
+        })
+    })
 }

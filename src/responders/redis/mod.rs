@@ -22,6 +22,7 @@ mod journal;
 mod pubsub;
 pub mod resp;
 mod responder;
+mod scripting;
 pub mod state;
 mod transactions;
 
@@ -86,6 +87,9 @@ pub struct RedisService {
     pub port: u16,
     /// The faults' counters (`after`, `times`).
     faults: FaultGate,
+    /// Lua scripting: the script thread and what it shares with the
+    /// connections.
+    scripts: scripting::Scripts,
 }
 
 impl RedisService {
@@ -117,6 +121,7 @@ impl RedisService {
             run_id: uuid::Uuid::new_v4().simple().to_string() + "00000000",
             port,
             faults,
+            scripts: scripting::Scripts::default(),
         }
     }
 

@@ -8,11 +8,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::commands::{table, CmdDef, R};
+use super::commands::{self, table, CmdDef, R};
 use super::resp::Reply;
 use super::state::Store;
 use super::{ConnState, Outcome, RedisService};
 use crate::responders::ServeCtx;
+
+/// Runs a queued scripting command inside EXEC, on the script thread.
+pub(super) type ScriptRunner<'a> =
+    dyn FnMut(&mut Store, &mut ConnState, &CmdDef, &[Bytes]) -> Reply + 'a;
 
 impl RedisService {
     pub(super) fn multi(&self, conn: &mut ConnState) -> R {
@@ -51,6 +55,20 @@ impl RedisService {
     }
 
     pub(super) fn exec(&self, conn: &mut ConnState, ctx: &ServeCtx) -> R {
+        let mut store = self.lock();
+        self.exec_in(&mut store, conn, ctx, None)
+    }
+
+    /// EXEC with the lock held. Queued scripting commands (EVAL, SCRIPT,
+    /// FCALL…) go to `script`, given when EXEC itself runs on the script
+    /// thread (see `scripting`).
+    pub(super) fn exec_in(
+        &self,
+        store: &mut Store,
+        conn: &mut ConnState,
+        ctx: &ServeCtx,
+        mut script: Option<&mut ScriptRunner>,
+    ) -> R {
         let Some(queue) = conn.multi.take() else {
             return Err(Reply::err("ERR EXEC without MULTI"));
         };
@@ -60,7 +78,6 @@ impl RedisService {
                 "EXECABORT Transaction discarded because of previous errors.",
             ));
         }
-        let mut store = self.lock();
         if watched.iter().any(|(db, k, v)| store.version(*db, k) != *v) {
             return Ok(Reply::NilArray);
         }
@@ -71,7 +88,10 @@ impl RedisService {
             let Some(def) = table().get(name.as_str()) else {
                 continue;
             };
-            let r = self.exec_locked(&mut store, conn, def, args);
+            let r = match script.as_deref_mut() {
+                Some(run) if def.flags & commands::SCRIPTING != 0 => run(store, conn, def, args),
+                _ => self.exec_locked(store, conn, def, args),
+            };
             self.record(conn, ctx, def.name, args, &r, started, None);
             replies.push(r);
         }

@@ -115,21 +115,6 @@ pub fn function(_c: &mut Ctx, a: &[Bytes]) -> R {
     Err(unknown_subcommand(sub, "function"))
 }
 
-pub fn script(_c: &mut Ctx, a: &[Bytes]) -> R {
-    let sub = &a[1];
-    if eq(sub, "flush") {
-        flush_mode(&a[1..])?;
-        return Ok(Reply::Ok);
-    }
-    if eq(sub, "exists") {
-        return Ok(Reply::Array(a[2..].iter().map(|_| Reply::Int(0)).collect()));
-    }
-    if eq(sub, "kill") {
-        return Err(Reply::err("NOTBUSY No scripts in execution right now."));
-    }
-    Err(unknown_subcommand(sub, "script"))
-}
-
 pub fn object(c: &mut Ctx, a: &[Bytes]) -> R {
     let sub = &a[1];
     if eq(sub, "help") {
@@ -284,6 +269,9 @@ pub fn default_config(
     .collect()
 }
 
+/// Settings Redis knows by two names.
+const CONFIG_ALIASES: &[(&str, &str)] = &[("busy-reply-threshold", "lua-time-limit")];
+
 pub fn config(c: &mut Ctx, a: &[Bytes]) -> R {
     let sub = &a[1];
     if eq(sub, "get") {
@@ -310,9 +298,15 @@ pub fn config(c: &mut Ctx, a: &[Bytes]) -> R {
         for kv in a[2..].chunks(2) {
             let k = String::from_utf8_lossy(&kv[0]).to_ascii_lowercase();
             let v = String::from_utf8_lossy(&kv[1]).into_owned();
-            match cfg.iter_mut().find(|(n, _)| *n == k) {
-                Some(slot) => slot.1 = v,
-                None => cfg.push((k, v)),
+            // A name and its alias are one setting.
+            let alias = CONFIG_ALIASES
+                .iter()
+                .find_map(|(x, y)| (*x == k).then_some(*y).or((*y == k).then_some(*x)));
+            for name in std::iter::once(k.as_str()).chain(alias) {
+                match cfg.iter_mut().find(|(n, _)| n == name) {
+                    Some(slot) => slot.1 = v.clone(),
+                    None => cfg.push((name.to_string(), v.clone())),
+                }
             }
         }
         return Ok(Reply::Ok);

@@ -1,0 +1,48 @@
+//! The libraries Redis gives scripts beside Lua's own: `cjson`, `cmsgpack`,
+//! `bit` and `struct`, written in Rust against their documented behaviour.
+//!
+//! Errors meant for the script (bad JSON, a bad format string, a failed
+//! `redis.call`) are raised with `raise`: mlua can only raise a Rust error
+//! (a userdata), so the Lua value Redis would raise (a message, an error
+//! table) is parked in the registry, and the prelude's error handler and
+//! `pcall` take it back in its place. The functions stay C functions to
+//! Lua, so a `return redis.call(...)` keeps the script's frame (and line)
+//! for the error, as in Redis.
+
+pub mod bit;
+pub mod cjson;
+pub mod cmsgpack;
+pub mod structlib;
+
+use mlua::{IntoLua, Lua, MultiValue, Result, Value};
+
+/// Where a raised value waits for the handler.
+pub const RAISED: &str = "meshwrap.raised";
+
+/// The Rust error that stands for a value parked under `RAISED`.
+#[derive(Debug, thiserror::Error)]
+#[error("meshwrap: raised")]
+pub struct Raised;
+
+/// Raises `v` in the script, as `error(v)` would.
+pub fn raise<T>(lua: &Lua, v: impl IntoLua) -> Result<T> {
+    let v = v.into_lua(lua)?;
+    lua.set_named_registry_value(RAISED, v)?;
+    Err(mlua::Error::external(Raised))
+}
+
+/// A script-facing error message, raised as a plain string (what
+/// `luaL_error` in a C library raises).
+pub fn fail(lua: &Lua, msg: impl AsRef<str>) -> Result<MultiValue> {
+    raise(lua, Value::String(lua.create_string(msg.as_ref())?))
+}
+
+/// Every library, by the global name Redis gives it.
+pub fn open_all(lua: &Lua) -> Result<Vec<(&'static str, mlua::Table)>> {
+    Ok(vec![
+        ("bit", bit::open(lua)?),
+        ("cjson", cjson::open(lua)?),
+        ("cmsgpack", cmsgpack::open(lua)?),
+        ("struct", structlib::open(lua)?),
+    ])
+}

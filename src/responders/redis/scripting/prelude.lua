@@ -1,0 +1,113 @@
+-- Runs once per interpreter, as trusted code, before any script: builds
+-- the `redis` table, installs the libraries, replaces math.random
+-- with Redis's deterministic one, wraps pcall/xpcall so a killed script
+-- cannot catch its own end, and installs the handler that gives every
+-- error the source and line Redis reports. `host` is the Rust side; the
+-- chunk returns the runner.
+local host = ...
+local error, type, tostring, select, pairs, xpcall, pcall, setmetatable, rawget =
+      error, type, tostring, select, pairs, xpcall, pcall, setmetatable, rawget
+local getinfo = debug.getinfo
+
+-- The value a Rust function raised, in place of the userdata mlua raised
+-- for it (see libs/mod.rs).
+local function unwrap(e)
+  if type(e) == 'userdata' then
+    local parked = host.take_raised()
+    if parked ~= nil then return parked end
+  end
+  return e
+end
+
+for name, lib in pairs(host.libs) do
+  _G[name] = lib
+end
+
+local redis = {}
+-- redis.call and redis.pcall are set from Rust for each run.
+-- Redis keeps a message's first word as its error code when there are
+-- two words or more, and gives a one-word message the code ERR.
+function redis.error_reply(...)
+  local msg = ...
+  if select('#', ...) ~= 1 or type(msg) ~= 'string' then
+    return { err = 'ERR wrong number or type of arguments' }
+  end
+  if msg:sub(1, 1) == '-' then msg = msg:sub(2) end
+  if not msg:find(' ', 1, true) then msg = 'ERR ' .. msg end
+  return { err = msg }
+end
+function redis.status_reply(...)
+  local msg = ...
+  if select('#', ...) ~= 1 or type(msg) ~= 'string' then
+    return { err = 'ERR wrong number or type of arguments' }
+  end
+  return { ok = msg }
+end
+redis.sha1hex = host.sha1hex
+redis.log = host.log
+redis.setresp = host.setresp
+redis.acl_check_cmd = host.acl_check_cmd
+redis.set_repl = host.set_repl
+function redis.replicate_commands() return true end
+function redis.breakpoint() return false end
+function redis.debug() end
+redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 2, 3
+redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL = 0, 1, 2, 2, 3
+redis.REDIS_VERSION = host.version
+redis.REDIS_VERSION_NUM = host.version_num
+redis.register_function = host.register_function
+_G.redis = redis
+
+math.random = host.random
+math.randomseed = host.randomseed
+
+-- A killed or timed-out script may not catch the error that ends it; and
+-- as in Redis, pcall gives a Redis error table back as its message.
+local function rethrow(ok, ...)
+  if not ok then
+    if host.stopping() then error((...), 0) end
+    local e = unwrap((...))
+    if type(e) == 'table' and type(rawget(e, 'err')) == 'string' then
+        return false, rawget(e, 'err')
+    end
+    return false, e
+  end
+  return ok, ...
+end
+_G.pcall = function(f, ...) return rethrow(pcall(f, ...)) end
+_G.xpcall = function(f, h) return rethrow(xpcall(f, h)) end
+
+-- What Redis leaves out of the sandbox.
+_G.loadfile, _G.dofile, _G.print, _G.debug = nil, nil, nil, nil
+
+local function handler(err)
+  err = unwrap(err)
+  local level, info = 2, nil
+  repeat
+    info = getinfo(level, 'Sl')
+    level = level + 1
+  until not info or (info.what ~= 'C' and info.what ~= 'tail' and info.source ~= '=meshwrap')
+  if type(err) ~= 'table' then
+    err = { err = 'ERR ' .. tostring(err) }
+  end
+  if info then
+    err.source = info.source
+    err.line = info.currentline
+  end
+  return err
+end
+
+-- Globals are read-only: reading an unknown one or creating one is an
+-- error (KEYS and ARGV are set from Rust, past this).
+setmetatable(_G, {
+  __index = function(_, k)
+    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+  end,
+  __newindex = function(_, k)
+    error("Attempt to modify a readonly table", 2)
+  end,
+})
+
+return function(f)
+  return xpcall(f, handler)
+end

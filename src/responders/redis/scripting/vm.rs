@@ -1,0 +1,518 @@
+//! One Lua 5.1 interpreter per Redis service, owned by the script thread:
+//! the sandbox (Redis's libraries, the `redis` table, protected globals),
+//! the compiled-script cache, and running a script or function with the
+//! keyspace lock held. `redis.call` runs commands through the same table
+//! and `exec_locked` as the data plane, as a client of its own (a SELECT
+//! in a script does not move the caller).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mlua::{
+    Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, Variadic, VmState,
+};
+use sha1::{Digest, Sha1};
+
+use super::super::commands::{self, table};
+use super::super::resp::Reply;
+use super::super::state::Store;
+use super::super::{ConnState, RedisService, REDIS_VERSION};
+use super::convert::{arg_bytes, error_table, lua_to_reply, reply_to_lua};
+use super::libs::{self, fail, raise};
+use super::Shared;
+
+/// How many Lua instructions run between two looks at the kill flag and
+/// the clock.
+const HOOK_EVERY: u32 = 10_000;
+/// Lua's own memory, at most (a share of `--memory-budget` when smaller).
+const MAX_LUA_MEMORY: usize = 256 << 20;
+
+/// What a run may do, from the command (`EVAL_RO`, `FCALL_RO`) and the
+/// script's flags.
+#[derive(Clone, Copy, Default)]
+pub struct Limits {
+    pub read_only: bool,
+    pub allow_oom: bool,
+}
+
+/// The borrowed world a run works in.
+pub struct Caller<'a> {
+    pub svc: &'a RedisService,
+    pub store: &'a mut Store,
+    pub conn: &'a mut ConnState,
+}
+
+pub struct Vm {
+    lua: Lua,
+    runner: Function,
+    /// `EVAL` scripts by SHA1: compiled, and the body (for its flags).
+    scripts: HashMap<String, (Function, Bytes)>,
+    /// RESP version `redis.call` replies are converted from (`setresp`).
+    resp3: Rc<Cell<bool>>,
+}
+
+pub fn sha1_hex(body: &[u8]) -> String {
+    let digest = Sha1::digest(body);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn srand48(seed: i64) -> u64 {
+    ((seed as u32 as u64) << 16) | 0x330e
+}
+
+fn lrand48(state: &Cell<u64>) -> i64 {
+    let x = (state.get().wrapping_mul(0x5_deec_e66d).wrapping_add(0xb)) & ((1 << 48) - 1);
+    state.set(x);
+    (x >> 17) as i64
+}
+
+impl Vm {
+    pub fn new(shared: Arc<Shared>) -> mlua::Result<Vm> {
+        // The debug library is for the prelude's error handler (source and
+        // line of an error), as Redis loads it; it is why this is unsafe
+        // in mlua's terms.
+        let lua = unsafe {
+            Lua::unsafe_new_with(
+                StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::DEBUG,
+                LuaOptions::new(),
+            )
+        };
+        let limit = crate::budget::limit().map_or(MAX_LUA_MEMORY, |b| (b / 4).min(MAX_LUA_MEMORY));
+        let _ = lua.set_memory_limit(limit);
+        let resp3 = Rc::new(Cell::new(false));
+        // Redis's rand48 state for `math.random`: one sequence for the
+        // service's whole run, as in Redis 7 (only `math.randomseed` resets it).
+        let rand = Rc::new(Cell::new(srand48(0)));
+        let host = lua.create_table()?;
+        host.set(
+            "take_raised",
+            lua.create_function(|lua, ()| {
+                let v: Value = lua.named_registry_value(libs::RAISED)?;
+                lua.set_named_registry_value(libs::RAISED, Value::Nil)?;
+                Ok(v)
+            })?,
+        )?;
+        let libs_table = lua.create_table()?;
+        for (name, lib) in libs::open_all(&lua)? {
+            libs_table.set(name, lib)?;
+        }
+        host.set("libs", libs_table)?;
+        host.set("version", REDIS_VERSION)?;
+        host.set("version_num", version_num())?;
+        host.set(
+            "sha1hex",
+            lua.create_function(|lua, args: MultiValue| match args.iter().next() {
+                Some(v) if args.len() == 1 => match arg_bytes(v) {
+                    Some(b) => Ok(MultiValue::from_vec(vec![Value::String(
+                        lua.create_string(sha1_hex(&b))?,
+                    )])),
+                    None => fail(lua, "wrong number of arguments"),
+                },
+                _ => fail(lua, "wrong number of arguments"),
+            })?,
+        )?;
+        host.set(
+            "log",
+            lua.create_function(|lua, args: MultiValue| {
+                let args = args.into_vec();
+                if args.len() < 2 {
+                    return fail(lua, "redis.log() requires two arguments or more.");
+                }
+                let level = match &args[0] {
+                    Value::Integer(i) => *i,
+                    Value::Number(n) => *n as i64,
+                    _ => return fail(lua, "First argument must be a number (log level)."),
+                };
+                if !(0..=3).contains(&level) {
+                    return fail(lua, "Invalid debug level.");
+                }
+                let text: Vec<String> = args[1..]
+                    .iter()
+                    .filter_map(arg_bytes)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .collect();
+                tracing::debug!(target: "meshwrap::redis::script", level, "{}", text.join(" "));
+                Ok(MultiValue::new())
+            })?,
+        )?;
+        let r = resp3.clone();
+        host.set(
+            "setresp",
+            lua.create_function(move |lua, args: MultiValue| {
+                if args.len() != 1 {
+                    return fail(lua, "redis.setresp() requires one argument.");
+                }
+                match args.iter().next() {
+                    Some(Value::Integer(2)) => r.set(false),
+                    Some(Value::Integer(3)) => r.set(true),
+                    _ => return fail(lua, "RESP version must be 2 or 3."),
+                }
+                Ok(MultiValue::new())
+            })?,
+        )?;
+        host.set(
+            "set_repl",
+            lua.create_function(|lua, args: MultiValue| match args.iter().next() {
+                Some(Value::Integer(0..=3)) if args.len() == 1 => Ok(MultiValue::new()),
+                Some(_) if args.len() == 1 => fail(
+                    lua,
+                    "Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
+                ),
+                _ => fail(lua, "redis.set_repl() requires one argument."),
+            })?,
+        )?;
+        host.set(
+            "acl_check_cmd",
+            lua.create_function(|lua, args: MultiValue| {
+                let name = args
+                    .iter()
+                    .next()
+                    .and_then(arg_bytes)
+                    .map(|b| String::from_utf8_lossy(&b).to_ascii_lowercase());
+                match name {
+                    Some(n) if table().contains_key(n.as_str()) => {
+                        Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
+                    }
+                    Some(_) => fail(lua, "Invalid command passed to redis.acl_check_cmd()"),
+                    None => fail(
+                        lua,
+                        "Please specify at least one argument for this redis lib call",
+                    ),
+                }
+            })?,
+        )?;
+        host.set(
+            "register_function",
+            lua.create_function(|lua, _: MultiValue| {
+                fail(
+                    lua,
+                    "redis.register_function can only be called on FUNCTION LOAD command",
+                )
+            })?,
+        )?;
+        let st = rand.clone();
+        host.set(
+            "random",
+            lua.create_function(move |lua, args: Variadic<f64>| {
+                let max = i32::MAX as i64;
+                let r = (lrand48(&st) % max) as f64 / max as f64;
+                let v = match args.as_slice() {
+                    [] => r,
+                    [u] if *u >= 1.0 => (r * u.floor()).floor() + 1.0,
+                    [l, u] if l.floor() <= u.floor() => {
+                        (r * (u.floor() - l.floor() + 1.0)).floor() + l.floor()
+                    }
+                    [_] | [_, _] => {
+                        return fail(lua, "bad argument #1 to 'random' (interval is empty)")
+                    }
+                    _ => return fail(lua, "wrong number of arguments"),
+                };
+                Ok(MultiValue::from_vec(vec![Value::Number(v)]))
+            })?,
+        )?;
+        let st = rand.clone();
+        host.set(
+            "randomseed",
+            lua.create_function(move |_, seed: f64| {
+                st.set(srand48(seed as i64));
+                Ok(MultiValue::new())
+            })?,
+        )?;
+        let s = shared.clone();
+        host.set(
+            "stopping",
+            lua.create_function(move |_, ()| Ok(s.stopping()))?,
+        )?;
+        let prelude = include_str!("prelude.lua");
+        let runner: Function = lua.load(prelude).set_name("=meshwrap").call(host.clone())?;
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+            move |_, _| match shared.stop_message() {
+                Some(msg) => Err(mlua::Error::RuntimeError(msg)),
+                None => Ok(VmState::Continue),
+            },
+        )?;
+        Ok(Vm {
+            lua,
+            runner,
+            scripts: HashMap::new(),
+            resp3,
+        })
+    }
+
+    /// Compiles and caches a script body (SCRIPT LOAD, EVAL); `Err` is
+    /// Redis's compile error.
+    pub fn load(&mut self, body: &[u8]) -> Result<String, Reply> {
+        let sha = sha1_hex(body);
+        if !self.scripts.contains_key(&sha) {
+            let code = strip_shebang(body);
+            let f = self
+                .lua
+                .load(code)
+                .set_name("@user_script")
+                .into_function()
+                .map_err(|e| {
+                    Reply::Error(format!(
+                        "ERR Error compiling script (new function): {}",
+                        lua_message(&e)
+                    ))
+                })?;
+            self.scripts
+                .insert(sha.clone(), (f, Bytes::copy_from_slice(body)));
+        }
+        Ok(sha)
+    }
+
+    /// A cached script's body, by lowercase SHA1.
+    pub fn source(&self, sha: &str) -> Option<&[u8]> {
+        self.scripts.get(sha).map(|(_, body)| &body[..])
+    }
+
+    /// SCRIPT FLUSH: a new interpreter, as Redis starts one.
+    pub fn reset(&mut self, shared: Arc<Shared>) -> mlua::Result<()> {
+        *self = Vm::new(shared)?;
+        Ok(())
+    }
+
+    /// Runs a cached script with KEYS and ARGV set, as EVAL/EVALSHA do.
+    pub fn eval(
+        &mut self,
+        c: Caller,
+        sha: &str,
+        keys: Vec<Bytes>,
+        argv: Vec<Bytes>,
+        limits: Limits,
+        shared: &Shared,
+    ) -> Reply {
+        let Some(f) = self.scripts.get(sha).map(|(f, _)| f.clone()) else {
+            return Reply::err("NOSCRIPT No matching script. Please use EVAL.");
+        };
+        let set = || -> mlua::Result<()> {
+            let g = self.lua.globals();
+            g.raw_set(
+                "KEYS",
+                self.lua
+                    .create_sequence_from(keys.iter().map(|k| self.bytes(k)))?,
+            )?;
+            g.raw_set(
+                "ARGV",
+                self.lua
+                    .create_sequence_from(argv.iter().map(|k| self.bytes(k)))?,
+            )?;
+            Ok(())
+        };
+        if let Err(e) = set() {
+            return Reply::Error(format!("ERR {}", lua_message(&e)));
+        }
+        self.run(c, f, sha, limits, shared)
+    }
+
+    fn bytes(&self, b: &[u8]) -> Value {
+        self.lua.create_string(b).map_or(Value::Nil, Value::String)
+    }
+
+    /// Runs `f` under the error handler and turns what it returns or
+    /// raises into the caller's reply.
+    fn run(
+        &mut self,
+        c: Caller,
+        f: Function,
+        name: &str,
+        limits: Limits,
+        shared: &Shared,
+    ) -> Reply {
+        self.resp3.set(false);
+        let mut client = c.conn.script_client();
+        let (svc, store) = (c.svc, c.store);
+        let resp3 = self.resp3.clone();
+        let redis: Table = match self.lua.globals().raw_get("redis") {
+            Ok(t) => t,
+            Err(e) => return Reply::Error(format!("ERR {}", lua_message(&e))),
+        };
+        let _ = self.lua.set_named_registry_value(libs::RAISED, Value::Nil);
+        let client = std::cell::RefCell::new(&mut client);
+        let store = std::cell::RefCell::new(store);
+        let outcome = self.lua.scope(|scope| {
+            // One body for both: `redis.call` raises a command's error,
+            // `redis.pcall` returns it; errors about the call itself are
+            // raised by both, as in Redis.
+            let make = |raising: bool| {
+                let (resp3, client, store) = (&resp3, &client, &store);
+                scope.create_function(move |lua, args: Variadic<Value>| {
+                    let mut store = store.borrow_mut();
+                    let mut client = client.borrow_mut();
+                    match call(svc, &mut store, &mut client, &args, limits, shared) {
+                        Ok(Reply::Error(e)) if raising => raise(lua, error_table(lua, &e)?),
+                        Ok(r) => reply_to_lua(lua, r, resp3.get()),
+                        Err(e) => raise(lua, error_table(lua, &e)?),
+                    }
+                })
+            };
+            redis.raw_set("call", make(true)?)?;
+            redis.raw_set("pcall", make(false)?)?;
+            let (ok, v): (bool, Value) = self.runner.call(f)?;
+            Ok(if ok {
+                lua_to_reply(&v, resp3.get())
+            } else {
+                error_reply(&v, name, shared)
+            })
+        });
+        let _ = redis.raw_set("call", Value::Nil);
+        let _ = redis.raw_set("pcall", Value::Nil);
+        outcome.unwrap_or_else(|e| match shared.stop_message() {
+            Some(msg) => Reply::Error(msg),
+            None => Reply::Error(format!(
+                "ERR Error running script {name}: {}",
+                lua_message(&e)
+            )),
+        })
+    }
+}
+
+/// A failed run's reply: Redis's `-<err> script: <name>, on <source>:<line>.`
+fn error_reply(v: &Value, name: &str, shared: &Shared) -> Reply {
+    let stop = shared.stop_message();
+    match v {
+        Value::Table(t) => {
+            let msg = match (stop, t.raw_get::<Value>("err")) {
+                (Some(m), _) => m,
+                (None, Ok(Value::String(s))) => s.to_string_lossy(),
+                (None, _) => "ERR unknown error".to_string(),
+            };
+            let source = t.raw_get::<Option<String>>("source").ok().flatten();
+            let line = t.raw_get::<Option<i64>>("line").ok().flatten();
+            match (source, line) {
+                (Some(s), Some(l)) => Reply::Error(format!("{msg} script: {name}, on {s}:{l}.")),
+                _ => Reply::Error(msg),
+            }
+        }
+        _ if stop.is_some() => Reply::Error(stop.unwrap_or_default()),
+        Value::String(s) => {
+            let text = s.to_string_lossy();
+            let clipped: String = text.chars().take(100).collect();
+            Reply::Error(format!("ERR Error running script {name}, {clipped}"))
+        }
+        _ => Reply::Error(format!(
+            "ERR Error running script {name}, execution failure"
+        )),
+    }
+}
+
+/// One `redis.call`/`redis.pcall`: `Ok` is the command's reply (an error
+/// reply included), `Err` an error about the call itself, raised even by
+/// `pcall` when Redis raises it.
+fn call(
+    svc: &RedisService,
+    store: &mut Store,
+    client: &mut ConnState,
+    args: &[Value],
+    limits: Limits,
+    shared: &Shared,
+) -> Result<Reply, String> {
+    if args.is_empty() {
+        return Err("ERR Please specify at least one argument for this redis lib call".into());
+    }
+    let mut argv = Vec::with_capacity(args.len());
+    for a in args {
+        match arg_bytes(a) {
+            Some(b) => argv.push(b),
+            None => {
+                return Err(
+                    "ERR Lua redis lib command arguments must be strings or integers".into(),
+                )
+            }
+        }
+    }
+    let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
+    let Some(def) = table().get(name.as_str()) else {
+        return Ok(Reply::err("ERR Unknown Redis command called from script"));
+    };
+    if !def.arity_ok(argv.len()) {
+        return Ok(Reply::err(
+            "ERR Wrong number of args calling Redis command from script",
+        ));
+    }
+    if def.flags & commands::NOSCRIPT != 0 {
+        return Ok(Reply::err(
+            "ERR This Redis command is not allowed from script",
+        ));
+    }
+    if def.flags & commands::WRITE != 0 && limits.read_only {
+        return Ok(Reply::err(
+            "ERR Write commands are not allowed from read-only scripts.",
+        ));
+    }
+    if def.flags & commands::DENYOOM != 0 && !limits.allow_oom && crate::budget::over() {
+        return Ok(Reply::err(
+            "OOM command not allowed when used memory > 'maxmemory'.",
+        ));
+    }
+    let reply = svc.exec_locked(store, client, def, &argv);
+    if def.flags & commands::WRITE != 0 && !reply.is_error() {
+        shared.wrote();
+    }
+    Ok(reply)
+}
+
+/// Redis's `#!lua flags=...` line is not Lua: it is dropped before
+/// compiling, and its newline kept so line numbers stay as written.
+fn strip_shebang(body: &[u8]) -> &[u8] {
+    if body.starts_with(b"#!") {
+        match body.iter().position(|b| *b == b'\n') {
+            Some(nl) => &body[nl..],
+            None => b"",
+        }
+    } else {
+        body
+    }
+}
+
+/// An mlua error as Lua would print it (no "runtime error:" or
+/// "syntax error:" wrapping).
+pub fn lua_message(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::RuntimeError(m) | mlua::Error::MemoryError(m) => m.clone(),
+        mlua::Error::CallbackError { cause, .. } => lua_message(cause),
+        other => other.to_string(),
+    }
+}
+
+fn version_num() -> i64 {
+    REDIS_VERSION
+        .split('.')
+        .fold(0, |acc, part| acc * 256 + part.parse::<i64>().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lrand48, sha1_hex, srand48, version_num};
+    use std::cell::Cell;
+
+    #[test]
+    fn sha1_of_a_script_is_lowercase_hex() {
+        assert_eq!(
+            sha1_hex(b"return 1"),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
+    }
+
+    #[test]
+    fn rand48_follows_the_libc_sequence() {
+        // drand48's first value after srand48(0): 0x1e2b_e58b_1dfb >> 17.
+        let s = Cell::new(srand48(0));
+        let first = lrand48(&s);
+        assert_eq!(
+            first,
+            ((0x5_deec_e66d_u64 * 0x330e + 0xb) & ((1 << 48) - 1)) as i64 >> 17
+        );
+    }
+
+    #[test]
+    fn version_number_is_hex_per_part() {
+        assert_eq!(version_num(), 0x070204);
+    }
+}
