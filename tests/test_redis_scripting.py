@@ -407,3 +407,119 @@ const Redis = require(process.argv[2]);
     assert out["multi"] == [["a", "b", "c", "d"], 4]
     assert out["json"] == {"n": 1, "seen": True}
     assert out["err"].startswith("ERR Unknown Redis command called from script script: ")
+
+
+LIBRARY = """#!lua name=mylib
+redis.register_function('f1', function(keys, args) return {keys[1], args[1]} end)
+redis.register_function{function_name='reader', callback=function(keys)
+  return redis.call('get', keys[1]) end, flags={'no-writes'}, description='reads a key'}
+redis.register_function('writer', function(keys, args)
+  redis.call('set', keys[1], args[1]); return string.upper('ok') end)
+redis.register_function('boom', function() error('boom') end)
+redis.register_function('spin', function() while true do end end)
+"""
+
+
+@need_py
+def test_functions_load_call_list_dump_restore(jail):
+    import json
+    res = ok(pyrun(jail, f'''
+LIBRARY = {json.dumps(LIBRARY)}
+r = Raw()
+out = {{}}
+out["load"] = r("FUNCTION", "LOAD", LIBRARY)
+out["again"] = r("FUNCTION", "LOAD", LIBRARY)
+out["replace"] = r("FUNCTION", "LOAD", "REPLACE", LIBRARY)
+out["f1"] = r("FCALL", "f1", 1, "k", "a")
+out["case"] = r("FCALL", "F1", 1, "k", "a")
+out["reader_ro"] = r("FCALL_RO", "reader", 1, "greeting")
+out["writer_ro"] = r("FCALL_RO", "writer", 1, "x", "v")
+out["writer"] = r("FCALL", "writer", 1, "x", "v")
+out["x"] = r("GET", "x")
+out["boom"] = r("FCALL", "boom", 0)
+out["missing"] = r("FCALL", "nope", 0)
+out["bad_numkeys"] = r("FCALL", "f1", "x")
+out["taken"] = r("FUNCTION", "LOAD", "#!lua name=other\\nredis.register_function('f1', function() end)")
+out["none"] = r("FUNCTION", "LOAD", "#!lua name=empty\\nreturn 1")
+out["no_meta"] = r("FUNCTION", "LOAD", "return 1")
+out["load_env"] = r("FUNCTION", "LOAD", "#!lua name=bad\\nredis.call('ping')")
+out["compile"] = r("FUNCTION", "LOAD", "#!lua name=bad\\nlocal x = 1 +")
+out["list"] = r("FUNCTION", "LIST", "WITHCODE", "LIBRARYNAME", "my*")
+out["stats"] = r("FUNCTION", "STATS")
+dump = r.s.sendall(b"*2\\r\\n$8\\r\\nFUNCTION\\r\\n$4\\r\\nDUMP\\r\\n")
+line = r.f.readline()
+payload = r.f.read(int(line[1:]) + 2)[:-2]
+out["flush"] = r("FUNCTION", "FLUSH")
+out["after_flush"] = r("FCALL", "f1", 0)
+out["restore"] = r("FUNCTION", "RESTORE", payload)
+out["restored"] = r("FCALL", "f1", 1, "k", "a")
+out["append_again"] = r("FUNCTION", "RESTORE", payload)
+out["bad_payload"] = r("FUNCTION", "RESTORE", b"junk" * 4)
+out["delete"] = r("FUNCTION", "DELETE", "mylib")
+out["delete_again"] = r("FUNCTION", "DELETE", "mylib")
+print(json.dumps(out))
+'''))
+    out = res.json_out()
+    assert out["load"] == "mylib" and out["replace"] == "mylib"
+    assert out["again"] == "-ERR Library 'mylib' already exists"
+    assert out["f1"] == ["k", "a"] and out["case"] == ["k", "a"]
+    assert out["reader_ro"] == "hello"
+    assert out["writer_ro"] == "-ERR Can not execute a script with write flag using *_ro command."
+    assert out["writer"] == "OK" and out["x"] == "v"
+    assert out["boom"] == "-ERR user_function:7: boom script: boom, on @user_function:7."
+    assert out["missing"] == "-ERR Function not found"
+    assert out["bad_numkeys"] == "-ERR Bad number of keys provided"
+    assert out["taken"] == "-ERR Function f1 already exists"
+    assert out["none"] == "-ERR No functions registered"
+    assert out["no_meta"] == "-ERR Missing library metadata"
+    assert out["load_env"] == ("-ERR Error registering functions: ERR user_function:2: Script attempted "
+                               "to access nonexistent global variable 'call'")
+    assert out["compile"] == ("-ERR Error compiling function: user_function:2: "
+                              "unexpected symbol near '<eof>'")
+    [lib] = out["list"]
+    assert lib[:4] == ["library_name", "mylib", "engine", "LUA"]
+    assert lib[4] == "functions"
+    assert lib[5][1] == ["name", "reader", "description", "reads a key", "flags", ["+no-writes"]]
+    assert lib[6:] == ["library_code", LIBRARY]
+    assert out["stats"] == ["running_script", None, "engines",
+                            ["LUA", ["libraries_count", 1, "functions_count", 5]]]
+    assert out["flush"] == "+OK" and out["after_flush"] == "-ERR Function not found"
+    assert out["restore"] == "+OK" and out["restored"] == ["k", "a"]
+    assert out["append_again"] == "-ERR Library mylib already exists"
+    assert out["bad_payload"] == "-ERR DUMP payload version or checksum are wrong"
+    assert out["delete"] == "+OK" and out["delete_again"] == "-ERR Library not found"
+
+
+@need_py
+def test_function_kill_and_stats_while_a_function_runs(jail):
+    import json
+    res = ok(pyrun(jail, f'''
+a = redis.Redis(host="redis.test", decode_responses=True)
+b = Raw()
+out = {{}}
+b("CONFIG", "SET", "busy-reply-threshold", "200")
+a.function_load({json.dumps(LIBRARY)})
+def spin():
+    try:
+        a.fcall("spin", 0)
+    except redis.ResponseError as e:
+        out["killed"] = str(e)
+t = threading.Thread(target=spin)
+t.start()
+time.sleep(0.4)
+out["ping"] = b("PING")
+out["script_kill"] = b("SCRIPT", "KILL")
+stats = b("FUNCTION", "STATS")
+out["running"] = stats[1][:4]
+out["kill"] = b("FUNCTION", "KILL")
+t.join(10)
+out["after"] = b("PING")
+print(json.dumps(out))
+'''))
+    out = res.json_out()
+    busy = "-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
+    assert out["ping"] == busy and out["script_kill"] == busy
+    assert out["running"] == ["name", "spin", "command", ["FCALL", "spin", "0"]]
+    assert out["kill"] == "+OK"
+    assert out["killed"] == "Script killed by user with SCRIPT KILL... script: spin, on @user_function:8."
+    assert out["after"] == "+PONG"

@@ -97,24 +97,6 @@ pub fn swapdb(c: &mut Ctx, a: &[Bytes]) -> R {
     Ok(Reply::Ok)
 }
 
-pub fn function(_c: &mut Ctx, a: &[Bytes]) -> R {
-    let sub = &a[1];
-    if eq(sub, "flush") {
-        flush_mode(&a[1..])?;
-        return Ok(Reply::Ok);
-    }
-    if eq(sub, "list") {
-        return Ok(Reply::Array(vec![]));
-    }
-    if eq(sub, "stats") {
-        return Ok(Reply::Map(vec![
-            (Reply::bulk("running_script"), Reply::Nil),
-            (Reply::bulk("engines"), Reply::Map(vec![])),
-        ]));
-    }
-    Err(unknown_subcommand(sub, "function"))
-}
-
 pub fn object(c: &mut Ctx, a: &[Bytes]) -> R {
     let sub = &a[1];
     if eq(sub, "help") {

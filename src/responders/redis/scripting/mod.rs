@@ -12,23 +12,27 @@
 //! whatever it did, so no script holds the service for good.
 
 mod convert;
+mod dump;
+mod functions;
 mod libs;
+mod run;
 mod vm;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
-use super::commands::{eq, unknown_subcommand, CmdDef};
+use super::commands::{eq, CmdDef};
 use super::resp::Reply;
 use super::state::Store;
 use super::{ConnState, RedisService, ReplyMode};
 use crate::responders::ServeCtx;
-use vm::{Caller, Limits, Vm};
+use run::run_now;
+use vm::{Caller, Vm};
 
 /// How long one script may run before meshwrap stops it, killable or not
 /// (Redis would wait for ever, or for SHUTDOWN NOSAVE).
@@ -37,6 +41,10 @@ pub const HARD_LIMIT: Duration = Duration::from_secs(60);
 const KILLED: &str = "ERR Script killed by user with SCRIPT KILL...";
 const BUSY: &str =
     "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+const BUSY_FUNCTION: &str =
+    "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
+/// FUNCTION LOAD's own limit for running a library's code.
+const LOAD_LIMIT: Duration = Duration::from_millis(500);
 const UNKILLABLE: &str = "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.";
 
 /// Commands Redis still runs while a script is past the busy threshold
@@ -45,25 +53,63 @@ const ALLOW_BUSY: &[&str] = &[
     "auth", "discard", "hello", "multi", "quit", "reset", "unwatch",
 ];
 
+/// The job on the script thread.
+#[derive(Clone)]
+struct Running {
+    since: Instant,
+    /// FCALL's function and command line (FUNCTION STATS, which BUSY).
+    function: Option<(String, Vec<Bytes>)>,
+}
+
 /// What the data plane and the script thread share.
 #[derive(Default)]
 pub struct Shared {
-    /// When the running job started; `None` when the thread is idle.
-    running: Mutex<Option<Instant>>,
+    running: Mutex<Option<Running>>,
     kill: AtomicBool,
     wrote: AtomicBool,
     idle: Notify,
+    /// Until when a FUNCTION LOAD's code may run.
+    load_deadline: Mutex<Option<Instant>>,
+    /// FUNCTION STATS's counts, kept by the script thread.
+    libraries: AtomicUsize,
+    functions: AtomicUsize,
 }
 
 impl Shared {
+    fn running(&self) -> Option<Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn since(&self) -> Option<Instant> {
-        *self.running.lock().unwrap_or_else(|e| e.into_inner())
+        self.running().map(|r| r.since)
+    }
+
+    pub fn load_started(&self) {
+        *self.load_deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + LOAD_LIMIT);
+    }
+
+    pub fn load_ended(&self) {
+        *self.load_deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn load_timed_out(&self) -> bool {
+        self.load_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|d| Instant::now() > d)
     }
 
     /// Why the running script must stop now, if it must.
     pub fn stop_message(&self) -> Option<String> {
         if self.kill.load(Ordering::Relaxed) {
             return Some(KILLED.to_string());
+        }
+        if self.load_timed_out() {
+            return Some("ERR FUNCTION LOAD timeout".to_string());
         }
         let since = self.since()?;
         (since.elapsed() > HARD_LIMIT).then(|| {
@@ -82,10 +128,23 @@ impl Shared {
         self.wrote.store(true, Ordering::Relaxed);
     }
 
-    fn start(&self) {
+    fn start(&self, function: Option<(String, Vec<Bytes>)>) {
         self.kill.store(false, Ordering::Relaxed);
         self.wrote.store(false, Ordering::Relaxed);
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
+            since: Instant::now(),
+            function,
+        });
+    }
+
+    /// The BUSY error for what runs now.
+    fn busy(&self) -> Reply {
+        match self.running() {
+            Some(Running {
+                function: Some(_), ..
+            }) => Reply::err(BUSY_FUNCTION),
+            _ => Reply::err(BUSY),
+        }
     }
 
     fn finish(&self) {
@@ -175,71 +234,17 @@ fn worker(rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
                 None => Reply::err("ERR the script engine could not start"),
             }
         };
+        if let Some(v) = vm.as_ref() {
+            shared
+                .libraries
+                .store(v.libraries.libs.len(), Ordering::Relaxed);
+            shared
+                .functions
+                .store(v.libraries.function_count(), Ordering::Relaxed);
+        }
         shared.finish();
         let _ = job.done.send((job.conn, reply));
     }
-}
-
-/// EVAL's and FCALL's `numkeys` split of the arguments after it.
-fn split_keys(a: &[Bytes], numkeys_err: &str) -> Result<(Vec<Bytes>, Vec<Bytes>), Reply> {
-    let n: i64 = std::str::from_utf8(&a[2])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Reply::err(numkeys_err))?;
-    if n < 0 {
-        return Err(Reply::err("ERR Number of keys can't be negative"));
-    }
-    let rest = &a[3..];
-    if n as usize > rest.len() {
-        return Err(Reply::err(
-            "ERR Number of keys can't be greater than number of args",
-        ));
-    }
-    let (k, v) = rest.split_at(n as usize);
-    Ok((k.to_vec(), v.to_vec()))
-}
-
-/// The flags of a script's `#!lua flags=...` line (`None`: no shebang,
-/// Redis's compatibility mode).
-fn shebang_flags(body: &[u8]) -> Result<Option<Limits>, Reply> {
-    if !body.starts_with(b"#!") {
-        return Ok(None);
-    }
-    let Some(nl) = body.iter().position(|b| *b == b'\n') else {
-        return Err(Reply::err("ERR Invalid script shebang"));
-    };
-    let line = String::from_utf8_lossy(&body[..nl]);
-    let mut parts = line.split(' ').filter(|p| !p.is_empty());
-    let engine = parts.next().unwrap_or("#!");
-    if !engine.eq_ignore_ascii_case("#!lua") {
-        return Err(Reply::Error(format!(
-            "ERR Unexpected engine in script shebang: {engine}"
-        )));
-    }
-    let mut limits = Limits::default();
-    for part in parts {
-        let Some(flags) = part.strip_prefix("flags=") else {
-            return Err(Reply::Error(format!(
-                "ERR Unknown lua shebang option: {part}"
-            )));
-        };
-        for flag in flags.split(',').filter(|f| !f.is_empty()) {
-            match flag {
-                "no-writes" => {
-                    limits.read_only = true;
-                    limits.allow_oom = true;
-                }
-                "allow-oom" => limits.allow_oom = true,
-                "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
-                other => {
-                    return Err(Reply::Error(format!(
-                        "ERR Unexpected flag in script shebang: {other}"
-                    )))
-                }
-            }
-        }
-    }
-    Ok(Some(limits))
 }
 
 impl ConnState {
@@ -284,15 +289,17 @@ impl RedisService {
             let threshold = self.busy_threshold();
             let elapsed = since.elapsed();
             if threshold.is_some_and(|t| elapsed >= t) {
+                let sub = |name: &str| args.get(1).is_some_and(|s| eq(s, name));
                 let allowed = def.is_some_and(|d| {
                     ALLOW_BUSY.contains(&d.name)
-                        || (d.name == "script" && args.get(1).is_some_and(|s| eq(s, "kill")))
-                        || (d.name == "shutdown" && args.get(1).is_some_and(|s| eq(s, "nosave")))
+                        || (d.name == "script" && sub("kill"))
+                        || (d.name == "function" && (sub("kill") || sub("stats")))
+                        || (d.name == "shutdown" && sub("nosave"))
                 });
                 return if allowed {
                     Ok(())
                 } else {
-                    Err(Reply::err(BUSY))
+                    Err(self.scripts.shared.busy())
                 };
             }
             match threshold {
@@ -317,14 +324,19 @@ impl RedisService {
 
     /// Runs `work` on the script thread with the keyspace lock, the
     /// connection lent to it meanwhile.
-    async fn on_script_thread(self: &Arc<Self>, conn: &mut ConnState, work: Work) -> Reply {
+    async fn on_script_thread(
+        self: &Arc<Self>,
+        conn: &mut ConnState,
+        work: Work,
+        function: Option<(String, Vec<Bytes>)>,
+    ) -> Reply {
         let Some(sender) = self.scripts.sender() else {
             return Reply::err("ERR the script engine could not start");
         };
         let placeholder = conn.script_client();
         let lent = std::mem::replace(conn, placeholder);
         let (done, back) = oneshot::channel();
-        self.scripts.shared.start();
+        self.scripts.shared.start(function);
         let job = Job {
             svc: self.clone(),
             conn: lent,
@@ -354,13 +366,21 @@ impl RedisService {
         def: &CmdDef,
         a: &[Bytes],
     ) -> Reply {
-        if def.name == "script" && eq(&a[1], "kill") && a.len() == 2 {
-            return self.script_kill();
+        let sub = |name: &str| a.len() == 2 && eq(&a[1], name);
+        match def.name {
+            "script" if sub("kill") => return self.kill(false),
+            "function" if sub("kill") => return self.kill(true),
+            "function" if sub("stats") => return self.function_stats(),
+            _ => {}
         }
+        let function = def
+            .name
+            .starts_with("fcall")
+            .then(|| (String::from_utf8_lossy(&a[1]).into_owned(), a.to_vec()));
         let name = def.name;
         let args = a.to_vec();
         let work: Work = Box::new(move |vm, c, shared| run_now(vm, c, name, &args, shared));
-        self.on_script_thread(conn, work).await
+        self.on_script_thread(conn, work, function).await
     }
 
     /// EXEC of a transaction that holds scripting commands: all of it on
@@ -381,13 +401,18 @@ impl RedisService {
             svc.exec_in(c.store, c.conn, &ctx, Some(&mut run))
                 .unwrap_or_else(|e| e)
         });
-        self.on_script_thread(conn, work).await
+        self.on_script_thread(conn, work, None).await
     }
 
-    fn script_kill(&self) -> Reply {
+    /// SCRIPT KILL (`function` false) and FUNCTION KILL: each kills only
+    /// its own kind, and answers BUSY for the other.
+    fn kill(&self, function: bool) -> Reply {
         let shared = &self.scripts.shared;
-        if shared.since().is_none() {
-            Reply::err("NOTBUSY No scripts in execution right now.")
+        let Some(running) = shared.running() else {
+            return Reply::err("NOTBUSY No scripts in execution right now.");
+        };
+        if running.function.is_some() != function {
+            shared.busy()
         } else if shared.wrote.load(Ordering::Relaxed) {
             Reply::err(UNKILLABLE)
         } else {
@@ -395,122 +420,42 @@ impl RedisService {
             Reply::Ok
         }
     }
-}
 
-/// A scripting command, run on the script thread with the keyspace lock.
-fn run_now(vm: &mut Vm, c: Caller, name: &str, a: &[Bytes], shared: &Arc<Shared>) -> Reply {
-    match name {
-        "eval" | "eval_ro" | "evalsha" | "evalsha_ro" => {
-            let (keys, argv) = match split_keys(a, "ERR value is not an integer or out of range") {
-                Ok(x) => x,
-                Err(e) => return e,
-            };
-            let read_only = name.ends_with("_ro");
-            let sha = if name.starts_with("evalsha") {
-                String::from_utf8_lossy(&a[1]).to_ascii_lowercase()
-            } else {
-                match vm.load(&a[1]) {
-                    Ok(sha) => sha,
-                    Err(e) => return e,
-                }
-            };
-            let flags = match vm.source(&sha).map(shebang_flags) {
-                None => return Reply::err("NOSCRIPT No matching script. Please use EVAL."),
-                Some(Err(e)) => return e,
-                Some(Ok(f)) => f,
-            };
-            let mut limits = flags.unwrap_or_default();
-            if read_only {
-                if flags.is_some() && !limits.read_only {
-                    return Reply::err(
-                        "ERR Can not execute a script with write flag using *_ro command.",
-                    );
-                }
-                limits.read_only = true;
-            }
-            if flags.is_some() && !limits.allow_oom && crate::budget::over() {
-                return Reply::err("OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'");
-            }
-            vm.eval(c, &sha, keys, argv, limits, shared)
-        }
-        "script" => script_now(vm, a, shared),
-        other => Reply::Error(format!("ERR unknown command '{other}'")),
-    }
-}
-
-/// SCRIPT's subcommands but KILL.
-fn script_now(vm: &mut Vm, a: &[Bytes], shared: &Arc<Shared>) -> Reply {
-    let sub = String::from_utf8_lossy(&a[1]).to_ascii_lowercase();
-    let arity_ok = match sub.as_str() {
-        "load" | "debug" => a.len() == 3,
-        "exists" => a.len() >= 3,
-        "flush" => a.len() <= 3,
-        "kill" | "help" => a.len() == 2,
-        _ => true,
-    };
-    if !arity_ok {
-        return Reply::Error(format!(
-            "ERR wrong number of arguments for 'script|{sub}' command"
-        ));
-    }
-    match sub.as_str() {
-        // Inside a transaction: nothing else runs then.
-        "kill" => Reply::err("NOTBUSY No scripts in execution right now."),
-        "load" => match vm.load(&a[2]) {
-            Ok(sha) => Reply::bulk(sha),
-            Err(e) => e,
-        },
-        "exists" => Reply::Array(
-            a[2..]
-                .iter()
-                .map(|s| {
-                    let sha = String::from_utf8_lossy(s).to_ascii_lowercase();
-                    Reply::Int(vm.source(&sha).is_some() as i64)
-                })
-                .collect(),
-        ),
-        "flush" => {
-            if a.len() == 3 && !eq(&a[2], "sync") && !eq(&a[2], "async") {
-                return Reply::err("ERR SCRIPT FLUSH only support SYNC|ASYNC option");
-            }
-            match vm.reset(shared.clone()) {
-                Ok(()) => Reply::Ok,
-                Err(e) => Reply::Error(format!("ERR {e}")),
-            }
-        }
-            "debug" => {
-            if eq(&a[2], "no") {
-                Reply::Ok
-            } else if eq(&a[2], "yes") || eq(&a[2], "sync") {
-                Reply::err("ERR meshwrap does not run the Lua debugger")
-            } else {
-                Reply::err("ERR Use SCRIPT DEBUG YES/SYNC/NO")
-            }
-        }
-        "help" => Reply::Array(
-            [
-                "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "DEBUG (YES|SYNC|NO)",
-                "    Set the debug mode for subsequent scripts executed.",
-                "EXISTS <sha1> [<sha1> ...]",
-                "    Return information about the existence of the scripts in the script cache.",
-                "FLUSH [ASYNC|SYNC]",
-                "    Flush the Lua scripts cache. Very dangerous on replicas.",
-                "    When called without the optional mode argument, the behavior is determined by the",
-                "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
-                "    * ASYNC: Asynchronously flush the scripts cache.",
-                "    * SYNC: Synchronously flush the scripts cache.",
-                "KILL",
-                "    Kill the currently executing Lua script.",
-                "LOAD <script>",
-                "    Load a script into the scripts cache without executing it.",
-                "HELP",
-                "    Print this help.",
-            ]
-            .iter()
-            .map(|l| Reply::simple(l))
-            .collect(),
-        ),
-        _ => unknown_subcommand(&a[1], "script"),
+    /// FUNCTION STATS, answered on the data plane even while a function
+    /// runs (during an EVAL, Redis answers BUSY).
+    fn function_stats(&self) -> Reply {
+        let shared = &self.scripts.shared;
+        let running = match shared.running() {
+            None => Reply::Nil,
+            Some(Running {
+                since,
+                function: Some((name, argv)),
+            }) => Reply::Map(vec![
+                (Reply::bulk("name"), Reply::bulk(name)),
+                (
+                    Reply::bulk("command"),
+                    Reply::Array(argv.into_iter().map(Reply::Bulk).collect()),
+                ),
+                (
+                    Reply::bulk("duration_ms"),
+                    Reply::Int(since.elapsed().as_millis() as i64),
+                ),
+            ]),
+            Some(_) => return shared.busy(),
+        };
+        let count = |n: &AtomicUsize| Reply::Int(n.load(Ordering::Relaxed) as i64);
+        Reply::Map(vec![
+            (Reply::bulk("running_script"), running),
+            (
+                Reply::bulk("engines"),
+                Reply::Map(vec![(
+                    Reply::bulk("LUA"),
+                    Reply::Map(vec![
+                        (Reply::bulk("libraries_count"), count(&shared.libraries)),
+                        (Reply::bulk("functions_count"), count(&shared.functions)),
+                    ]),
+                )]),
+            ),
+        ])
     }
 }

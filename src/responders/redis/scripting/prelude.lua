@@ -55,7 +55,6 @@ redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 
 redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL = 0, 1, 2, 2, 3
 redis.REDIS_VERSION = host.version
 redis.REDIS_VERSION_NUM = host.version_num
-redis.register_function = host.register_function
 _G.redis = redis
 
 math.random = host.random
@@ -95,6 +94,53 @@ local function handler(err)
     err.line = info.currentline
   end
   return err
+end
+
+-- Functions (FUNCTION LOAD): a library's code runs in an environment of
+-- its own that sees only the load-time `redis` table; once loaded, the
+-- environment falls through to the sandbox's globals for its functions'
+-- runs (but not KEYS and ARGV, which are EVAL's).
+local function readonly() error("Attempt to modify a readonly table", 2) end
+local function missing(k)
+  error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 3)
+end
+local load_redis = {
+  register_function = host.register_function, log = host.log,
+  LOG_DEBUG = 0, LOG_VERBOSE = 1, LOG_NOTICE = 2, LOG_WARNING = 3,
+  REDIS_VERSION = host.version, REDIS_VERSION_NUM = host.version_num,
+}
+local load_globals = {
+  redis = setmetatable({}, {
+    __index = function(_, k)
+      local v = load_redis[k]
+      if v == nil then missing(k) end
+      return v
+    end,
+    __newindex = readonly,
+  }),
+}
+function host.library_env()
+  return setmetatable({}, {
+    __index = function(_, k)
+      local v = load_globals[k]
+      if v == nil then missing(k) end
+      return v
+    end,
+    __newindex = readonly,
+  })
+end
+function host.activate(env)
+  setmetatable(env, {
+    __index = function(_, k)
+      local v = rawget(_G, k)
+      if v == nil or k == 'KEYS' or k == 'ARGV' then missing(k) end
+      return v
+    end,
+    __newindex = readonly,
+  })
+end
+function host.bind(f, keys, args)
+  return function() return f(keys, args) end
 end
 
 -- Globals are read-only: reading an unknown one or creating one is an

@@ -21,6 +21,7 @@ use super::super::resp::Reply;
 use super::super::state::Store;
 use super::super::{ConnState, RedisService, REDIS_VERSION};
 use super::convert::{arg_bytes, error_table, lua_to_reply, reply_to_lua};
+use super::functions::{self, Libraries, Registry};
 use super::libs::{self, fail, raise};
 use super::Shared;
 
@@ -52,6 +53,12 @@ pub struct Vm {
     scripts: HashMap<String, (Function, Bytes)>,
     /// RESP version `redis.call` replies are converted from (`setresp`).
     resp3: Rc<Cell<bool>>,
+    /// FUNCTION LOAD's libraries.
+    pub libraries: Libraries,
+    /// Where `redis.register_function` collects during a load.
+    registry: Registry,
+    /// The prelude's helpers for libraries (see prelude.lua).
+    host: Table,
 }
 
 pub fn sha1_hex(body: &[u8]) -> String {
@@ -184,14 +191,10 @@ impl Vm {
                 }
             })?,
         )?;
+        let registry: Registry = Rc::default();
         host.set(
             "register_function",
-            lua.create_function(|lua, _: MultiValue| {
-                fail(
-                    lua,
-                    "redis.register_function can only be called on FUNCTION LOAD command",
-                )
-            })?,
+            functions::register_function(&lua, registry.clone())?,
         )?;
         let st = rand.clone();
         host.set(
@@ -240,6 +243,9 @@ impl Vm {
             runner,
             scripts: HashMap::new(),
             resp3,
+            libraries: Libraries::default(),
+            registry,
+            host,
         })
     }
 
@@ -271,10 +277,11 @@ impl Vm {
         self.scripts.get(sha).map(|(_, body)| &body[..])
     }
 
-    /// SCRIPT FLUSH: a new interpreter, as Redis starts one.
-    pub fn reset(&mut self, shared: Arc<Shared>) -> mlua::Result<()> {
-        *self = Vm::new(shared)?;
-        Ok(())
+    /// SCRIPT FLUSH: the cached scripts go (functions stay, as they live
+    /// in an interpreter of their own in Redis).
+    pub fn flush_scripts(&mut self) {
+        self.scripts.clear();
+        let _ = self.lua.gc_collect();
     }
 
     /// Runs a cached script with KEYS and ARGV set, as EVAL/EVALSHA do.
@@ -308,6 +315,127 @@ impl Vm {
             return Reply::Error(format!("ERR {}", lua_message(&e)));
         }
         self.run(c, f, sha, limits, shared)
+    }
+
+    /// FUNCTION LOAD: runs the library's code, which registers its
+    /// functions; the library replaces one of the same name only with
+    /// REPLACE, and a failed load changes nothing.
+    pub fn function_load(&mut self, code: &Bytes, replace: bool, shared: &Shared) -> Reply {
+        let name = match functions::metadata(code) {
+            Ok(n) => n,
+            Err(e) => return e,
+        };
+        if !replace && self.libraries.libs.contains_key(&name) {
+            return Reply::Error(format!("ERR Library '{name}' already exists"));
+        }
+        let f = match self
+            .lua
+            .load(strip_shebang(code))
+            .set_name("@user_function")
+            .into_function()
+        {
+            Ok(f) => f,
+            Err(e) => {
+                return Reply::Error(format!("ERR Error compiling function: {}", lua_message(&e)))
+            }
+        };
+        let loaded = (|| -> mlua::Result<(bool, Value, Table)> {
+            let env: Table = self.host.get::<Function>("library_env")?.call(())?;
+            f.set_environment(env.clone())?;
+            *self.registry.borrow_mut() = Some(Vec::new());
+            shared.load_started();
+            let (ok, v): (bool, Value) = self.runner.call(f)?;
+            Ok((ok, v, env))
+        })();
+        shared.load_ended();
+        let registered = self.registry.borrow_mut().take().unwrap_or_default();
+        let env = match loaded {
+            Ok((true, _, env)) => env,
+            Ok((false, v, _)) => {
+                let msg = match (shared.load_timed_out(), &v) {
+                    (true, _) => "ERR FUNCTION LOAD timeout".to_string(),
+                    (false, Value::Table(t)) => t
+                        .raw_get::<Option<String>>("err")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "ERR unknown error".into()),
+                    (false, other) => format!("ERR {}", other.to_string().unwrap_or_default()),
+                };
+                return Reply::Error(format!("ERR Error registering functions: {msg}"));
+            }
+            Err(e) => {
+                return Reply::Error(format!(
+                    "ERR Error registering functions: {}",
+                    lua_message(&e)
+                ))
+            }
+        };
+        if registered.is_empty() {
+            return Reply::err("ERR No functions registered");
+        }
+        for f in &registered {
+            let taken = self
+                .libraries
+                .libs
+                .iter()
+                .filter(|(lib, _)| **lib != name)
+                .any(|(_, l)| l.functions.iter().any(|g| g.name == f.name));
+            if taken {
+                return Reply::Error(format!("ERR Function {} already exists", f.name));
+            }
+        }
+        if let Err(e) = self
+            .host
+            .get::<Function>("activate")
+            .and_then(|a| a.call::<()>(env))
+        {
+            return Reply::Error(format!("ERR {}", lua_message(&e)));
+        }
+        self.libraries.libs.insert(
+            name.clone(),
+            functions::Library {
+                code: code.clone(),
+                functions: registered,
+            },
+        );
+        Reply::bulk(name)
+    }
+
+    /// FCALL and FCALL_RO.
+    pub fn fcall(
+        &mut self,
+        c: Caller,
+        name: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        read_only: bool,
+        shared: &Shared,
+    ) -> Reply {
+        let Some(func) = self.libraries.find(name) else {
+            return Reply::err("ERR Function not found");
+        };
+        let mut limits = func.limits();
+        if read_only {
+            if !limits.read_only {
+                return Reply::err(
+                    "ERR Can not execute a script with write flag using *_ro command.",
+                );
+            }
+            limits.read_only = true;
+        }
+        if !limits.allow_oom && crate::budget::over() {
+            return Reply::err("OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'");
+        }
+        let (fname, callback) = (func.name.clone(), func.callback.clone());
+        let bound = functions::call_tables(&self.lua, keys, args).and_then(|(k, a)| {
+            self.host
+                .get::<Function>("bind")?
+                .call::<Function>((callback, k, a))
+        });
+        match bound {
+            Ok(f) => self.run(c, f, &fname, limits, shared),
+            Err(e) => Reply::Error(format!("ERR {}", lua_message(&e))),
+        }
     }
 
     fn bytes(&self, b: &[u8]) -> Value {
