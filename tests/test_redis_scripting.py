@@ -523,3 +523,64 @@ print(json.dumps(out))
     assert out["kill"] == "+OK"
     assert out["killed"] == "Script killed by user with SCRIPT KILL... script: spin, on @user_function:8."
     assert out["after"] == "+PONG"
+
+
+@need_py
+def test_the_documented_example_runs_as_written(jail):
+    """rules/README.md's scripting example, against the example rules file
+    it names, prints what its comments say."""
+    import re
+    readme = (HERE.parent / "rules" / "README.md").read_text()
+    block = re.search(r"<!-- example: redis-scripting -->\n```python\n(.*?)```", readme, re.S)
+    assert block, "rules/README.md lost its scripting example"
+    code = block.group(1)
+    wanted = [m.group(1).strip() for m in re.finditer(r"\)[ \t]*#[ \t]*(.+)$", code, re.M)]
+    script = jail.write("example.py", code)
+    res = ok(jail.run([PYTHON, script], rules=str(HERE.parent / "rules" / "examples" / "redis-scripts.yaml")))
+    printed = [line.strip() for line in res.stdout.strip().splitlines()]
+    assert printed == wanted, res.describe()
+
+
+@need_py
+def test_admin_reset_forgets_scripts_and_functions(meshwrap_bin, tmp_path):
+    """POST /reset puts a Redis service back to a fresh server: its
+    cached scripts and function libraries go with its keys."""
+    import json
+    import requests
+    from conftest import closed_port, jail_env, wait_for
+    port = closed_port()
+    loaded, go, out = tmp_path / "loaded", tmp_path / "go", tmp_path / "out.json"
+    sut = tmp_path / "sut.py"
+    sut.write_text(f'''
+import json, os, time, redis
+r = redis.Redis(host="redis.test", decode_responses=True)
+sha = r.script_load("return 1")
+r.function_load("#!lua name=lib\\nredis.register_function('one', function() return 1 end)")
+before = [r.script_exists(sha), r.fcall("one", 0)]
+open({str(loaded)!r}, "w").write("1")
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.05)
+after = [r.script_exists(sha), r.function_list()]
+try:
+    r.fcall("one", 0)
+except redis.ResponseError as e:
+    after.append(str(e))
+open({str(out)!r}, "w").write(json.dumps([before, after]))
+''')
+    proc = subprocess.Popen(
+        [meshwrap_bin, "--quiet", "--admin", f"127.0.0.1:{port}", "--rules", RULES,
+         "--", PYTHON, str(sut)], env=jail_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        assert wait_for(loaded.exists, 20), proc.stderr.read1().decode() if proc.poll() else "no start"
+        r = requests.post(f"http://127.0.0.1:{port}/reset?service=cache", timeout=10)
+        assert r.status_code == 200, r.text
+        go.write_text("go")
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    before, after = json.loads(out.read_text())
+    assert before == [[True], 1]
+    assert after == [[False], [], "Function not found"]

@@ -129,11 +129,13 @@ impl RedisService {
         &self.name
     }
 
-    /// Puts the keyspace back to its seed.
+    /// Puts the keyspace back to its seed, and forgets scripts and
+    /// function libraries.
     pub fn reset(&self) {
         let mut s = self.lock();
         *s = Store::new(&self.spec);
         self.faults.reset();
+        self.scripts.reset();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {

@@ -185,6 +185,12 @@ impl Scripts {
         w.clone()
     }
 
+    /// Forgets every script and library: the thread (and its interpreter)
+    /// ends once its queue is empty, and the next script starts anew.
+    pub fn reset(&self) {
+        *self.worker.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Waits while a script runs, without a limit (a blocked pop's
     /// re-check, which must not take the keyspace lock meanwhile).
     pub async fn wait_idle(&self) {
