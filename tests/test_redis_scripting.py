@@ -584,3 +584,54 @@ open({str(out)!r}, "w").write(json.dumps([before, after]))
     before, after = json.loads(out.read_text())
     assert before == [[True], 1]
     assert after == [[False], [], "Function not found"]
+
+
+@need_py
+def test_hostile_scripts_get_errors_and_the_service_goes_on(jail):
+    """Scripts that exhaust memory, recurse without end, return a table
+    that holds itself, feed the libraries junk or loop inside a coroutine
+    get an error; the service answers the next command."""
+    res = ok(pyrun(jail, r'''
+r = Raw()
+b = Raw()
+out = {}
+out["memory"] = r("EVAL", "return string.rep('x', 2^30)", 0)
+out["after_memory"] = r("EVAL", "return string.rep('ab', 3)", 0)
+out["recursion"] = r("EVAL", "local function f() return 1 + f() end return f()", 0)
+sys.setrecursionlimit(10000)
+nested, depth = r("EVAL", "local t = {} t[1] = t return t", 0), 0
+while isinstance(nested, list):
+    nested, depth = nested[0], depth + 1
+# As Redis: arrays of one, down to where the stack ends, then the error.
+out["self_table"] = [depth > 100, nested]
+out["self_json"] = r("EVAL", "local t = {} t[1] = t return cjson.encode(t)", 0)
+out["msgpack"] = r("EVAL", "return cmsgpack.unpack('\\221\\255\\255\\255\\255')", 0)
+out["struct"] = r("EVAL", "return struct.pack('i9', 1)", 0)
+b("CONFIG", "SET", "busy-reply-threshold", "100")
+done = {}
+def spin():
+    done["spin"] = Raw()("EVAL", "local co = coroutine.wrap(function() while true do end end) co()", 0)
+t = threading.Thread(target=spin)
+t.start()
+time.sleep(0.4)
+out["kill"] = b("SCRIPT", "KILL")
+t.join(10)
+out["coroutine"] = done.get("spin")
+out["yield"] = r("EVAL", "local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) "
+                 "return b * 2 end) return {co(1), co(5)}", 0)
+out["ping"] = r("PING")
+print(json.dumps(out))
+'''))
+    out = res.json_out()
+    assert out["memory"] == ("-ERR Error running script " + sha1("return string.rep('x', 2^30)")
+                             + ", not enough memory")
+    assert out["after_memory"] == "ababab"
+    assert out["recursion"].startswith("-ERR user_script:1: stack overflow script: ")
+    assert out["self_table"] == [True, "-ERR reached lua stack limit"]
+    assert out["self_json"].startswith("-ERR Cannot serialise, excessive nesting (1001) script: ")
+    assert out["msgpack"].startswith("-ERR Missing bytes in input. script: ")
+    assert out["struct"].startswith("-ERR integral size 9 is larger than limit of 8 script: ")
+    assert out["kill"] == "+OK"
+    assert out["coroutine"].startswith("-ERR Script killed by user with SCRIPT KILL...")
+    assert out["yield"] == [2, 10]
+    assert out["ping"] == "+PONG"

@@ -7,7 +7,7 @@
 local host = ...
 local error, type, tostring, select, pairs, xpcall, pcall, setmetatable, rawget =
       error, type, tostring, select, pairs, xpcall, pcall, setmetatable, rawget
-local getinfo = debug.getinfo
+local getinfo, sethook = debug.getinfo, debug.sethook
 
 -- The value a Rust function raised, in place of the userdata mlua raised
 -- for it (see libs/mod.rs).
@@ -75,6 +75,26 @@ local function rethrow(ok, ...)
 end
 _G.pcall = function(f, ...) return rethrow(pcall(f, ...)) end
 _G.xpcall = function(f, h) return rethrow(xpcall(f, h)) end
+
+-- The count hook that stops a killed or timed-out script is the main
+-- thread's; a coroutine gets one of its own, or a loop inside it could
+-- not be stopped.
+local co_create, co_resume = coroutine.create, coroutine.resume
+local function hooked(co)
+  sethook(co, function()
+    if host.stopping() then error("ERR Script killed", 0) end
+  end, "", 10000)
+  return co
+end
+coroutine.create = function(f) return hooked(co_create(f)) end
+coroutine.wrap = function(f)
+  local co = hooked(co_create(f))
+  local function pass(ok, ...)
+    if ok then return ... end
+    error((...), 0)
+  end
+  return function(...) return pass(co_resume(co, ...)) end
+end
 
 -- What Redis leaves out of the sandbox.
 _G.loadfile, _G.dofile, _G.print, _G.debug = nil, nil, nil, nil

@@ -48,6 +48,8 @@ pub struct Caller<'a> {
 
 pub struct Vm {
     lua: Lua,
+    /// Lua's memory limit.
+    limit: usize,
     runner: Function,
     /// `EVAL` scripts by SHA1: compiled, and the body (for its flags).
     scripts: HashMap<String, (Function, Bytes)>,
@@ -240,6 +242,7 @@ impl Vm {
         )?;
         Ok(Vm {
             lua,
+            limit,
             runner,
             scripts: HashMap::new(),
             resp3,
@@ -254,6 +257,7 @@ impl Vm {
     pub fn load(&mut self, body: &[u8]) -> Result<String, Reply> {
         let sha = sha1_hex(body);
         if !self.scripts.contains_key(&sha) {
+            self.collect();
             let code = strip_shebang(body);
             let f = self
                 .lua
@@ -270,6 +274,15 @@ impl Vm {
                 .insert(sha.clone(), (f, Bytes::copy_from_slice(body)));
         }
         Ok(sha)
+    }
+
+    /// A full garbage collection once Lua holds half its limit: Lua 5.1
+    /// does not collect when an allocation fails, so what a failed script
+    /// left behind would otherwise make every later one fail too.
+    fn collect(&self) {
+        if self.lua.used_memory() > self.limit / 2 {
+            let _ = self.lua.gc_collect();
+        }
     }
 
     /// A cached script's body, by lowercase SHA1.
@@ -328,6 +341,7 @@ impl Vm {
         if !replace && self.libraries.libs.contains_key(&name) {
             return Reply::Error(format!("ERR Library '{name}' already exists"));
         }
+        self.collect();
         let f = match self
             .lua
             .load(strip_shebang(code))
@@ -490,6 +504,7 @@ impl Vm {
         });
         let _ = redis.raw_set("call", Value::Nil);
         let _ = redis.raw_set("pcall", Value::Nil);
+        self.collect();
         outcome.unwrap_or_else(|e| match shared.stop_message() {
             Some(msg) => Reply::Error(msg),
             None => Reply::Error(format!(
