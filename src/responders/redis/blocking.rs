@@ -1,4 +1,5 @@
-//! Blocking list commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH): the first
+//! Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN,
+//! BZPOPMAX, XREAD and XREADGROUP with BLOCK): the first
 //! try when the command arrives, the wait in the connection's loop (woken
 //! by the `written` notify after every successful write, then re-checking)
 //! until data, the deadline or the client going away, and the immediate
@@ -18,21 +19,47 @@ use super::{ConnState, Outcome, RedisService};
 /// What a blocking command answers when its timeout passes.
 fn timed_out(op: &BlockOp) -> Reply {
     match op {
-        BlockOp::Pop { .. } => Reply::NilArray,
+        BlockOp::Pop { .. } | BlockOp::ZPop { .. } | BlockOp::Read(_) => Reply::NilArray,
         BlockOp::Move { .. } => Reply::Nil,
     }
 }
 
 impl RedisService {
+    /// The operation and its timeout in seconds (`None`: XREAD or
+    /// XREADGROUP without BLOCK, which never wait). Stream reads resolve
+    /// `$` here, against the keyspace as the command arrives.
+    fn parse_block(
+        &self,
+        store: &mut Store,
+        conn: &mut ConnState,
+        def: &CmdDef,
+        a: &[Bytes],
+    ) -> Result<(BlockOp, Option<f64>), Reply> {
+        if def.name == "xread" || def.name == "xreadgroup" {
+            let read = commands::streams::parse_read(
+                &mut Ctx {
+                    store,
+                    conn,
+                    svc: self,
+                },
+                def.name,
+                a,
+            )?;
+            let block = read.block;
+            return Ok((BlockOp::Read(read), block));
+        }
+        commands::lists::parse_block(def.name, a).map(|(op, t)| (op, Some(t)))
+    }
+
     /// The command as it arrives: answered at once when data is there,
     /// otherwise `Outcome::Block` for the connection loop to wait.
     pub(super) fn start_block(&self, conn: &mut ConnState, def: &CmdDef, a: &[Bytes]) -> Outcome {
         let r = |x: R| Outcome::Reply(x.unwrap_or_else(|e| e));
-        let (op, timeout) = match commands::lists::parse_block(def.name, a) {
+        let mut store = self.lock();
+        let (op, timeout) = match self.parse_block(&mut store, conn, def, a) {
             Ok(x) => x,
             Err(e) => return r(Err(e)),
         };
-        let mut store = self.lock();
         match commands::lists::try_block(
             &mut Ctx {
                 store: &mut store,
@@ -48,7 +75,10 @@ impl RedisService {
                 }
                 r(Ok(reply))
             }
+            // XREAD and XREADGROUP without BLOCK answer at once.
+            Ok(None) if timeout.is_none() => r(Ok(timed_out(&op))),
             Ok(None) => {
+                let timeout = timeout.unwrap_or(0.0);
                 // A deadline past what the clock can hold is no deadline.
                 let deadline = (timeout > 0.0)
                     .then(|| Duration::try_from_secs_f64(timeout).ok())
@@ -69,7 +99,7 @@ impl RedisService {
         def: &CmdDef,
         args: &[Bytes],
     ) -> R {
-        let (op, _) = commands::lists::parse_block(def.name, args)?;
+        let (op, _) = self.parse_block(store, conn, def, args)?;
         let got = commands::lists::try_block(
             &mut Ctx {
                 store,
@@ -114,8 +144,9 @@ impl RedisService {
                     Ok(Some(r)) => {
                         let db = conn.db;
                         let keys: Vec<Bytes> = match op {
-                            BlockOp::Pop { keys, .. } => keys.clone(),
+                            BlockOp::Pop { keys, .. } | BlockOp::ZPop { keys, .. } => keys.clone(),
                             BlockOp::Move { src, dst, .. } => vec![src.clone(), dst.clone()],
+                            BlockOp::Read(r) => r.keys.clone(),
                         };
                         for k in &keys {
                             store.touch(db, k);

@@ -243,7 +243,8 @@ impl RedisService {
                 Outcome::Many(self.unsubscribe(conn, &a[1..], def.name == "punsubscribe"))
             }
             // blocking.rs
-            "blpop" | "brpop" | "blmove" | "brpoplpush" => self.start_block(conn, def, a),
+            "blpop" | "brpop" | "blmove" | "brpoplpush" | "bzpopmin" | "bzpopmax" | "xread"
+            | "xreadgroup" => self.start_block(conn, def, a),
             other => r(Err(Reply::Error(format!("ERR unknown command '{other}'")))),
         }
     }

@@ -24,6 +24,7 @@ pub mod resp;
 mod responder;
 mod scripting;
 pub mod state;
+pub mod stream;
 mod transactions;
 
 use std::sync::atomic::{AtomicU64, Ordering};

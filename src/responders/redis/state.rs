@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use indexmap::{IndexMap, IndexSet};
 
+use super::stream::Stream;
 use crate::rules::redis::{RedisSpec, SeedData};
 
 /// Milliseconds since the Unix epoch (expiry times are absolute, as in
@@ -96,6 +97,8 @@ pub enum Value {
     List(VecDeque<Bytes>),
     Set(IndexSet<Bytes>),
     ZSet(ZSet),
+    /// Boxed: a stream's groups make it the largest type.
+    Stream(Box<Stream>),
 }
 
 impl Value {
@@ -106,6 +109,7 @@ impl Value {
             Value::List(_) => "list",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -140,6 +144,7 @@ impl Value {
             Value::Set(_) => "hashtable",
             Value::ZSet(z) if z.len() <= 128 => "listpack",
             Value::ZSet(_) => "skiplist",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -151,6 +156,7 @@ impl Value {
             Value::List(l) => l.iter().map(|v| v.len() + 11).sum(),
             Value::Set(s) => s.iter().map(|v| v.len() + 16).sum(),
             Value::ZSet(z) => z.scores.keys().map(|m| m.len() + 32).sum(),
+            Value::Stream(st) => st.size(),
         }
     }
 
@@ -161,6 +167,8 @@ impl Value {
             Value::List(l) => l.is_empty(),
             Value::Set(s) => s.is_empty(),
             Value::ZSet(z) => z.is_empty(),
+            // An empty stream stays (XDEL, XTRIM and MKSTREAM leave one).
+            Value::Stream(_) => false,
         }
     }
 }

@@ -113,9 +113,8 @@ impl RedisService {
                 .get(1)
                 .map_or(Reply::simple("PONG"), |a| Reply::Bulk(a.clone()))),
             "select" => self.select(conn, &args[1]).map(|_| Reply::Ok),
-            "blpop" | "brpop" | "blmove" | "brpoplpush" => {
-                self.block_in_exec(store, conn, def, args)
-            }
+            "blpop" | "brpop" | "blmove" | "brpoplpush" | "bzpopmin" | "bzpopmax" | "xread"
+            | "xreadgroup" => self.block_in_exec(store, conn, def, args),
             "client" | "hello" | "auth" => match self.special(conn, def, args, &dummy_ctx()) {
                 Outcome::Reply(r) => Ok(r),
                 _ => Ok(Reply::Ok),

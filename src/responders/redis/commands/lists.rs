@@ -328,6 +328,13 @@ pub enum BlockOp {
         keys: Vec<Bytes>,
         left: bool,
     },
+    /// BZPOPMIN (`max` false) and BZPOPMAX.
+    ZPop {
+        keys: Vec<Bytes>,
+        max: bool,
+    },
+    /// XREAD and XREADGROUP with BLOCK.
+    Read(super::streams::Read),
     Move {
         src: Bytes,
         dst: Bytes,
@@ -354,6 +361,10 @@ pub fn parse_block(name: &str, a: &[Bytes]) -> Result<(BlockOp, f64), Reply> {
         "blpop" | "brpop" => BlockOp::Pop {
             keys: a[1..a.len() - 1].to_vec(),
             left: name == "blpop",
+        },
+        "bzpopmin" | "bzpopmax" => BlockOp::ZPop {
+            keys: a[1..a.len() - 1].to_vec(),
+            max: name == "bzpopmax",
         },
         "blmove" => BlockOp::Move {
             src: a[1].clone(),
@@ -396,5 +407,18 @@ pub fn try_block(c: &mut Ctx, op: &BlockOp) -> Result<Option<Reply>, Reply> {
             from_left,
             to_left,
         } => Ok(move_one(c, src, dst, *from_left, *to_left)?.map(Reply::Bulk)),
+        BlockOp::ZPop { keys, max } => {
+            for k in keys {
+                if let Some((member, score)) = super::zsets::pop_one(c.db(), k, *max)? {
+                    return Ok(Some(Reply::Array(vec![
+                        Reply::Bulk(k.clone()),
+                        Reply::Bulk(member),
+                        Reply::Double(score),
+                    ])));
+                }
+            }
+            Ok(None)
+        }
+        BlockOp::Read(r) => super::streams::try_read(c, r),
     }
 }

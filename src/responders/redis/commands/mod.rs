@@ -13,6 +13,7 @@ pub mod lists;
 pub mod scan;
 pub mod server;
 pub mod sets;
+pub mod streams;
 pub mod strings;
 pub mod typed;
 pub mod zsets;
@@ -172,6 +173,7 @@ pub fn table() -> &'static HashMap<&'static str, CmdDef> {
         use lists as l;
         use server as s;
         use sets as st;
+        use streams as xs;
         use strings as sg;
         use zsets as z;
         let defs = vec![
@@ -218,6 +220,22 @@ pub fn table() -> &'static HashMap<&'static str, CmdDef> {
             cmd!("psubscribe", -2, PUBSUB | SP | NOSCRIPT, 0, 0, 0, None),
             cmd!("unsubscribe", -1, PUBSUB | SP | NOSCRIPT, 0, 0, 0, None),
             cmd!("punsubscribe", -1, PUBSUB | SP | NOSCRIPT, 0, 0, 0, None),
+            // streams
+            cmd!("xadd", -5, W | DENYOOM, 1, 1, 1, Some(xs::xadd)),
+            cmd!("xlen", 2, RF, 1, 1, 1, Some(xs::xlen)),
+            cmd!("xrange", -4, RO, 1, 1, 1, Some(xs::xrange)),
+            cmd!("xrevrange", -4, RO, 1, 1, 1, Some(xs::xrevrange)),
+            cmd!("xdel", -3, WF, 1, 1, 1, Some(xs::xdel)),
+            cmd!("xtrim", -4, W, 1, 1, 1, Some(xs::xtrim)),
+            cmd!("xsetid", -3, WF | DENYOOM, 1, 1, 1, Some(xs::xsetid)),
+            cmd!("xread", -4, RO | BLOCKING | SP, 0, 0, 0, None),
+            cmd!("xreadgroup", -7, W | BLOCKING | SP, 0, 0, 0, None),
+            cmd!("xgroup", -2, W | DENYOOM, 2, 2, 1, Some(xs::xgroup)),
+            cmd!("xack", -4, WF, 1, 1, 1, Some(xs::xack)),
+            cmd!("xpending", -3, RO, 1, 1, 1, Some(xs::xpending)),
+            cmd!("xclaim", -6, WF, 1, 1, 1, Some(xs::xclaim)),
+            cmd!("xautoclaim", -6, WF, 1, 1, 1, Some(xs::xautoclaim)),
+            cmd!("xinfo", -2, RO, 2, 2, 1, Some(xs::xinfo)),
             cmd!("publish", 3, PUBSUB | FAST, 0, 0, 0, Some(s::publish)),
             cmd!("pubsub", -2, PUBSUB, 0, 0, 0, Some(s::pubsub)),
             // strings
@@ -315,6 +333,8 @@ pub fn table() -> &'static HashMap<&'static str, CmdDef> {
             cmd!("lmove", 5, W | DENYOOM, 1, 2, 1, Some(l::lmove)),
             cmd!("rpoplpush", 3, W | DENYOOM, 1, 2, 1, Some(l::rpoplpush)),
             cmd!("blpop", -3, W | BLOCKING | SP, 1, -2, 1, None),
+            cmd!("bzpopmin", -3, W | BLOCKING | SP, 1, -2, 1, None),
+            cmd!("bzpopmax", -3, W | BLOCKING | SP, 1, -2, 1, None),
             cmd!("brpop", -3, W | BLOCKING | SP, 1, -2, 1, None),
             cmd!("blmove", 6, W | DENYOOM | BLOCKING | SP, 1, 2, 1, None),
             cmd!("brpoplpush", 4, W | DENYOOM | BLOCKING | SP, 1, 2, 1, None),

@@ -6,7 +6,7 @@ use super::{
     eq, get_zset, glob, int, parse_float, scan_opts, scan_page, syntax, zset_or_new, Ctx, R,
 };
 use crate::responders::redis::resp::Reply;
-use crate::responders::redis::state::ZSet;
+use crate::responders::redis::state::{Db, ZSet};
 
 pub fn zadd(c: &mut Ctx, a: &[Bytes]) -> R {
     let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) =
@@ -440,6 +440,25 @@ fn pop(c: &mut Ctx, a: &[Bytes], max: bool) -> R {
         return Ok(with_scores(out, true, false));
     }
     Ok(with_scores(out, true, resp3))
+}
+
+/// Takes the lowest (or highest) member of a sorted set, for BZPOPMIN and
+/// BZPOPMAX; `None` when the key holds none.
+pub fn pop_one(db: &mut Db, key: &Bytes, max: bool) -> Result<Option<(Bytes, f64)>, Reply> {
+    let Some(z) = get_zset(db, key)? else {
+        return Ok(None);
+    };
+    let first = if max {
+        z.order.iter().next_back()
+    } else {
+        z.order.iter().next()
+    };
+    let Some((s, m)) = first.cloned() else {
+        return Ok(None);
+    };
+    z.remove(&m);
+    db.drop_if_empty(key);
+    Ok(Some((m, s.0)))
 }
 
 pub fn zpopmin(c: &mut Ctx, a: &[Bytes]) -> R {
