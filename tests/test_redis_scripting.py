@@ -61,10 +61,10 @@ def ok(res, code=0):
     return res
 
 
-def pyrun(jail, code, **kw):
+def pyrun(jail, code, rules=RULES, **kw):
     script = jail.write("script.py", "import json, sys, time, threading, socket\nimport redis\n"
                         + RAW + code)
-    return jail.run([PYTHON, script], rules=RULES, **kw)
+    return jail.run([PYTHON, script], rules=rules, **kw)
 
 
 def sha1(text):
@@ -635,3 +635,124 @@ print(json.dumps(out))
     assert out["coroutine"].startswith("-ERR Script killed by user with SCRIPT KILL...")
     assert out["yield"] == [2, 10]
     assert out["ping"] == "+PONG"
+
+
+@need_py
+def test_a_script_starting_during_a_fault_latency_never_stalls_the_jail(jail):
+    """A command sleeping in a latency fault when a script starts takes its
+    turn again before the keyspace: meanwhile DNS and other connections
+    go on, and inside MULTI a BUSY refusal dooms the transaction."""
+    res = ok(pyrun(jail, r'''
+a = redis.Redis(host="flaky.redis.test", decode_responses=True)
+b = redis.Redis(host="flaky.redis.test", decode_responses=True)
+c = Raw("flaky.redis.test")
+out = {}
+c("CONFIG", "SET", "busy-reply-threshold", "400")
+def get_slow():
+    try:
+        out["slow"] = a.get("slow:1")
+    except redis.ResponseError as e:
+        out["slow"] = str(e)
+slow = threading.Thread(target=get_slow)
+slow.start()          # sleeps 300 ms in its fault
+time.sleep(0.05)
+script = threading.Thread(target=lambda: out.setdefault("script", b.eval(
+    "local t0 = tonumber(redis.call('time')[1]) "
+    "while tonumber(redis.call('time')[1]) - t0 < 2 do end return 'done'", 0)))
+script.start()
+time.sleep(0.6)
+out["dns"] = socket.gethostbyname("during-a-script.test")
+out["script_running"] = script.is_alive()
+c("MULTI")
+out["queued"] = c("INCR", "n")
+out["exec"] = c("EXEC")
+slow.join(10)
+script.join(10)
+print(json.dumps(out))
+''', rules=str(HERE / "redis_rules" / "faults.yaml")))
+    out = res.json_out()
+    assert out["dns"].count(".") == 3 and out["script_running"] is True
+    assert out["queued"] == "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+    assert out["exec"] == ("-EXECABORT Transaction discarded because of: BUSY Redis is busy running "
+                           "a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+    # Its latency ended while the script ran: it waited its turn, and past
+    # the threshold got BUSY like any other command.
+    assert out["slow"].startswith("BUSY Redis is busy running a script.")
+    assert out["script"] == "done"
+
+
+@need_py
+def test_the_sandbox_is_read_only_across_scripts(jail):
+    """What one script tries on the globals and the libraries is refused,
+    and the next script sees them as they were."""
+    res = ok(pyrun(jail, r'''
+r = Raw()
+out = {}
+tries = ["rawset(_G, 'leak', 1)", "string.rep = function() return 'x' end", "cjson.encode = nil",
+         "setmetatable(_G, nil)", "redis.call = nil", "getfenv(0).cjson = nil",
+         "loadstring('cjson = nil')()", "setfenv(0, {})"]
+out["tries"] = [r("EVAL", t, 0).split(" script: ")[0] for t in tries]
+out["after"] = r("EVAL", "return string.rep('a', 3) .. cjson.encode({1}) .. tostring(_G.redis ~= nil)", 0)
+out["leak"] = r("EVAL", "return leak", 0).split(" script: ")[0]
+out["newproxy"] = r("EVAL", "return newproxy", 0).split(" script: ")[0]
+print(json.dumps(out))
+'''))
+    out = res.json_out()
+    assert out["tries"][:6] == ["-ERR user_script:1: Attempt to modify a readonly table"] * 6
+    assert out["tries"][6].endswith("Attempt to modify a readonly table")
+    assert out["tries"][7] == "-ERR user_script:1: Attempt to modify a readonly table"
+    assert out["after"] == "aaa[1]true"
+    assert out["leak"] == "-ERR user_script:1: Script attempted to access nonexistent global variable 'leak'"
+    assert out["newproxy"] == "-ERR user_script:1: Script attempted to access nonexistent global variable 'newproxy'"
+
+
+@need_py
+def test_admin_reset_during_a_script_kills_it_and_resets_after(meshwrap_bin, tmp_path):
+    """POST /reset while a script runs does not wait for it on the data
+    plane: the script is killed, the service resets when it ends, and DNS
+    in the jail answers meanwhile."""
+    import json
+    import requests
+    from conftest import closed_port, jail_env, wait_for
+    port = closed_port()
+    started, out = tmp_path / "started", tmp_path / "out.json"
+    sut = tmp_path / "sut.py"
+    sut.write_text(f'''
+import json, socket, threading, time, redis
+a = redis.Redis(host="redis.test", decode_responses=True)
+b = redis.Redis(host="redis.test", decode_responses=True)
+b.set("mine", "1")
+res = {{}}
+def spin():
+    try:
+        a.eval("while true do end", 0)
+    except redis.ResponseError as e:
+        res["spin"] = str(e)
+t = threading.Thread(target=spin)
+t.start()
+time.sleep(0.3)
+open({str(started)!r}, "w").write("1")
+time.sleep(0.5)
+res["dns"] = socket.gethostbyname("while-resetting.test")
+t.join(10)
+res["mine"] = b.get("mine")
+res["greeting"] = b.get("greeting")
+open({str(out)!r}, "w").write(json.dumps(res))
+''')
+    proc = subprocess.Popen(
+        [meshwrap_bin, "--quiet", "--admin", f"127.0.0.1:{port}", "--rules", RULES,
+         "--", PYTHON, str(sut)], env=jail_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        assert wait_for(started.exists, 20), "the SUT did not start its script"
+        r = requests.post(f"http://127.0.0.1:{port}/reset?service=cache", timeout=10)
+        assert r.status_code == 200, r.text
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    res = json.loads(out.read_text())
+    assert res["spin"].startswith("Script killed by user with SCRIPT KILL...")
+    assert res["dns"].count(".") == 3
+    assert res["mine"] is None and res["greeting"] == "hello"

@@ -45,8 +45,24 @@ impl RedisService {
         let lower = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
         let def = table().get(lower.as_str());
         let early = |r: Reply| Outcome::Reply(r);
-        // While a script runs, commands wait for it (or get BUSY).
-        if let Err(r) = self.wait_turn(def, args).await {
+        // While a script runs, commands wait for it (or get BUSY, which
+        // also dooms a transaction being queued, as Redis's refusals do).
+        if let Err(mut r) = self.wait_turn(def, args).await {
+            if conn.multi.is_some() {
+                if def.is_some_and(|d| d.name == "exec") {
+                    // Redis's execCommandAbort: the transaction goes.
+                    conn.multi = None;
+                    conn.multi_error = false;
+                    conn.watched.clear();
+                    if let Reply::Error(e) = &r {
+                        r = Reply::Error(format!(
+                            "EXECABORT Transaction discarded because of: {e}"
+                        ));
+                    }
+                } else {
+                    conn.multi_error = true;
+                }
+            }
             self.record(
                 conn,
                 ctx,
@@ -108,7 +124,16 @@ impl RedisService {
         if let Some(f) = self.pick_fault(def, args) {
             fault_label = Some(f.label());
             match f {
-                RedisFaultKind::Latency(l) => tokio::time::sleep(pick_latency(l)).await,
+                RedisFaultKind::Latency(l) => {
+                    tokio::time::sleep(pick_latency(l)).await;
+                    // A script may have started meanwhile: take the turn
+                    // again, or the keyspace lock below would block the
+                    // data plane until the script ends.
+                    if let Err(r) = self.wait_turn(Some(def), args).await {
+                        self.record(conn, ctx, def.name, args, &r, started, fault_label);
+                        return early(r);
+                    }
+                }
                 RedisFaultKind::Error(e) => {
                     let r = Reply::Error(e.clone());
                     self.record(conn, ctx, def.name, args, &r, started, fault_label);

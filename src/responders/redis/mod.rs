@@ -131,12 +131,19 @@ impl RedisService {
     }
 
     /// Puts the keyspace back to its seed, and forgets scripts and
-    /// function libraries.
+    /// function libraries. While a script runs, that happens when it ends
+    /// (it is killed), on the script thread.
     pub fn reset(&self) {
+        if !self.scripts.reset_later() {
+            self.reset_now();
+            self.scripts.reset();
+        }
+    }
+
+    fn reset_now(&self) {
         let mut s = self.lock();
         *s = Store::new(&self.spec);
         self.faults.reset();
-        self.scripts.reset();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {

@@ -70,6 +70,9 @@ pub struct Shared {
     idle: Notify,
     /// Until when a FUNCTION LOAD's code may run.
     load_deadline: Mutex<Option<Instant>>,
+    /// POST /reset came while a script ran: the script thread resets the
+    /// service when the script ends.
+    reset_pending: AtomicBool,
     /// FUNCTION STATS's counts, kept by the script thread.
     libraries: AtomicUsize,
     functions: AtomicUsize,
@@ -191,6 +194,19 @@ impl Scripts {
         *self.worker.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// A reset while a script runs cannot take the keyspace lock (the
+    /// control API shares the data plane's thread): the script is killed
+    /// and the script thread resets the service when it ends. `false`
+    /// when no script runs and the caller may reset at once.
+    pub fn reset_later(&self) -> bool {
+        if self.shared.since().is_none() {
+            return false;
+        }
+        self.shared.reset_pending.store(true, Ordering::Relaxed);
+        self.shared.kill.store(true, Ordering::Relaxed);
+        true
+    }
+
     /// Waits while a script runs, without a limit (a blocked pop's
     /// re-check, which must not take the keyspace lock meanwhile).
     pub async fn wait_idle(&self) {
@@ -210,8 +226,11 @@ impl Scripts {
 fn worker(rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let mut vm: Option<Vm> = None;
     while let Ok(mut job) = rx.recv() {
+        // The service is idle again when the job ends, even by a panic
+        // outside the guarded run: otherwise every command would wait.
+        let idle = Finish(&shared);
+        let svc = job.svc.clone();
         let reply = {
-            let svc = job.svc.clone();
             let mut store = svc.lock();
             if vm.is_none() {
                 match Vm::new(shared.clone()) {
@@ -240,6 +259,11 @@ fn worker(rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
                 None => Reply::err("ERR the script engine could not start"),
             }
         };
+        if shared.reset_pending.swap(false, Ordering::Relaxed) {
+            // POST /reset came while this job ran (see `reset_later`).
+            svc.reset_now();
+            vm = None;
+        }
         if let Some(v) = vm.as_ref() {
             shared
                 .libraries
@@ -248,8 +272,17 @@ fn worker(rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
                 .functions
                 .store(v.libraries.function_count(), Ordering::Relaxed);
         }
-        shared.finish();
+        drop(idle);
         let _ = job.done.send((job.conn, reply));
+    }
+}
+
+/// Marks the script thread idle when dropped.
+struct Finish<'a>(&'a Shared);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 
@@ -300,7 +333,6 @@ impl RedisService {
                     ALLOW_BUSY.contains(&d.name)
                         || (d.name == "script" && sub("kill"))
                         || (d.name == "function" && (sub("kill") || sub("stats")))
-                        || (d.name == "shutdown" && sub("nosave"))
                 });
                 return if allowed {
                     Ok(())

@@ -10,11 +10,16 @@ local error, type, tostring, select, pairs, xpcall, pcall, setmetatable, rawget 
 local getinfo, sethook = debug.getinfo, debug.sethook
 
 -- The value a Rust function raised, in place of the userdata mlua raised
--- for it (see libs/mod.rs).
+-- for it (see libs/mod.rs); another Rust error (a bad argument) becomes
+-- its message, without Rust's traceback.
 local function unwrap(e)
   if type(e) == 'userdata' then
-    local parked = host.take_raised()
-    if parked ~= nil then return parked end
+    local text = tostring(e)
+    if text:find('meshwrap: raised', 1, true) then
+      local parked = host.take_raised()
+      if parked ~= nil then return parked end
+    end
+    return (text:gsub('\nstack traceback:.*$', ''))
   end
   return e
 end
@@ -87,6 +92,11 @@ local function hooked(co)
   return co
 end
 coroutine.create = function(f) return hooked(co_create(f)) end
+local function stop_passes(ok, ...)
+  if not ok and host.stopping() then error((...), 0) end
+  return ok, ...
+end
+coroutine.resume = function(co, ...) return stop_passes(co_resume(co, ...)) end
 coroutine.wrap = function(f)
   local co = hooked(co_create(f))
   local function pass(ok, ...)
@@ -97,7 +107,9 @@ coroutine.wrap = function(f)
 end
 
 -- What Redis leaves out of the sandbox.
-_G.loadfile, _G.dofile, _G.print, _G.debug = nil, nil, nil, nil
+-- newproxy's userdata can carry a __gc finalizer, and Lua 5.1 runs
+-- finalizers with hooks off: a loop there could never be stopped.
+_G.loadfile, _G.dofile, _G.print, _G.debug, _G.newproxy = nil, nil, nil, nil, nil
 
 local function handler(err)
   err = unwrap(err)
@@ -163,15 +175,64 @@ function host.bind(f, keys, args)
   return function() return f(keys, args) end
 end
 
--- Globals are read-only: reading an unknown one or creating one is an
--- error (KEYS and ARGV are set from Rust, past this).
-setmetatable(_G, {
-  __index = function(_, k)
-    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+-- Read-only, as Redis makes the sandbox. Scripts see the globals through
+-- `env`, a proxy that errors on a missing name and on any assignment; the
+-- libraries are proxies too, and rawset, setmetatable, getfenv, setfenv,
+-- load and loadstring cannot reach around them. Without this one script's
+-- `cjson = nil` would stay for every later one. KEYS and ARGV are set in
+-- the real globals from Rust.
+local raw_rawset, raw_setmetatable, raw_getfenv, raw_setfenv = rawset, setmetatable, getfenv, setfenv
+local raw_load, raw_loadstring = load, loadstring
+local protected = {}
+local function proxy(t)
+  local p = raw_setmetatable({}, { __index = t, __newindex = readonly, __metatable = false })
+  protected[p] = true
+  return p
+end
+host.redis = redis
+for _, name in ipairs({ 'string', 'math', 'table', 'coroutine', 'redis', 'cjson', 'cmsgpack', 'bit', 'struct' }) do
+  _G[name] = proxy(_G[name])
+end
+getmetatable('').__metatable = false
+local env = raw_setmetatable({}, {
+  __index = function(self, k)
+    if k == '_G' then return self end
+    local v = rawget(_G, k)
+    if v == nil then missing(k) end
+    return v
   end,
-  __newindex = function(_, k)
-    error("Attempt to modify a readonly table", 2)
-  end,
+  __newindex = readonly,
+  __metatable = false,
+})
+protected[env], protected[_G] = true, true
+host.env = env
+local function guard(t)
+  if protected[t] then error("Attempt to modify a readonly table", 3) end
+end
+_G.rawset = function(t, k, v) guard(t); return raw_rawset(t, k, v) end
+_G.setmetatable = function(t, mt) guard(t); return raw_setmetatable(t, mt) end
+local function level(f)
+  if type(f) == 'number' and f > 0 then return f + 1 end
+  return f
+end
+_G.getfenv = function(f)
+  local e = raw_getfenv(level(f or 1))
+  if e == _G then return env end
+  return e
+end
+_G.setfenv = function(f, t)
+  if f == 0 then error("Attempt to modify a readonly table", 2) end
+  return raw_setfenv(level(f), t)
+end
+local function in_env(f, ...)
+  if f then raw_setfenv(f, env) end
+  return f, ...
+end
+_G.loadstring = function(...) return in_env(raw_loadstring(...)) end
+_G.load = function(...) return in_env(raw_load(...)) end
+raw_setmetatable(_G, {
+  __index = function(_, k) missing(k) end,
+  __newindex = readonly,
 })
 
 return function(f)

@@ -270,6 +270,14 @@ impl Vm {
                         lua_message(&e)
                     ))
                 })?;
+            // The read-only view of the globals (see prelude.lua).
+            let env = self
+                .host
+                .raw_get::<Table>("env")
+                .and_then(|env| f.set_environment(env));
+            if let Err(e) = env {
+                return Err(Reply::Error(format!("ERR {}", lua_message(&e))));
+            }
             self.scripts
                 .insert(sha.clone(), (f, Bytes::copy_from_slice(body)));
         }
@@ -470,7 +478,7 @@ impl Vm {
         let mut client = c.conn.script_client();
         let (svc, store) = (c.svc, c.store);
         let resp3 = self.resp3.clone();
-        let redis: Table = match self.lua.globals().raw_get("redis") {
+        let redis: Table = match self.host.raw_get("redis") {
             Ok(t) => t,
             Err(e) => return Reply::Error(format!("ERR {}", lua_message(&e))),
         };

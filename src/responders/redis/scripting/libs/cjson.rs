@@ -7,13 +7,10 @@
 use mlua::{LightUserData, Lua, MultiValue, Result, Table, Value};
 
 use super::super::convert::fmt_number;
-use super::fail;
+use super::{fail, MAX_OUT};
 
 /// lua-cjson's default nesting limit, for encoding and decoding.
 const MAX_DEPTH: usize = 1000;
-/// A bound on one encoded document: a table that repeats one big string
-/// many times would otherwise grow outside Lua's memory limit.
-pub const MAX_OUT: usize = 256 << 20;
 
 /// `cjson.null`: a light userdata holding NULL, as lua-cjson has it.
 pub const NULL: LightUserData = LightUserData(std::ptr::null_mut());
@@ -35,6 +32,11 @@ pub fn open(lua: &Lua) -> Result<Table> {
     t.set(
         "decode",
         lua.create_function(|lua, s: mlua::LuaString| {
+            // serde_json's tree lives outside Lua's memory limit: a few
+            // times the text at most.
+            if s.as_bytes().len() > MAX_OUT / 8 {
+                return fail(lua, "not enough memory");
+            }
             match serde_json::from_slice::<serde_json::Value>(&s.as_bytes()) {
                 Ok(v) => Ok(MultiValue::from_vec(vec![to_lua(lua, &v)?])),
                 Err(e) => fail(lua, decode_error(&s.as_bytes(), &e)),

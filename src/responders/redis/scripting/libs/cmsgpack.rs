@@ -9,8 +9,7 @@ use mlua::{Lua, MultiValue, Result, Table, Value};
 use rmp::encode;
 use rmp::Marker;
 
-use super::cjson::MAX_OUT;
-use super::fail;
+use super::{fail, MAX_OUT, MAX_RESULTS};
 
 /// lua-cmsgpack's LUACMSGPACK_MAX_NESTING.
 const MAX_NESTING: usize = 16;
@@ -25,8 +24,7 @@ pub fn open(lua: &Lua) -> Result<Table> {
             }
             let mut out = Vec::new();
             for v in args.iter() {
-                pack(v, &mut out, 0);
-                if out.len() > MAX_OUT {
+                if !pack(v, &mut out, 0) {
                     return fail(lua, "not enough memory");
                 }
             }
@@ -64,7 +62,12 @@ pub fn open(lua: &Lua) -> Result<Table> {
     Ok(t)
 }
 
-fn pack(v: &Value, out: &mut Vec<u8>, depth: usize) {
+/// Packs `v`; `false` once the output passes `MAX_OUT` (shared
+/// references can make a small table pack huge).
+fn pack(v: &Value, out: &mut Vec<u8>, depth: usize) -> bool {
+    if out.len() > MAX_OUT {
+        return false;
+    }
     // Writing to a Vec cannot fail.
     let _ = match v {
         Value::Boolean(b) => encode::write_bool(out, *b).map_err(|_| ()),
@@ -89,11 +92,14 @@ fn pack(v: &Value, out: &mut Vec<u8>, depth: usize) {
             Ok(())
         }
         Value::Table(t) if depth < MAX_NESTING => {
-            pack_table(t, out, depth + 1);
+            if !pack_table(t, out, depth + 1) {
+                return false;
+            }
             Ok(())
         }
         _ => encode::write_nil(out).map_err(|_| ()),
     };
+    out.len() <= MAX_OUT
 }
 
 fn pack_int(out: &mut Vec<u8>, i: i64) -> std::result::Result<(), ()> {
@@ -106,7 +112,7 @@ fn pack_int(out: &mut Vec<u8>, i: i64) -> std::result::Result<(), ()> {
     }
 }
 
-fn pack_table(t: &Table, out: &mut Vec<u8>, depth: usize) {
+fn pack_table(t: &Table, out: &mut Vec<u8>, depth: usize) -> bool {
     let mut pairs: Vec<(Value, Value)> = Vec::new();
     let mut max = 0i64;
     let mut all_positive = true;
@@ -123,15 +129,19 @@ fn pack_table(t: &Table, out: &mut Vec<u8>, depth: usize) {
         let _ = encode::write_array_len(out, pairs.len() as u32);
         for i in 1..=max {
             let v = t.raw_get::<Value>(i).unwrap_or(Value::Nil);
-            pack(&v, out, depth);
+            if !pack(&v, out, depth) {
+                return false;
+            }
         }
     } else {
         let _ = encode::write_map_len(out, pairs.len() as u32);
         for (k, v) in &pairs {
-            pack(k, out, depth);
-            pack(v, out, depth);
+            if !pack(k, out, depth) || !pack(v, out, depth) {
+                return false;
+            }
         }
     }
+    true
 }
 
 /// Decodes up to `limit` objects (0: all) from `offset`; with
@@ -153,6 +163,9 @@ fn unpack(
     };
     let mut values = Vec::new();
     while cur.pos < data.len() && (limit == 0 || values.len() < limit) {
+        if values.len() >= MAX_RESULTS {
+            return fail(lua, "too many results to unpack");
+        }
         match cur.value(lua, 0) {
             Ok(v) => values.push(v),
             Err(Bad::Lua(e)) => return Err(e),

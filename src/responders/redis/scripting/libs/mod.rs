@@ -16,6 +16,15 @@ pub mod structlib;
 
 use mlua::{IntoLua, Lua, MultiValue, Result, Value};
 
+/// A bound on one encoded result (cjson, cmsgpack, struct): tables that
+/// repeat one big string many times would otherwise grow outside Lua's
+/// memory limit.
+pub const MAX_OUT: usize = 256 << 20;
+
+/// At most this many values from one unpack (Lua 5.1's C stack limit,
+/// LUAI_MAXCSTACK): each is a Lua stack slot.
+pub const MAX_RESULTS: usize = 8000;
+
 /// Where a raised value waits for the handler.
 pub const RAISED: &str = "meshwrap.raised";
 

@@ -9,7 +9,7 @@
 use mlua::{Lua, MultiValue, Result, Table, Value};
 
 use super::super::convert::arg_bytes;
-use super::fail;
+use super::{fail, MAX_OUT, MAX_RESULTS};
 
 /// The widest integer the library handles.
 const MAX_INT_SIZE: usize = 8;
@@ -185,7 +185,13 @@ pub fn open(lua: &Lua) -> Result<Table> {
                         return fail(lua, "options 'c0' - 's' have undefined sizes")
                     }
                     Ok(Some(item)) => {
-                        total += f.pad(item, total) + width(item);
+                        match total
+                            .checked_add(f.pad(item, total))
+                            .and_then(|t| t.checked_add(width(item)))
+                        {
+                            Some(t) => total = t,
+                            None => return fail(lua, "integral size overflow"),
+                        }
                     }
                     Err(e) => return fail(lua, e),
                 }
@@ -277,7 +283,7 @@ fn pack(fmt: &[u8], args: &[Value]) -> std::result::Result<Vec<u8>, String> {
                 out.push(0);
             }
         }
-        if out.len() > super::cjson::MAX_OUT {
+        if out.len() > MAX_OUT {
             return Err("not enough memory".into());
         }
     }
@@ -311,7 +317,12 @@ fn unpack(lua: &Lua, fmt: &[u8], data: &[u8], init: i64) -> std::result::Result<
     let mut f = Format::new(fmt);
     let mut values = Vec::new();
     while let Some(item) = f.next()? {
-        pos += f.pad(item, pos);
+        if values.len() >= MAX_RESULTS {
+            return Err(Bad::Msg("too many results to unpack".into()));
+        }
+        pos = pos
+            .checked_add(f.pad(item, pos))
+            .ok_or_else(|| Bad::Msg("data string too short".into()))?;
         let take = |pos: usize, n: usize| data.get(pos..pos.checked_add(n)?);
         match item {
             Item::Pad => {
