@@ -101,6 +101,24 @@ impl Libraries {
     }
 }
 
+/// FUNCTION STATS's reply.
+pub fn stats(running: Reply, libraries: usize, functions: usize) -> Reply {
+    let count = |n: usize| Reply::Int(n as i64);
+    Reply::Map(vec![
+        (Reply::bulk("running_script"), running),
+        (
+            Reply::bulk("engines"),
+            Reply::Map(vec![(
+                Reply::bulk("LUA"),
+                Reply::Map(vec![
+                    (Reply::bulk("libraries_count"), count(libraries)),
+                    (Reply::bulk("functions_count"), count(functions)),
+                ]),
+            )]),
+        ),
+    ])
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }

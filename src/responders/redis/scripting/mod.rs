@@ -14,6 +14,7 @@
 mod convert;
 mod dump;
 mod functions;
+mod host;
 mod libs;
 mod run;
 mod vm;
@@ -39,6 +40,10 @@ use vm::{Caller, Vm};
 pub const HARD_LIMIT: Duration = Duration::from_secs(60);
 
 const KILLED: &str = "ERR Script killed by user with SCRIPT KILL...";
+const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
+const WRITE_FLAG_RO: &str = "ERR Can not execute a script with write flag using *_ro command.";
+const NO_ALLOW_OOM: &str =
+    "OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'";
 const BUSY: &str =
     "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
 const BUSY_FUNCTION: &str =
@@ -481,19 +486,10 @@ impl RedisService {
             ]),
             Some(_) => return shared.busy(),
         };
-        let count = |n: &AtomicUsize| Reply::Int(n.load(Ordering::Relaxed) as i64);
-        Reply::Map(vec![
-            (Reply::bulk("running_script"), running),
-            (
-                Reply::bulk("engines"),
-                Reply::Map(vec![(
-                    Reply::bulk("LUA"),
-                    Reply::Map(vec![
-                        (Reply::bulk("libraries_count"), count(&shared.libraries)),
-                        (Reply::bulk("functions_count"), count(&shared.functions)),
-                    ]),
-                )]),
-            ),
-        ])
+        functions::stats(
+            running,
+            shared.libraries.load(Ordering::Relaxed),
+            shared.functions.load(Ordering::Relaxed),
+        )
     }
 }

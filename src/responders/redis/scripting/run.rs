@@ -92,21 +92,19 @@ pub fn run_now(vm: &mut Vm, c: Caller, name: &str, a: &[Bytes], shared: &Arc<Sha
                 }
             };
             let flags = match vm.source(&sha).map(shebang_flags) {
-                None => return Reply::err("NOSCRIPT No matching script. Please use EVAL."),
+                None => return Reply::err(super::NOSCRIPT),
                 Some(Err(e)) => return e,
                 Some(Ok(f)) => f,
             };
             let mut limits = flags.unwrap_or_default();
             if read_only {
                 if flags.is_some() && !limits.read_only {
-                    return Reply::err(
-                        "ERR Can not execute a script with write flag using *_ro command.",
-                    );
+                    return Reply::err(super::WRITE_FLAG_RO);
                 }
                 limits.read_only = true;
             }
             if flags.is_some() && !limits.allow_oom && crate::budget::over() {
-                return Reply::err("OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'");
+                return Reply::err(super::NO_ALLOW_OOM);
             }
             vm.eval(c, &sha, keys, argv, limits, shared)
         }
@@ -283,25 +281,11 @@ fn function_now(vm: &mut Vm, a: &[Bytes], shared: &Arc<Shared>) -> Reply {
             super::dump::restore(vm, codes, &policy, shared)
         }
         "kill" if a.len() == 2 => Reply::err("NOTBUSY No scripts in execution right now."),
-        "stats" if a.len() == 2 => Reply::Map(vec![
-            (Reply::bulk("running_script"), Reply::Nil),
-            (
-                Reply::bulk("engines"),
-                Reply::Map(vec![(
-                    Reply::bulk("LUA"),
-                    Reply::Map(vec![
-                        (
-                            Reply::bulk("libraries_count"),
-                            Reply::Int(vm.libraries.libs.len() as i64),
-                        ),
-                        (
-                            Reply::bulk("functions_count"),
-                            Reply::Int(vm.libraries.function_count() as i64),
-                        ),
-                    ]),
-                )]),
-            ),
-        ]),
+        "stats" if a.len() == 2 => super::functions::stats(
+            Reply::Nil,
+            vm.libraries.libs.len(),
+            vm.libraries.function_count(),
+        ),
         "help" if a.len() == 2 => Reply::Array(
             [
                 "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",

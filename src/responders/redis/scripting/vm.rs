@@ -11,9 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mlua::{
-    Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, Variadic, VmState,
-};
+use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
 use sha1::{Digest, Sha1};
 
 use super::super::commands::{self, table};
@@ -22,7 +20,7 @@ use super::super::state::Store;
 use super::super::{ConnState, RedisService, REDIS_VERSION};
 use super::convert::{arg_bytes, error_table, lua_to_reply, reply_to_lua};
 use super::functions::{self, Libraries, Registry};
-use super::libs::{self, fail, raise};
+use super::libs::{self, raise};
 use super::Shared;
 
 /// How many Lua instructions run between two looks at the kill flag and
@@ -68,11 +66,11 @@ pub fn sha1_hex(body: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn srand48(seed: i64) -> u64 {
+pub(super) fn srand48(seed: i64) -> u64 {
     ((seed as u32 as u64) << 16) | 0x330e
 }
 
-fn lrand48(state: &Cell<u64>) -> i64 {
+pub(super) fn lrand48(state: &Cell<u64>) -> i64 {
     let x = (state.get().wrapping_mul(0x5_deec_e66d).wrapping_add(0xb)) & ((1 << 48) - 1);
     state.set(x);
     (x >> 17) as i64
@@ -92,145 +90,8 @@ impl Vm {
         let limit = crate::budget::limit().map_or(MAX_LUA_MEMORY, |b| (b / 4).min(MAX_LUA_MEMORY));
         let _ = lua.set_memory_limit(limit);
         let resp3 = Rc::new(Cell::new(false));
-        // Redis's rand48 state for `math.random`: one sequence for the
-        // service's whole run, as in Redis 7 (only `math.randomseed` resets it).
-        let rand = Rc::new(Cell::new(srand48(0)));
-        let host = lua.create_table()?;
-        host.set(
-            "take_raised",
-            lua.create_function(|lua, ()| {
-                let v: Value = lua.named_registry_value(libs::RAISED)?;
-                lua.set_named_registry_value(libs::RAISED, Value::Nil)?;
-                Ok(v)
-            })?,
-        )?;
-        let libs_table = lua.create_table()?;
-        for (name, lib) in libs::open_all(&lua)? {
-            libs_table.set(name, lib)?;
-        }
-        host.set("libs", libs_table)?;
-        host.set("version", REDIS_VERSION)?;
-        host.set("version_num", version_num())?;
-        host.set(
-            "sha1hex",
-            lua.create_function(|lua, args: MultiValue| match args.iter().next() {
-                Some(v) if args.len() == 1 => match arg_bytes(v) {
-                    Some(b) => Ok(MultiValue::from_vec(vec![Value::String(
-                        lua.create_string(sha1_hex(&b))?,
-                    )])),
-                    None => fail(lua, "wrong number of arguments"),
-                },
-                _ => fail(lua, "wrong number of arguments"),
-            })?,
-        )?;
-        host.set(
-            "log",
-            lua.create_function(|lua, args: MultiValue| {
-                let args = args.into_vec();
-                if args.len() < 2 {
-                    return fail(lua, "redis.log() requires two arguments or more.");
-                }
-                let level = match &args[0] {
-                    Value::Integer(i) => *i,
-                    Value::Number(n) => *n as i64,
-                    _ => return fail(lua, "First argument must be a number (log level)."),
-                };
-                if !(0..=3).contains(&level) {
-                    return fail(lua, "Invalid debug level.");
-                }
-                let text: Vec<String> = args[1..]
-                    .iter()
-                    .filter_map(arg_bytes)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .collect();
-                tracing::debug!(target: "meshwrap::redis::script", level, "{}", text.join(" "));
-                Ok(MultiValue::new())
-            })?,
-        )?;
-        let r = resp3.clone();
-        host.set(
-            "setresp",
-            lua.create_function(move |lua, args: MultiValue| {
-                if args.len() != 1 {
-                    return fail(lua, "redis.setresp() requires one argument.");
-                }
-                match args.iter().next() {
-                    Some(Value::Integer(2)) => r.set(false),
-                    Some(Value::Integer(3)) => r.set(true),
-                    _ => return fail(lua, "RESP version must be 2 or 3."),
-                }
-                Ok(MultiValue::new())
-            })?,
-        )?;
-        host.set(
-            "set_repl",
-            lua.create_function(|lua, args: MultiValue| match args.iter().next() {
-                Some(Value::Integer(0..=3)) if args.len() == 1 => Ok(MultiValue::new()),
-                Some(_) if args.len() == 1 => fail(
-                    lua,
-                    "Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
-                ),
-                _ => fail(lua, "redis.set_repl() requires one argument."),
-            })?,
-        )?;
-        host.set(
-            "acl_check_cmd",
-            lua.create_function(|lua, args: MultiValue| {
-                let name = args
-                    .iter()
-                    .next()
-                    .and_then(arg_bytes)
-                    .map(|b| String::from_utf8_lossy(&b).to_ascii_lowercase());
-                match name {
-                    Some(n) if table().contains_key(n.as_str()) => {
-                        Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
-                    }
-                    Some(_) => fail(lua, "Invalid command passed to redis.acl_check_cmd()"),
-                    None => fail(
-                        lua,
-                        "Please specify at least one argument for this redis lib call",
-                    ),
-                }
-            })?,
-        )?;
         let registry: Registry = Rc::default();
-        host.set(
-            "register_function",
-            functions::register_function(&lua, registry.clone())?,
-        )?;
-        let st = rand.clone();
-        host.set(
-            "random",
-            lua.create_function(move |lua, args: Variadic<f64>| {
-                let max = i32::MAX as i64;
-                let r = (lrand48(&st) % max) as f64 / max as f64;
-                let v = match args.as_slice() {
-                    [] => r,
-                    [u] if *u >= 1.0 => (r * u.floor()).floor() + 1.0,
-                    [l, u] if l.floor() <= u.floor() => {
-                        (r * (u.floor() - l.floor() + 1.0)).floor() + l.floor()
-                    }
-                    [_] | [_, _] => {
-                        return fail(lua, "bad argument #1 to 'random' (interval is empty)")
-                    }
-                    _ => return fail(lua, "wrong number of arguments"),
-                };
-                Ok(MultiValue::from_vec(vec![Value::Number(v)]))
-            })?,
-        )?;
-        let st = rand.clone();
-        host.set(
-            "randomseed",
-            lua.create_function(move |_, seed: f64| {
-                st.set(srand48(seed as i64));
-                Ok(MultiValue::new())
-            })?,
-        )?;
-        let s = shared.clone();
-        host.set(
-            "stopping",
-            lua.create_function(move |_, ()| Ok(s.stopping()))?,
-        )?;
+        let host = super::host::table(&lua, &shared, &resp3, &registry)?;
         let prelude = include_str!("prelude.lua");
         let runner: Function = lua.load(prelude).set_name("=meshwrap").call(host.clone())?;
         lua.set_hook(
@@ -316,7 +177,7 @@ impl Vm {
         shared: &Shared,
     ) -> Reply {
         let Some(f) = self.scripts.get(sha).map(|(f, _)| f.clone()) else {
-            return Reply::err("NOSCRIPT No matching script. Please use EVAL.");
+            return Reply::err(super::NOSCRIPT);
         };
         let set = || -> mlua::Result<()> {
             let g = self.lua.globals();
@@ -439,14 +300,12 @@ impl Vm {
         let mut limits = func.limits();
         if read_only {
             if !limits.read_only {
-                return Reply::err(
-                    "ERR Can not execute a script with write flag using *_ro command.",
-                );
+                return Reply::err(super::WRITE_FLAG_RO);
             }
             limits.read_only = true;
         }
         if !limits.allow_oom && crate::budget::over() {
-            return Reply::err("OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'");
+            return Reply::err(super::NO_ALLOW_OOM);
         }
         let (fname, callback) = (func.name.clone(), func.callback.clone());
         let bound = functions::call_tables(&self.lua, keys, args).and_then(|(k, a)| {
@@ -632,7 +491,7 @@ pub fn lua_message(e: &mlua::Error) -> String {
     }
 }
 
-fn version_num() -> i64 {
+pub(super) fn version_num() -> i64 {
     REDIS_VERSION
         .split('.')
         .fold(0, |acc, part| acc * 256 + part.parse::<i64>().unwrap_or(0))
