@@ -1,5 +1,7 @@
 //! Consumer groups: XGROUP, XACK, XPENDING, XCLAIM and XAUTOCLAIM.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 use super::super::{eq, int, syntax, Ctx, R};
@@ -9,7 +11,7 @@ use super::{
 };
 use crate::responders::redis::resp::Reply;
 use crate::responders::redis::state::now_ms;
-use crate::responders::redis::stream::{Group, Pending, Stream, StreamId};
+use crate::responders::redis::stream::{Fields, Group, Pending, Stream, StreamId};
 
 pub fn xack(c: &mut Ctx, a: &[Bytes]) -> R {
     let ids = a[3..]
@@ -231,6 +233,22 @@ pub fn xpending(c: &mut Ctx, a: &[Bytes]) -> R {
     Ok(Reply::Array(out))
 }
 
+/// A stream's entries and one of its groups, or NOGROUP.
+fn entries_and_group<'a>(
+    c: &'a mut Ctx,
+    key: &Bytes,
+    gname: &Bytes,
+) -> Result<(&'a BTreeMap<StreamId, Fields>, &'a mut Group), Reply> {
+    let s = get_stream(c.db(), key)?.ok_or_else(|| nogroup_key(key, gname))?;
+    let Stream {
+        entries, groups, ..
+    } = s;
+    let g = groups
+        .get_mut(gname)
+        .ok_or_else(|| nogroup_key(key, gname))?;
+    Ok((entries, g))
+}
+
 /// Moves a pending entry to `consumer` (XCLAIM, XAUTOCLAIM).
 fn claim(g: &mut Group, id: StreamId, consumer: &Bytes, delivered_at: i64, bump: bool, now: i64) {
     let Some(p) = g.pel.get_mut(&id) else { return };
@@ -290,15 +308,7 @@ pub fn xclaim(c: &mut Ctx, a: &[Bytes]) -> R {
     if ids.is_empty() {
         return Err(invalid_id());
     }
-    let Some(s) = get_stream(c.db(), key)? else {
-        return Err(nogroup_key(key, gname));
-    };
-    let Stream {
-        entries, groups, ..
-    } = s;
-    let g = groups
-        .get_mut(gname)
-        .ok_or_else(|| nogroup_key(key, gname))?;
+    let (entries, g) = entries_and_group(c, key, gname)?;
     if let Some(l) = lastid {
         if l > g.last_delivered {
             g.last_delivered = l;
@@ -367,15 +377,7 @@ pub fn xautoclaim(c: &mut Ctx, a: &[Bytes]) -> R {
         }
     }
     let now = now_ms();
-    let Some(s) = get_stream(c.db(), key)? else {
-        return Err(nogroup_key(key, gname));
-    };
-    let Stream {
-        entries, groups, ..
-    } = s;
-    let g = groups
-        .get_mut(gname)
-        .ok_or_else(|| nogroup_key(key, gname))?;
+    let (entries, g) = entries_and_group(c, key, gname)?;
     // Redis looks at up to ten times COUNT entries of the PEL per call.
     let scan: Vec<StreamId> = g
         .pel
