@@ -387,6 +387,8 @@ impl RedisService {
             done,
         };
         if let Err(mpsc::SendError(job)) = sender.send(job) {
+            // The thread is gone: the next script starts a new one.
+            self.scripts.reset();
             self.scripts.shared.finish();
             *conn = job.conn;
             return Reply::err("ERR the script engine stopped");
@@ -396,7 +398,12 @@ impl RedisService {
                 *conn = c;
                 reply
             }
-            Err(_) => Reply::err("ERR the script engine stopped"),
+            // The thread died with the job (the connection keeps the
+            // script client's state in place of its own).
+            Err(_) => {
+                self.scripts.reset();
+                Reply::err("ERR the script engine stopped")
+            }
         }
     }
 
