@@ -63,6 +63,13 @@ typed!(
     crate::responders::redis::state::ZSet,
     Value::ZSet(Default::default())
 );
+typed!(
+    get_stream,
+    stream_or_new,
+    Stream,
+    Box<crate::responders::redis::stream::Stream>,
+    Value::Stream(Default::default())
+);
 
 /// A string key's bytes, `None` if absent, WRONGTYPE otherwise.
 pub fn get_str(db: &mut Db, key: &[u8]) -> Result<Option<Bytes>, Reply> {

@@ -88,12 +88,9 @@ pub fn reply_to_lua(lua: &Lua, reply: Reply, resp3: bool) -> mlua::Result<Value>
             Value::Table(t)
         }
         Reply::Double(d) if resp3 => wrapped(lua, "double", Value::Number(d))?,
+        // The text a RESP2 client would read.
         Reply::Double(d) => {
-            let mut out = Vec::new();
-            Reply::Double(d).encode(&mut out, false);
-            // `$N\r\n<text>\r\n`: the text a RESP2 client would read.
-            let text = resp2_bulk_text(&out);
-            Value::String(lua.create_string(text)?)
+            Value::String(lua.create_string(crate::rules::redis::format_double(d))?)
         }
         Reply::Bool(b) if resp3 => Value::Boolean(b),
         Reply::Bool(b) => Value::Number(if b { 1.0 } else { 0.0 }),
@@ -105,15 +102,6 @@ pub fn reply_to_lua(lua: &Lua, reply: Reply, resp3: bool) -> mlua::Result<Value>
         }
         Reply::Verbatim(s) => Value::String(lua.create_string(&s)?),
     })
-}
-
-fn resp2_bulk_text(encoded: &[u8]) -> &[u8] {
-    let start = encoded
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map_or(0, |p| p + 2);
-    let end = encoded.len().saturating_sub(2).max(start);
-    &encoded[start..end]
 }
 
 fn array(lua: &Lua, items: Vec<Reply>, resp3: bool) -> mlua::Result<Value> {

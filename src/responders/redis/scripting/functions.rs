@@ -260,8 +260,8 @@ pub fn register_function(lua: &Lua, registry: Registry) -> mlua::Result<Function
     })
 }
 
-/// The keys and arguments of an FCALL as the two tables the callback
-/// gets.
+/// Keys and arguments as two Lua sequences: an FCALL callback's
+/// arguments, EVAL's KEYS and ARGV.
 pub fn call_tables(lua: &Lua, keys: &[Bytes], args: &[Bytes]) -> mlua::Result<(Table, Table)> {
     let seq = |items: &[Bytes]| -> mlua::Result<Table> {
         let t = lua.create_table_with_capacity(items.len(), 0)?;

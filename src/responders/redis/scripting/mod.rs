@@ -91,8 +91,13 @@ impl Shared {
             .clone()
     }
 
+    /// When the running job started (every command asks: no clone).
     fn since(&self) -> Option<Instant> {
-        self.running().map(|r| r.since)
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|r| r.since)
     }
 
     pub fn load_started(&self) {

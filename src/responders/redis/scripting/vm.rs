@@ -180,18 +180,10 @@ impl Vm {
             return Reply::err(super::NOSCRIPT);
         };
         let set = || -> mlua::Result<()> {
+            let (k, a) = functions::call_tables(&self.lua, &keys, &argv)?;
             let g = self.lua.globals();
-            g.raw_set(
-                "KEYS",
-                self.lua
-                    .create_sequence_from(keys.iter().map(|k| self.bytes(k)))?,
-            )?;
-            g.raw_set(
-                "ARGV",
-                self.lua
-                    .create_sequence_from(argv.iter().map(|k| self.bytes(k)))?,
-            )?;
-            Ok(())
+            g.raw_set("KEYS", k)?;
+            g.raw_set("ARGV", a)
         };
         if let Err(e) = set() {
             return Reply::Error(format!("ERR {}", lua_message(&e)));
@@ -317,10 +309,6 @@ impl Vm {
             Ok(f) => self.run(c, f, &fname, limits, shared),
             Err(e) => Reply::Error(format!("ERR {}", lua_message(&e))),
         }
-    }
-
-    fn bytes(&self, b: &[u8]) -> Value {
-        self.lua.create_string(b).map_or(Value::Nil, Value::String)
     }
 
     /// Runs `f` under the error handler and turns what it returns or

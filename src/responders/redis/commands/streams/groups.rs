@@ -242,7 +242,7 @@ fn entries_and_group<'a>(
     let s = get_stream(c.db(), key)?.ok_or_else(|| nogroup_key(key, gname))?;
     let Stream {
         entries, groups, ..
-    } = s;
+    } = &mut **s;
     let g = groups
         .get_mut(gname)
         .ok_or_else(|| nogroup_key(key, gname))?;

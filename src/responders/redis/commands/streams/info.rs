@@ -7,15 +7,6 @@ use super::groups::nogroup;
 use super::{entry_reply, get_stream};
 use crate::responders::redis::resp::Reply;
 use crate::responders::redis::state::now_ms;
-use crate::responders::redis::stream::StreamId;
-
-fn id_or_nil(id: StreamId, set: bool) -> Reply {
-    if set {
-        Reply::Bulk(id.bulk())
-    } else {
-        Reply::Bulk(Bytes::from_static(b"0-0"))
-    }
-}
 
 pub fn xinfo(c: &mut Ctx, a: &[Bytes]) -> R {
     let sub = String::from_utf8_lossy(&a[1]).to_ascii_lowercase();
@@ -78,7 +69,7 @@ pub fn xinfo(c: &mut Ctx, a: &[Bytes]) -> R {
                 (b("entries-added"), Reply::Int(s.entries_added as i64)),
                 (
                     b("recorded-first-entry-id"),
-                    id_or_nil(s.first_id(), !s.is_empty()),
+                    Reply::Bulk(s.first_id().bulk()),
                 ),
                 (b("groups"), Reply::Int(s.groups.len() as i64)),
                 (b("first-entry"), first),

@@ -19,37 +19,14 @@ use bytes::Bytes;
 
 use super::{eq, int, syntax, wrong_args, Ctx, R};
 use crate::responders::redis::resp::Reply;
-use crate::responders::redis::state::{now_ms, Db, Value};
+use crate::responders::redis::state::now_ms;
 use crate::responders::redis::stream::{Fields, Stream, StreamId, Trim};
 
 pub(super) fn invalid_id() -> Reply {
     Reply::err("ERR Invalid stream ID specified as stream command argument")
 }
 
-fn wrongtype() -> Reply {
-    super::wrongtype()
-}
-
-/// The stream at `key`: `None` when absent, WRONGTYPE when not a stream.
-pub fn get_stream<'a>(db: &'a mut Db, key: &[u8]) -> Result<Option<&'a mut Stream>, Reply> {
-    match db.get_mut(key) {
-        None => Ok(None),
-        Some(e) => match &mut e.value {
-            Value::Stream(s) => Ok(Some(s)),
-            _ => Err(wrongtype()),
-        },
-    }
-}
-
-pub(super) fn stream_or_new<'a>(db: &'a mut Db, key: &Bytes) -> Result<&'a mut Stream, Reply> {
-    if !db.check(key) {
-        db.set(key.clone(), Value::Stream(Box::default()));
-    }
-    match db.map.get_mut(key).map(|e| &mut e.value) {
-        Some(Value::Stream(s)) => Ok(s),
-        _ => Err(wrongtype()),
-    }
-}
+pub(super) use super::typed::{get_stream, stream_or_new};
 
 fn parse_u64(b: &[u8]) -> Option<u64> {
     if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {

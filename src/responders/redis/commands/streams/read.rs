@@ -145,7 +145,7 @@ pub fn try_read(c: &mut Ctx, r: &Read) -> Result<Option<Reply>, Reply> {
                 let s = get_stream(c.db(), key)?.ok_or_else(|| nogroup_read(key, g))?;
                 let Stream {
                     entries, groups, ..
-                } = s;
+                } = &mut **s;
                 let group = groups.get_mut(g).ok_or_else(|| nogroup_read(key, g))?;
                 let fresh: Vec<(StreamId, Fields)> = match group.last_delivered.next() {
                     Some(from) => entries
@@ -163,7 +163,7 @@ pub fn try_read(c: &mut Ctx, r: &Read) -> Result<Option<Reply>, Reply> {
                 let s = get_stream(c.db(), key)?.ok_or_else(|| nogroup_read(key, g))?;
                 let Stream {
                     entries, groups, ..
-                } = s;
+                } = &mut **s;
                 let group = groups.get_mut(g).ok_or_else(|| nogroup_read(key, g))?;
                 let cons = group.consumer(consumer, now);
                 cons.seen = now;
